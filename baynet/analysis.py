@@ -1,0 +1,248 @@
+"""The six steps of an incident analysis as plain functions (the Prefect tasks are thin wrappers).
+
+parse the anomaly -> query Tempo -> diff the topology -> re-estimate the DBN -> infer -> store.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from baynet.artifacts import COMPLETE, ArtifactStore, structure_html
+from baynet.dbn import O_STATES, DBNModel
+from baynet.events import AnomalyEvent
+from baynet.evidence import Thresholds, build_evidence
+from baynet.otlp import Span
+from baynet.settings import Settings
+from baynet.tempo.client import TempoClient
+from baynet.topology import (
+    PrometheusClient,
+    SnapshotStore,
+    Topology,
+    TopologyDiff,
+    diff_topology,
+    topology_from_edges,
+    topology_from_kiali,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Windows:
+    """Baseline and incident slices in unix seconds; the last slice ends at the anomaly time."""
+
+    baseline: tuple[float, float]
+    slices: list[tuple[float, float]]
+
+    @classmethod
+    def around(cls, at: float, settings: Settings) -> "Windows":
+        w, n = settings.window_s, settings.slices
+        first = at - n * w
+        slices = [(first + i * w, first + (i + 1) * w) for i in range(n)]
+        b_end = first - settings.baseline_gap_s
+        return cls((b_end - settings.baseline_s, b_end), slices)
+
+    @property
+    def incident(self) -> tuple[float, float]:
+        return self.slices[0][0], self.slices[-1][1]
+
+
+# --- step 2: traces ------------------------------------------------------------------------------
+
+def tempo_client(settings: Settings) -> TempoClient:
+    return TempoClient(
+        settings.tempo_url, org_id=settings.tempo_org_id,
+        token=settings.tempo_token.get_secret_value() if settings.tempo_token else None,
+        username=settings.tempo_username,
+        password=settings.tempo_password.get_secret_value() if settings.tempo_password else None,
+        timeout_s=settings.tempo_timeout_s, max_retries=settings.tempo_max_retries, verify=str(settings.ca_bundle) if settings.ca_bundle else True,
+    )
+
+
+def fetch_spans(event: AnomalyEvent, windows: Windows, settings: Settings) -> tuple[list[Span], dict[str, Any]]:
+    """Traces through the affected service in the incident and baseline windows, plus error traces."""
+    service_q = f'{{ resource.service.name = "{event.service}" }}'
+    with tempo_client(settings) as tempo:
+        ids: dict[str, None] = {}
+        lo, hi = windows.incident
+        per_minute = max(1, int((hi - lo) // 60))
+        ids.update(dict.fromkeys(tempo.search_window(service_q, int(lo), int(hi) + 1,
+                                                     limit=settings.tempo_search_limit, slices=per_minute)))
+        ids.update(dict.fromkeys(tempo.search_window("{ status = error }", int(lo), int(hi) + 1,
+                                                     limit=settings.tempo_search_limit, slices=per_minute)))
+        b_lo, b_hi = windows.baseline
+        ids.update(dict.fromkeys(tempo.search_window(service_q, int(b_lo), int(b_hi) + 1,
+                                                     limit=settings.tempo_search_limit,
+                                                     slices=max(1, int((b_hi - b_lo) // 60)))))
+        spans = tempo.fetch_traces(list(ids), concurrency=settings.tempo_concurrency)
+        stats = tempo.stats.as_dict()
+    return spans, stats
+
+
+# --- step 3: topology ----------------------------------------------------------------------------
+
+def read_topology(settings: Settings, at: float | None = None) -> Topology | None:
+    """The live graph from Prometheus or a Kiali body, whichever is configured; ``None`` if neither."""
+    if settings.prometheus_url:
+        prom = PrometheusClient(settings.prometheus_url,
+                                verify=str(settings.ca_bundle) if settings.ca_bundle else True)
+        try:
+            return prom.topology(settings.namespace, settings.topology_window_s, at)
+        finally:
+            prom.close()
+    if settings.kiali_graph_file:
+        return topology_from_kiali(json.loads(Path(settings.kiali_graph_file).read_text()), settings.namespace)
+    return None
+
+
+def trace_topology(edges: pd.DataFrame, namespace: str, window_s: float) -> Topology:
+    rows = [(r.caller, r.callee, r.calls / max(window_s, 1e-9), 0.0) for r in edges.itertuples()]
+    return topology_from_edges(rows, namespace, "traces")
+
+
+def diff_and_snapshot(live: Topology, snapshots: SnapshotStore) -> tuple[TopologyDiff, bool]:
+    """Diff ``live`` against the last snapshot; store it when the graph changed. Returns (diff, stored)."""
+    previous = snapshots.latest(live.namespace)
+    diff = diff_topology(previous, live)
+    stored = previous is None or not diff.empty
+    if stored:
+        snapshots.save(live)
+    return diff, stored
+
+
+# --- steps 4-5: model ----------------------------------------------------------------------------
+
+def model_key(namespace: str) -> str:
+    return f"model/{namespace}/latest.json"
+
+
+def load_model(store: ArtifactStore, namespace: str) -> DBNModel:
+    data = store.get_json(model_key(namespace))
+    return DBNModel.from_json(data) if data else DBNModel()
+
+
+def blast_radius(topology: Topology, service: str, hops: int, with_evidence: set[str]) -> list[str]:
+    if service in topology.services:
+        members = topology.downstream(service, hops)
+    else:
+        members = set(with_evidence)
+    return sorted(members & with_evidence) or sorted(with_evidence)
+
+
+def states_from_evidence(evidence: pd.DataFrame, services: list[str], n_slices: int
+                         ) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    inc = evidence[evidence["window"] >= 0]
+    states = {s: [0] * n_slices for s in services}
+    own = {s: [0] * n_slices for s in services}
+    for row in inc.itertuples():
+        if row.service in states:
+            states[row.service][row.window] = int(row.state)
+            own[row.service][row.window] = int(row.own_state)
+    return states, own
+
+
+def evidence_summary(evidence: pd.DataFrame, service: str) -> str:
+    rows = evidence[(evidence["service"] == service) & (evidence["window"] >= 0)].sort_values("window")
+    parts = []
+    for r in rows.itertuples():
+        bits = []
+        if r.error_ratio > 0:
+            bits.append(f"errors {r.error_ratio:.0%}")
+        if r.slow_frac > 0:
+            bits.append(f"slow {r.slow_frac:.0%}")
+        if r.self_slow_frac > 0:
+            bits.append(f"self-time slow {r.self_slow_frac:.0%}")
+        if r.shape_frac > 0:
+            bits.append(f"shape changed {r.shape_frac:.0%}")
+        if abs(r.rate_ratio - 1) > 0.2:
+            bits.append(f"rate x{r.rate_ratio:.2f}")
+        bits.append(f"p95 {r.p95_ms:.0f} ms, {int(r.requests)} req")
+        parts.append(f"w{r.window}: {O_STATES[r.state]}{'/own' if r.own_state else ''} ({', '.join(bits)})")
+    return "; ".join(parts)
+
+
+@dataclass
+class Analysis:
+    event: AnomalyEvent
+    ranking: list[dict[str, Any]]
+    path: list[str]
+    model: DBNModel
+    evidence: pd.DataFrame
+    structure_changes: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def reestimate(model: DBNModel, topology: Topology, edges: pd.DataFrame) -> dict[str, Any]:
+    """Step 4: align the structure with the topology, then update parameters from span counts."""
+    changes = model.update_structure(topology.services, set(topology.edges))
+    model.update_parameters(edges.to_dict("records"))
+    return changes
+
+
+def infer(model: DBNModel, event: AnomalyEvent, evidence: pd.DataFrame, topology: Topology,
+          settings: Settings) -> tuple[list[dict[str, Any]], list[str]]:
+    """Step 5: posteriors over the blast radius, ranked, and the propagation path to the event's service."""
+    n = int(evidence["window"].max()) + 1 if not evidence.empty else 0
+    with_evidence = set(evidence.loc[evidence["window"] >= 0, "service"])
+    members = blast_radius(topology, event.service, settings.blast_radius_hops, with_evidence)
+    states, own = states_from_evidence(evidence, members, max(n, 1))
+    posteriors = model.infer(states, own, members)
+    order = sorted(posteriors, key=lambda s: (-posteriors[s], s))
+    ranking = [{"rank": i + 1, "service": s, "posterior": posteriors[s], "prior": model.prior(s),
+                "evidence": evidence_summary(evidence, s)} for i, s in enumerate(order)]
+    path = model.propagation_path(order[0], event.service, states) if order else []
+    return ranking, path
+
+
+# --- step 6: artifacts ---------------------------------------------------------------------------
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return buf.getvalue()
+
+
+def store_artifacts(store: ArtifactStore, event: AnomalyEvent, ranking: list[dict[str, Any]], path: list[str],
+                    evidence: pd.DataFrame, topology: Topology, diff: TopologyDiff, model: DBNModel,
+                    fetch_stats: dict[str, Any], run_url: str | None = None) -> dict[str, str]:
+    """Write every artifact of one incident, the completion marker last. Returns name -> location."""
+    base = f"incidents/{event.id}"
+    members = {r["service"] for r in ranking}
+    callees = {s: [c for c in model.callees.get(s, []) if c in members] for s in members}
+    summary = {"event": json.loads(event.model_dump_json()), "ranking": ranking, "propagation_path": path,
+               "fetch": fetch_stats, "model_updates": model.updates}
+    out = {
+        "ranking.json": store.put_json(f"{base}/ranking.json", summary),
+        "ranking.csv": store.put(f"{base}/ranking.csv", _csv([{k: r[k] for k in ("rank", "service", "posterior")}
+                                                              for r in ranking])),
+        "posteriors.csv": store.put(f"{base}/posteriors.csv", _csv(ranking)),
+        "evidence.csv": store.put(f"{base}/evidence.csv", evidence.to_csv(index=False)),
+        "topology.json": store.put_json(f"{base}/topology.json", topology.to_json()),
+        "topology_diff.json": store.put_json(f"{base}/topology_diff.json", diff.to_json()),
+        "topology_diff.md": store.put(f"{base}/topology_diff.md", diff.to_markdown()),
+        "model.json": store.put_json(f"{base}/model.json", model.to_json()),
+        "fetch_stats.json": store.put_json(f"{base}/fetch_stats.json", fetch_stats),
+        "structure.html": store.put(f"{base}/structure.html", structure_html(
+            f"Baynet incident {event.id}: {event.event_type} on {event.service}", ranking, callees, event.service,
+            path, diff.to_json(), run_url)),
+    }
+    store.put_json(model_key(topology.namespace), model.to_json())
+    out[COMPLETE] = store.put(f"{base}/{COMPLETE}", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    return out
+
+
+def evidence_for(spans: list[Span] | pd.DataFrame, windows: Windows, thresholds: Thresholds = Thresholds()
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return build_evidence(spans, windows.baseline, windows.slices, thresholds)

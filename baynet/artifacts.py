@@ -1,0 +1,209 @@
+"""Where an analysis leaves its results: a local directory (default) or S3.
+
+Per incident, under ``incidents/<event id>/``: ``ranking.json``, ``ranking.csv``, ``posteriors.csv``,
+``evidence.csv``, ``topology.json``, ``topology_diff.json``, ``topology_diff.md``, ``model.json``,
+``fetch_stats.json``, ``structure.html`` and, written last, ``_COMPLETE`` — an incident without it was
+interrupted and is not read as complete. The persistent model lives under ``model/<namespace>/``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from baynet.topology import atomic_write
+
+COMPLETE = "_COMPLETE"
+
+
+class ArtifactStore:
+    """Key -> bytes. ``location(key)`` says where a key lives (a path or an s3:// URL)."""
+
+    def put(self, key: str, data: bytes | str) -> str:
+        raise NotImplementedError
+
+    def get(self, key: str) -> bytes | None:
+        raise NotImplementedError
+
+    def location(self, key: str) -> str:
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def put_json(self, key: str, obj: Any) -> str:
+        return self.put(key, json.dumps(obj, indent=1, default=str))
+
+    def get_json(self, key: str) -> Any | None:
+        data = self.get(key)
+        return None if data is None else json.loads(data)
+
+    def incident_complete(self, event_id: str) -> bool:
+        return self.exists(f"incidents/{event_id}/{COMPLETE}")
+
+
+class LocalStore(ArtifactStore):
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in path.parents:
+            raise ValueError(f"artifact key {key!r} escapes the artifact directory")
+        return path
+
+    def put(self, key: str, data: bytes | str) -> str:
+        path = self._path(key)
+        atomic_write(path, data.encode() if isinstance(data, str) else data)
+        return str(path)
+
+    def get(self, key: str) -> bytes | None:
+        path = self._path(key)
+        return path.read_bytes() if path.exists() else None
+
+    def location(self, key: str) -> str:
+        return str(self._path(key))
+
+
+class S3Store(ArtifactStore):
+    """S3 (or moto's S3) through boto3. Objects appear whole on PUT, so no rename dance is needed."""
+
+    def __init__(self, bucket: str, prefix: str = "baynet", *, endpoint_url: str | None = None,
+                 region: str = "us-east-1", sse: str | None = None, client: Any = None):
+        import boto3
+
+        self.bucket, self.prefix, self.sse = bucket, prefix.strip("/"), sse
+        self.s3 = client or boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, key: str, data: bytes | str) -> str:
+        extra = {"ServerSideEncryption": self.sse} if self.sse else {}
+        body = data.encode() if isinstance(data, str) else data
+        self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=body, **extra)
+        return self.location(key)
+
+    def get(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+
+    def location(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+
+def make_store(settings: Any) -> ArtifactStore:
+    if settings.s3_bucket:
+        return S3Store(settings.s3_bucket, settings.s3_prefix, endpoint_url=settings.aws_endpoint_url,
+                       region=settings.aws_region, sse=settings.s3_sse)
+    return LocalStore(settings.artifacts_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# The structure plot: one self-contained HTML file (inline SVG + a few lines of JS, no CDN).
+
+def _layout(services: list[str], callees: dict[str, list[str]], entry: str) -> dict[str, tuple[float, float]]:
+    depth = {entry: 0}
+    frontier = [entry]
+    while frontier:
+        nxt = []
+        for s in frontier:
+            for c in callees.get(s, []):
+                if c in services and c not in depth:
+                    depth[c] = depth[s] + 1
+                    nxt.append(c)
+        frontier = nxt
+    deepest = max(depth.values(), default=0)
+    for s in services:
+        depth.setdefault(s, deepest + 1)
+    layers: dict[int, list[str]] = {}
+    for s in sorted(services):
+        layers.setdefault(depth[s], []).append(s)
+    pos = {}
+    for d, members in layers.items():
+        for i, s in enumerate(members):
+            pos[s] = (120 + 220 * d, 60 + 80 * i)
+    return pos
+
+
+def _colour(p: float) -> str:
+    # white -> red with the posterior
+    g = int(255 * (1 - min(1.0, max(0.0, p))))
+    return f"rgb(255,{g},{g})"
+
+
+def structure_html(title: str, ranking: list[dict[str, Any]], callees: dict[str, list[str]], entry: str,
+                   path: list[str], diff: dict[str, Any] | None = None, run_url: str | None = None) -> str:
+    """Render the network with posteriors; clicking a node shows its evidence. Every name is escaped."""
+    services = [r["service"] for r in ranking]
+    info = {r["service"]: r for r in ranking}
+    pos = _layout(services, callees, entry)
+    on_path = set(zip(path, path[1:]))
+    added = {tuple(e) for e in (diff or {}).get("edges_added", [])}
+    width = max((x for x, _ in pos.values()), default=0) + 200
+    height = max((y for _, y in pos.values()), default=0) + 80
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" id="graph">',
+             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" markerHeight="6" '
+             'orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>']
+    for caller in services:
+        for callee in callees.get(caller, []):
+            if callee not in pos:
+                continue
+            (x1, y1), (x2, y2) = pos[caller], pos[callee]
+            # faults travel callee -> caller, so the arrow points from callee to caller
+            hot = (callee, caller) in on_path
+            cls = "edge path" if hot else ("edge added" if (caller, callee) in added else "edge")
+            dx, dy = x1 - x2, y1 - y2
+            norm = math.hypot(dx, dy) or 1
+            parts.append(f'<line class="{cls}" x1="{x2 + 60 * dx / norm:.0f}" y1="{y2 + 22 * dy / norm:.0f}" '
+                         f'x2="{x1 - 60 * dx / norm:.0f}" y2="{y1 - 22 * dy / norm:.0f}" marker-end="url(#arrow)"/>')
+    for s in services:
+        x, y = pos[s]
+        p = float(info[s]["posterior"])
+        esc = html.escape(s)
+        parts.append(f'<g class="node" data-service="{esc}" transform="translate({x},{y})">'
+                     f'<rect x="-60" y="-20" width="120" height="40" rx="8" fill="{_colour(p)}" '
+                     f'class="{"onpath" if s in path else ""}"/>'
+                     f'<text text-anchor="middle" y="-2">{html.escape(s[:18])}</text>'
+                     f'<text text-anchor="middle" y="13" class="p">{p:.3f}</text></g>')
+    parts.append("</svg>")
+    rows = "".join(
+        f'<tr><td>{r["rank"]}</td><td>{html.escape(r["service"])}</td><td>{float(r["posterior"]):.4f}</td>'
+        f'<td>{html.escape(r.get("evidence", ""))}</td></tr>' for r in ranking)
+    evidence_json = json.dumps({r["service"]: r.get("evidence", "") for r in ranking}).replace("<", "\\u003c")
+    run_link = f'<p>Prefect run: <a href="{html.escape(run_url)}">{html.escape(run_url)}</a></p>' if run_url else ""
+    path_txt = " → ".join(html.escape(s) for s in path)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body{{font-family:sans-serif;margin:1.5em}} .edge{{stroke:#999;stroke-width:1.5}}
+.edge.path{{stroke:#d00;stroke-width:3}} .edge.added{{stroke:#07c;stroke-dasharray:4 3}}
+.node rect{{stroke:#333}} .node rect.onpath{{stroke:#d00;stroke-width:3}} .node{{cursor:pointer}}
+.p{{font-size:11px}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px}}
+#details{{margin:1em 0;padding:.6em;border:1px solid #aaa;min-height:1.2em;background:#fafafa}}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>Propagation path (root cause first): <b id="path">{path_txt}</b></p>{run_link}
+<p>Colour: posterior probability of being the root cause. Red edges: the propagation path; dashed
+blue: edges new since the last topology snapshot. Click a service for its evidence.</p>
+{''.join(parts)}
+<div id="details">Click a service.</div>
+<table id="ranking"><tr><th>rank</th><th>service</th><th>P(root cause)</th><th>evidence</th></tr>{rows}</table>
+<script>
+const EVIDENCE = {evidence_json};
+document.querySelectorAll('.node').forEach(n => n.addEventListener('click', () => {{
+  const s = n.getAttribute('data-service');
+  const d = document.getElementById('details');
+  d.textContent = s + ': ' + (EVIDENCE[s] || 'no evidence');
+}}));
+</script></body></html>
+"""

@@ -1,0 +1,247 @@
+"""The ``baynet`` command line. Prefect and the analysis stack are imported only by the commands that
+need them, so ``baynet --help`` and the small commands start fast."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+app = typer.Typer(help="Baynet: root-cause analysis for microservice incidents (SQS -> Prefect -> Tempo + "
+                       "Istio -> dynamic Bayesian network).", no_args_is_help=True, add_completion=False)
+tempo_app = typer.Typer(help="Read and serve Tempo responses.", no_args_is_help=True)
+event_app = typer.Typer(help="Check anomaly event messages.", no_args_is_help=True)
+app.add_typer(tempo_app, name="tempo")
+app.add_typer(event_app, name="event")
+
+
+def _err(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _logging(verbose: bool) -> None:
+    # No phoning home from Prefect's temporary server or GX (and their heartbeats race SQLite at start-up).
+    for key, value in (("PREFECT_SERVER_ANALYTICS_ENABLED", "false"), ("GX_ANALYTICS_ENABLED", "False"),
+                       ("DO_NOT_TRACK", "1")):
+        os.environ.setdefault(key, value)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for ours in ("baynet", "flows", "tasks"):
+        logging.getLogger(ours).setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+@event_app.command("check")
+def event_check(file: Path = typer.Argument(..., help="A message body (JSON) as it would arrive on the queue; "
+                                                      "'-' reads standard input.")) -> None:
+    """Print the normalised event(s) as JSON lines, or exit 2 naming the field and value that are wrong."""
+    from baynet.events import EventError, parse_message
+
+    try:
+        body = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    except OSError as exc:
+        _err(f"cannot read {file}: {exc.strerror}")
+    try:
+        events = parse_message(body)
+    except EventError as exc:
+        _err(str(exc))
+    for event in events:
+        typer.echo(event.model_dump_json())
+
+
+@tempo_app.command("parse")
+def tempo_parse(file: Path = typer.Argument(..., help="A saved Tempo response: search, or trace by id (v1/v2).")
+                ) -> None:
+    """Print one JSON line per span: trace_id, span_id, parent_span_id, service, name, kind, start_ns,
+    end_ns, status (ok/error/unset), http_status."""
+    from baynet.otlp import TempoParseError, parse_any
+
+    try:
+        kind, spans = parse_any(file.read_bytes())
+    except OSError as exc:
+        _err(f"cannot read {file}: {exc.strerror}")
+    except TempoParseError as exc:
+        _err(f"{file}: {exc}")
+    if not spans:
+        typer.echo(f"{file}: a {kind} body with no spans", err=True)
+    keys = ("trace_id", "span_id", "parent_span_id", "service", "name", "kind", "start_ns", "end_ns", "status",
+            "http_status")
+    for span in spans:
+        typer.echo(json.dumps({k: getattr(span, k) for k in keys}))
+
+
+@tempo_app.command("serve")
+def tempo_serve(directory: Path = typer.Argument(..., help="Directory of OTLP JSON trace files."),
+                host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+                port: int = typer.Option(3200, help="Port (Tempo's default is 3200)."),
+                max_trace_bytes: int = typer.Option(50 * 1024 * 1024, help="Traces larger than this get 422 "
+                                                                           "on v1 and PARTIAL on v2.")) -> None:
+    """Serve traces with Tempo's HTTP API (search, traces v1/v2, tags, ready) until interrupted."""
+    from baynet.tempo.server import TempoServer, TraceStore
+
+    store = TraceStore()
+    n = store.load_dir(directory)
+    server = TempoServer(store, host=host, port=port, max_trace_bytes=max_trace_bytes).start()
+    typer.echo(f"serving {n} traces from {directory} at {server.url} (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+@app.command("generate")
+def generate_cmd(out: Path = typer.Argument(..., help="Directory to write the incident to."),
+                 mesh: str = typer.Option("sock-shop", help="sock-shop or petclinic."),
+                 service: str = typer.Option("carts", help="Service to inject the fault into."),
+                 fault: str = typer.Option("latency", help="latency, errors or gray."),
+                 minutes_ago: float = typer.Option(5.0, help="When the fault started."),
+                 seed: int = typer.Option(7, help="Random seed.")) -> None:
+    """Generate an incident: OTLP traces, Istio series (OpenMetrics), the anomaly event, and the ground
+    truth (in truth/, apart from what the model reads)."""
+    from baynet.generator import generate, write_incident
+
+    try:
+        incident = generate(mesh, service, fault, fault_start=time.time() - 60 * minutes_ago, seed=seed)
+    except ValueError as exc:
+        _err(str(exc))
+    paths = write_incident(incident, out)
+    typer.echo(json.dumps({k: str(v) for k, v in paths.items()}, indent=1))
+
+
+def _settings_env(env: dict[str, str]) -> None:
+    os.environ.update(env)
+
+
+@app.command("analyse")
+def analyse(file: Path = typer.Argument(..., help="An anomaly event message (JSON)."),
+            verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Run the incident flow on one event file, without the queue (uses BAYNET_* settings)."""
+    _logging(verbose)
+    from flows.incident import incident_rca
+
+    result = incident_rca(file.read_text())
+    _print_result(result)
+
+
+@app.command("listen")
+def listen(max_messages: Optional[int] = typer.Option(None, help="Stop after this many messages."),
+           idle_polls: Optional[int] = typer.Option(None, help="Stop after this many empty polls in a row."),
+           retry_after: int = typer.Option(30, help="Seconds before a failed message is offered again."),
+           verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Long-poll the SQS queue (BAYNET_SQS_QUEUE_URL) and run the incident flow for each event."""
+    _logging(verbose)
+    from baynet.settings import Settings
+
+    settings = Settings()
+    if not settings.sqs_queue_url:
+        _err("BAYNET_SQS_QUEUE_URL is not set")
+    outcomes = run_consumer(settings, max_messages=max_messages, idle_polls=idle_polls, retry_after=retry_after)
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.result] = counts.get(o.result, 0) + 1
+    typer.echo(json.dumps(counts))
+
+
+def run_consumer(settings: Any, *, max_messages: int | None, idle_polls: int | None, retry_after: int = 30,
+                 on_outcome: Any = None) -> list[Any]:
+    import boto3
+
+    from baynet.artifacts import make_store
+    from baynet.sqs import Consumer
+    from flows.incident import incident_rca
+
+    sqs = boto3.client("sqs", endpoint_url=settings.aws_endpoint_url, region_name=settings.aws_region)
+    store = make_store(settings)
+    consumer = Consumer(
+        sqs, settings.sqs_queue_url, lambda event: incident_rca(event.model_dump(mode="json")),
+        dlq_url=settings.sqs_dlq_url or None, is_done=store.incident_complete, wait_s=settings.sqs_wait_seconds,
+        visibility_s=settings.sqs_visibility_timeout, retry_after_s=retry_after,
+    )
+    return consumer.run(max_messages=max_messages, idle_polls=idle_polls, on_outcome=on_outcome)
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"Root causes for the anomaly on {result['service']} (event {result['event_id']})")
+    table.add_column("rank", justify="right")
+    table.add_column("service")
+    table.add_column("P(root cause)", justify="right")
+    table.add_column("evidence (incident slices, oldest first)")
+    for r in result["ranking"][:10]:
+        table.add_row(str(r["rank"]), r["service"], f"{r['posterior']:.3f}", r["evidence"][:160])
+    console.print(table)
+    console.print(f"propagation path: {' -> '.join(result['path'])}")
+    console.print(f"evidence: {result['fetch'].get('traces_fetched', 0)} traces, {result['fetch'].get('spans', 0)} "
+                  f"spans, {result['fetch'].get('not_found', 0)} not found, {result['fetch'].get('partial', 0)} "
+                  f"partial")
+    console.print(f"artifacts: {Path(result['artifacts']['ranking.json']).parent}")
+
+
+@app.command("demo")
+def demo(workdir: Path = typer.Option(Path("demo-run"), help="Where the generated incident and artifacts go."),
+         mesh: str = typer.Option("sock-shop", help="sock-shop or petclinic."),
+         service: str = typer.Option("carts", help="Service to inject the fault into."),
+         fault: str = typer.Option("latency", help="latency, errors or gray."),
+         verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Generate an incident, start the local stack (moto SQS, Tempo replay, Prometheus if installed),
+    send the anomaly event to the queue and let the consumer run the incident flow on it."""
+    _logging(verbose)
+    from baynet.generator import generate, write_incident
+    from baynet.settings import Settings
+    from baynet.stack import LocalStack
+
+    started = time.monotonic()
+
+    def step(text: str) -> None:
+        typer.echo(f"[{time.monotonic() - started:6.1f}s] {text}", err=True)
+
+    try:
+        incident = generate(mesh, service, fault, fault_start=time.time() - 300)
+    except ValueError as exc:
+        _err(str(exc))
+    workdir = workdir.resolve()
+    if workdir.exists():
+        import shutil
+
+        shutil.rmtree(workdir)
+    paths = write_incident(incident, workdir / "incident")
+    step(f"generated {len(incident.spans)} spans: {fault} fault in {service} of {mesh}")
+    with LocalStack(workdir, traces=paths["traces"], openmetrics=paths["openmetrics"]) as stack:
+        _settings_env(stack.env)
+        step(f"stack up: SQS {stack.moto.url}, Tempo {stack.tempo.url}, Prometheus "
+             f"{stack.prometheus.url if stack.prometheus else '(not installed: topology from traces)'}")
+        stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody=paths["event"].read_text())
+        step("anomaly event sent to the queue; consumer running the incident flow")
+        settings = Settings(sqs_wait_seconds=2)
+        outcomes = run_consumer(settings, max_messages=1, idle_polls=3)
+        if not outcomes or outcomes[0].result != "analysed":
+            _err(f"the event was not analysed: {outcomes[0].detail if outcomes else 'no message received'}", 1)
+        event_id = outcomes[0].event_ids[0]
+        from baynet.artifacts import LocalStore
+
+        summary = LocalStore(settings.artifacts_dir).get_json(f"incidents/{event_id}/ranking.json")
+    result = {"service": summary["event"]["service"], "event_id": event_id, "ranking": summary["ranking"],
+              "path": summary["propagation_path"], "fetch": summary["fetch"],
+              "artifacts": {"ranking.json": str(settings.artifacts_dir / "incidents" / event_id / "ranking.json")}}
+    _print_result(result)
+    top = result["ranking"][0]["service"]
+    mark = "matches" if top == service else "does NOT match"
+    typer.echo(f"injected fault: {fault} in {service} — top root cause {top} {mark} (ground truth read only now, "
+               f"from {paths['truth']})")
+    step("done")
+    if top != service:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,372 @@
+"""The dynamic Bayesian network over the services of a mesh.
+
+Per service ``s`` and slice ``t`` three variables:
+
+* ``R[s,t]`` — latent root-cause indicator (no/yes); persists across slices: ``R[s,t-1] -> R[s,t]``;
+* ``O[s,t]`` — observed propagating state (ok/degraded/failing) from errors, latency and traffic of the
+  spans that enter ``s``; parents ``R[s,t]``, ``O[c,t]`` for every callee ``c`` of ``s`` (faults travel
+  from callee to caller) and ``O[s,t-1]``;
+* ``S[s,t]`` — observed own-work state (ok/anomalous) from self time, trace shape and the service's own
+  errors; parent ``R[s,t]`` only.
+
+``O``'s conditional distribution is a *noisy-MAX*: each active cause (the service's own fault, a
+degraded or failing callee, its own previous state, a leak) independently produces a level, and ``O`` is
+the largest. A noisy-MAX is exactly decomposable (the max is associative), so a service with many callees
+never needs a CPT with ``3**k`` columns: the fast path evaluates the likelihood in ``O(k)``, and the pgmpy
+export divorces parents into groups of at most :data:`GROUP` (intermediate ``M`` nodes) so its tables stay
+small. Parameters are Beta/Dirichlet counts with a forgetting factor: propagation strengths from the
+per-edge span counts (a bad child span with a bad caller span = propagated), root-cause priors from past
+posteriors.
+
+Inference: when every ``O`` and ``S`` of the blast radius is observed — always the case for the services
+Baynet models, because silence is itself evidence (rate drop) — the root-cause chains of different
+services are independent given the evidence, and the exact posterior is a two-state forward-backward
+pass per service (:meth:`DBNModel.infer`). :meth:`DBNModel.infer_pgmpy` answers the same query (or one
+with missing evidence) by variable elimination on the unrolled pgmpy network; tests hold the two equal.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+O_STATES = ["ok", "degraded", "failing"]
+S_STATES = ["ok", "anomalous"]
+R_STATES = ["no", "yes"]
+GROUP = 3  # callees per intermediate node in the pgmpy export (parent divorcing)
+MODEL_VERSION = 1
+
+
+@dataclass
+class Params:
+    """Global parameters of the noisy-MAX model; documented defaults, updated from data."""
+
+    onset: float = 0.05                      # P(R[t]=yes | R[t-1]=no)
+    persist: float = 0.95                    # P(R[t]=yes | R[t-1]=yes)
+    leak: tuple[float, float, float] = (0.94, 0.05, 0.01)     # O level with no active cause
+    root_effect: tuple[float, float, float] = (0.10, 0.45, 0.45)  # O level produced by the own fault
+    self_persist: float = 0.3                # a bad O[t-1] reproduces its level with this probability
+    own_sensitivity: float = 0.7             # P(S=anomalous | R=yes)
+    own_false_alarm: float = 0.05            # P(S=anomalous | R=no)
+    edge_prior: tuple[float, float] = (3.0, 2.0)   # Beta prior of a propagation strength
+    root_prior: tuple[float, float] = (0.5, 9.5)   # Beta prior of P(R=yes) (5 %)
+    forgetting: float = 0.9                  # old counts are multiplied by this at each update
+
+
+@dataclass
+class DBNModel:
+    """Structure (services, call edges) and parameters (counts) of the DBN; JSON-serialisable."""
+
+    services: list[str] = field(default_factory=list)
+    callees: dict[str, list[str]] = field(default_factory=dict)
+    edge_counts: dict[str, list[float]] = field(default_factory=dict)   # "caller->callee": [a, b]
+    root_counts: dict[str, list[float]] = field(default_factory=dict)   # service: [a, b]
+    params: Params = field(default_factory=Params)
+    updates: int = 0
+
+    # --- structure -------------------------------------------------------------------------------
+
+    @staticmethod
+    def edge_key(caller: str, callee: str) -> str:
+        return f"{caller}->{callee}"
+
+    def update_structure(self, services: set[str], edges: set[tuple[str, str]]) -> dict[str, Any]:
+        """Make the structure match a topology. New services/edges get priors; removed ones go;
+        unchanged families keep their learned counts. Returns what changed."""
+        before_services, before_edges = set(self.services), self.edge_set()
+        services = set(services) | {s for e in edges for s in e}
+        self.services = sorted(services)
+        self.callees = {s: sorted(c for (a, c) in edges if a == s and c != s) for s in self.services}
+        keep = {self.edge_key(a, c) for (a, c) in edges if a != c}
+        self.edge_counts = {k: v for k, v in self.edge_counts.items() if k in keep}
+        for k in keep:
+            self.edge_counts.setdefault(k, list(self.params.edge_prior))
+        self.root_counts = {s: self.root_counts.get(s, list(self.params.root_prior)) for s in self.services}
+        return {"services_added": sorted(services - before_services),
+                "services_removed": sorted(before_services - services),
+                "edges_added": sorted(self.edge_set() - before_edges),
+                "edges_removed": sorted(before_edges - self.edge_set())}
+
+    def edge_set(self) -> set[tuple[str, str]]:
+        return {(s, c) for s, cs in self.callees.items() for c in cs}
+
+    def strength(self, caller: str, callee: str) -> float:
+        a, b = self.edge_counts.get(self.edge_key(caller, callee), self.params.edge_prior)
+        return a / (a + b)
+
+    def prior(self, service: str) -> float:
+        a, b = self.root_counts.get(service, self.params.root_prior)
+        return a / (a + b)
+
+    # --- parameters ------------------------------------------------------------------------------
+
+    def update_parameters(self, edge_stats: list[dict[str, Any]]) -> None:
+        """Bayesian update of propagation strengths from per-edge span counts (forgetting old counts).
+
+        Each item: ``caller``, ``callee``, ``child_bad`` (bad callee spans) and ``both_bad`` (of those, how
+        many came with a bad caller span). A strength is the chance that a bad callee makes its caller bad.
+        """
+        gamma = self.params.forgetting
+        a0, b0 = self.params.edge_prior
+        for row in edge_stats:
+            key = self.edge_key(row["caller"], row["callee"])
+            if key not in self.edge_counts:
+                continue
+            child_bad, both = float(row["child_bad"]), float(row["both_bad"])
+            if child_bad <= 0:
+                continue
+            a, b = self.edge_counts[key]
+            # Forget towards the prior, not towards zero, so a quiet edge returns to its default.
+            a = a0 + gamma * (a - a0) + both
+            b = b0 + gamma * (b - b0) + max(0.0, child_bad - both)
+            self.edge_counts[key] = [a, b]
+        self.updates += 1
+
+    def update_priors(self, posteriors: dict[str, float], weight: float = 1.0) -> None:
+        """Soft-count update of root-cause priors from an analysed incident's posteriors."""
+        gamma = self.params.forgetting
+        a0, b0 = self.params.root_prior
+        for s, p in posteriors.items():
+            if s in self.root_counts:
+                a, b = self.root_counts[s]
+                self.root_counts[s] = [a0 + gamma * (a - a0) + weight * p, b0 + gamma * (b - b0) + weight * (1 - p)]
+
+    # --- likelihoods -----------------------------------------------------------------------------
+
+    def _cause_cdfs(self, service: str, r: int, callee_states: dict[str, int], prev: int | None
+                    ) -> list[np.ndarray]:
+        """P(contribution <= level) for each active cause of O[service]."""
+        p = self.params
+        cdfs = [np.cumsum(p.leak)]
+        if r:
+            cdfs.append(np.cumsum(p.root_effect))
+        for c in self.callees.get(service, []):
+            level = callee_states.get(c, 0)
+            if level:
+                cdfs.append(_level_cdf(level, self.strength(service, c)))
+        if prev:
+            cdfs.append(_level_cdf(prev, p.self_persist))
+        return cdfs
+
+    def o_likelihood(self, service: str, level: int, r: int, callee_states: dict[str, int],
+                     prev: int | None) -> float:
+        """P(O[service] = level | R = r, callee states, previous own state) under noisy-MAX."""
+        cdf = np.prod(self._cause_cdfs(service, r, callee_states, prev), axis=0)
+        return float(cdf[level] - (cdf[level - 1] if level else 0.0))
+
+    def s_likelihood(self, own: int, r: int) -> float:
+        p1 = self.params.own_sensitivity if r else self.params.own_false_alarm
+        return p1 if own else 1.0 - p1
+
+    # --- inference -------------------------------------------------------------------------------
+
+    def infer(self, states: dict[str, list[int]], own: dict[str, list[int]],
+              services: list[str] | None = None) -> dict[str, float]:
+        """Exact ``P(R[s, last] = yes | all O and S)`` for each service, by forward-backward per service.
+
+        ``states[s][t]`` and ``own[s][t]`` are the observed O and S levels per slice. Every service in
+        ``services`` (default: all with evidence) must have both; callees without evidence count as ok.
+        """
+        services = services or sorted(states)
+        p = self.params
+        trans = np.array([[1 - p.onset, p.onset], [1 - p.persist, p.persist]])
+        out = {}
+        for s in services:
+            o_seq, s_seq = states[s], own[s]
+            n = len(o_seq)
+            emis = np.empty((n, 2))
+            for t in range(n):
+                callee_states = {c: states[c][t] for c in self.callees.get(s, []) if c in states}
+                prev = o_seq[t - 1] if t else None
+                for r in (0, 1):
+                    emis[t, r] = self.o_likelihood(s, o_seq[t], r, callee_states, prev) * self.s_likelihood(s_seq[t], r)
+            pi = self.prior(s)
+            alpha = np.array([1 - pi, pi]) * emis[0]
+            alpha /= alpha.sum() or 1.0
+            for t in range(1, n):
+                alpha = (alpha @ trans) * emis[t]
+                alpha /= alpha.sum() or 1.0
+            out[s] = float(alpha[1])  # filtering at the last slice = smoothing there
+        return out
+
+    # --- pgmpy -----------------------------------------------------------------------------------
+
+    def _o_cpd_values(self, service: str, callee_order: list[str], with_prev: bool,
+                      with_r: bool = True) -> np.ndarray:
+        """CPT columns of O[service] over (R, prev?, callees...) in pgmpy's evidence order."""
+        axes: list[list[int]] = [[0, 1]] if with_r else []
+        if with_prev:
+            axes.append([0, 1, 2])
+        axes += [[0, 1, 2]] * len(callee_order)
+        cols = []
+        for combo in itertools.product(*axes):
+            r = combo[0] if with_r else 0
+            rest = combo[1:] if with_r else combo
+            prev = rest[0] if with_prev else None
+            cs = dict(zip(callee_order, rest[1:] if with_prev else rest))
+            cols.append([self.o_likelihood(service, lvl, r, cs, prev) for lvl in range(3)])
+        return np.array(cols).T
+
+    def to_pgmpy(self, slices: int, services: list[str] | None = None):
+        """Unroll ``slices`` slices into a pgmpy ``DiscreteBayesianNetwork`` (parents divorced in groups)."""
+        from pgmpy.factors.discrete import TabularCPD
+        from pgmpy.models import DiscreteBayesianNetwork
+
+        services = services or self.services
+        inside = set(services)
+        p = self.params
+        bn = DiscreteBayesianNetwork()
+        cpds = []
+        for t in range(slices):
+            for s in services:
+                r, o, own = f"R|{s}|{t}", f"O|{s}|{t}", f"S|{s}|{t}"
+                bn.add_nodes_from([r, o, own])
+                if t == 0:
+                    cpds.append(TabularCPD(r, 2, [[1 - self.prior(s)], [self.prior(s)]], state_names={r: R_STATES}))
+                else:
+                    rp = f"R|{s}|{t - 1}"
+                    bn.add_edge(rp, r)
+                    cpds.append(TabularCPD(r, 2, [[1 - p.onset, 1 - p.persist], [p.onset, p.persist]],
+                                           evidence=[rp], evidence_card=[2],
+                                           state_names={r: R_STATES, rp: R_STATES}))
+                bn.add_edge(r, own)
+                cpds.append(TabularCPD(own, 2, [[1 - p.own_false_alarm, 1 - p.own_sensitivity],
+                                                [p.own_false_alarm, p.own_sensitivity]], evidence=[r],
+                                       evidence_card=[2], state_names={own: S_STATES, r: R_STATES}))
+                callees = [c for c in self.callees.get(s, []) if c in inside]
+                groups = [callees[i:i + GROUP] for i in range(0, len(callees), GROUP)]
+                parents = [r] + ([f"O|{s}|{t - 1}"] if t else [])
+                direct = groups[0] if len(groups) == 1 else []
+                evidence = parents + [f"O|{c}|{t}" for c in direct]
+                if len(groups) > 1:
+                    # Parent divorcing: M nodes hold the max of each group's (noisy) contributions; O is
+                    # then the noisy-MAX of its own causes and the deterministic max of the M nodes.
+                    m_nodes = []
+                    for gi, group in enumerate(groups):
+                        m = f"M|{s}|{gi}|{t}"
+                        m_nodes.append(m)
+                        for c in group:
+                            bn.add_edge(f"O|{c}|{t}", m)
+                        values = self._group_cpd_values(s, group)
+                        cpds.append(TabularCPD(m, 3, values, evidence=[f"O|{c}|{t}" for c in group],
+                                               evidence_card=[3] * len(group),
+                                               state_names={m: O_STATES, **{f"O|{c}|{t}": O_STATES for c in group}}))
+                    evidence += m_nodes
+                    values = self._o_given_groups(s, t > 0, len(m_nodes))
+                else:
+                    values = self._o_cpd_values(s, direct, t > 0)
+                for e in evidence:
+                    bn.add_edge(e, o)
+                cards = [2] + [3] * (len(evidence) - 1)
+                names = {o: O_STATES, r: R_STATES, **{e: O_STATES for e in evidence[1:]}}
+                cpds.append(TabularCPD(o, 3, values, evidence=evidence, evidence_card=cards, state_names=names))
+        bn.add_cpds(*cpds)
+        return bn
+
+    def _group_cpd_values(self, service: str, group: list[str]) -> np.ndarray:
+        cols = []
+        for combo in itertools.product([0, 1, 2], repeat=len(group)):
+            cdf = np.ones(3)
+            for c, level in zip(group, combo):
+                if level:
+                    cdf = cdf * _level_cdf(level, self.strength(service, c))
+            cols.append([cdf[0], cdf[1] - cdf[0], cdf[2] - cdf[1]])
+        return np.array(cols).T
+
+    def _o_given_groups(self, service: str, with_prev: bool, n_groups: int) -> np.ndarray:
+        p = self.params
+        axes = [[0, 1]] + ([[0, 1, 2]] if with_prev else []) + [[0, 1, 2]] * n_groups
+        cols = []
+        for combo in itertools.product(*axes):
+            r, rest = combo[0], combo[1:]
+            prev = rest[0] if with_prev else None
+            gmax = max(rest[1:] if with_prev else rest, default=0)
+            cdfs = [np.cumsum(p.leak)] + ([np.cumsum(p.root_effect)] if r else [])
+            if prev:
+                cdfs.append(_level_cdf(prev, p.self_persist))
+            cdf = np.prod(cdfs, axis=0) * (np.arange(3) >= gmax)
+            cols.append([cdf[0], cdf[1] - cdf[0], cdf[2] - cdf[1]])
+        return np.array(cols).T
+
+    def infer_pgmpy(self, states: dict[str, list[int]], own: dict[str, list[int]],
+                    services: list[str] | None = None) -> dict[str, float]:
+        """Same query as :meth:`infer` by variable elimination on the unrolled pgmpy network.
+        Services without evidence in ``states``/``own`` are left unobserved (marginalised)."""
+        from pgmpy.inference import VariableElimination
+
+        services = services or sorted(states)
+        slices = max(len(v) for v in states.values())
+        bn = self.to_pgmpy(slices, services)
+        evidence = {}
+        for s in services:
+            for t in range(slices):
+                if s in states:
+                    evidence[f"O|{s}|{t}"] = O_STATES[states[s][t]]
+                if s in own:
+                    evidence[f"S|{s}|{t}"] = S_STATES[own[s][t]]
+        ve = VariableElimination(bn)
+        last = slices - 1
+        out = {}
+        for s in services:
+            q = ve.query([f"R|{s}|{last}"], evidence=evidence, show_progress=False)
+            out[s] = float(q.get_value(**{f"R|{s}|{last}": "yes"}))
+        return out
+
+    # --- paths -----------------------------------------------------------------------------------
+
+    def propagation_path(self, root: str, anomalous: str, states: dict[str, list[int]]) -> list[str]:
+        """Most probable path by which a fault at ``root`` reaches ``anomalous``: the caller chain from
+        ``root`` up to ``anomalous`` maximising the product of propagation strengths, with services
+        that looked fine in the last slice penalised. Returned root first."""
+        if root == anomalous:
+            return [root]
+        best: dict[str, float] = {anomalous: 0.0}
+        prev: dict[str, str] = {}
+        heap = [(0.0, anomalous)]
+        while heap:
+            cost, s = heapq.heappop(heap)
+            if s == root:
+                break
+            if cost > best.get(s, math.inf):
+                continue
+            for c in self.callees.get(s, []):
+                level = states.get(c, [0])[-1]
+                w = -math.log(max(1e-9, self.strength(s, c))) + (0.0 if level else 3.0)
+                if cost + w < best.get(c, math.inf):
+                    best[c] = cost + w
+                    prev[c] = s
+                    heapq.heappush(heap, (cost + w, c))
+        if root not in prev:
+            return [root]
+        path = [root]
+        while path[-1] != anomalous:
+            path.append(prev[path[-1]])
+        return path
+
+    # --- persistence -----------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": MODEL_VERSION, "services": self.services, "callees": self.callees,
+                "edge_counts": self.edge_counts, "root_counts": self.root_counts,
+                "params": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self.params).items()},
+                "updates": self.updates}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "DBNModel":
+        if data.get("version") != MODEL_VERSION:
+            raise ValueError(f"model version {data.get('version')!r} is not {MODEL_VERSION}; rebuild the model")
+        params = Params(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["params"].items()})
+        return cls(services=data["services"], callees=data["callees"], edge_counts=data["edge_counts"],
+                   root_counts=data["root_counts"], params=params, updates=data.get("updates", 0))
+
+
+def _level_cdf(level: int, strength: float) -> np.ndarray:
+    """CDF over O levels of a cause that produces ``level`` with probability ``strength``, else ok."""
+    cdf = np.ones(3)
+    cdf[:level] = 1.0 - strength
+    return cdf

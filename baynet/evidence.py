@@ -1,0 +1,226 @@
+"""Spans -> per-service, per-window evidence and per-edge propagation counts.
+
+Columns of the evidence frame (one row per service and window; ``window`` -1 is the baseline,
+0..n-1 are the incident slices, oldest first):
+
+=================  ===========================================================================
+requests           spans that enter the service (root spans, or whose parent is another service)
+errors             entering spans that failed (status error, HTTP >= 500, gRPC server error)
+error_ratio        errors / requests
+p50_ms, p95_ms     latency of entering spans
+self_p95_ms        95th percentile of span self time (duration minus child spans)
+slow_frac          share of entering spans slower than baseline mean + 3 sd (log scale, per operation)
+self_slow_frac     share of the service's spans whose self time is that far above its baseline
+shape_frac         share of spans whose number of child calls differs from the operation's usual
+                   count, minus the baseline share (an exception or early return drops children)
+rate_ratio         request rate against the baseline rate (1.0 = unchanged)
+own_error_frac     share of failed spans none of whose children failed (the service's own fault)
+state              propagating state for the DBN: 0 ok, 1 degraded, 2 failing
+own_state          own-work state for the DBN: 0 ok, 1 anomalous
+=================  ===========================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from baynet.otlp import Span
+
+EVIDENCE_COLUMNS = [
+    "service", "window", "requests", "errors", "error_ratio", "p50_ms", "p95_ms", "self_p95_ms",
+    "slow_frac", "self_slow_frac", "shape_frac", "rate_ratio", "own_error_frac", "state", "own_state",
+]
+EDGE_COLUMNS = ["caller", "callee", "calls", "child_bad", "both_bad", "caller_bad_alone"]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Discretisation of evidence into DBN states. Generic defaults, not fitted to any dataset."""
+
+    z_slow: float = 3.0            # a span is slow when log-duration z-score exceeds this
+    log_sd_floor: float = 0.1      # floor on the baseline log-duration spread (~10 %)
+    degraded_frac: float = 0.10    # share of slow spans that makes a window degraded
+    failing_frac: float = 0.50     # ... failing
+    degraded_error: float = 0.02   # error-ratio increase over baseline: degraded
+    failing_error: float = 0.20    # ... failing
+    degraded_rate: float = 0.5     # request rate below this share of baseline: degraded
+    failing_rate: float = 0.2      # ... failing
+    shape_frac: float = 0.10       # excess share of spans with an unusual number of child calls
+    min_requests: int = 5          # below this many baseline requests a rate drop is not judged
+
+
+def spans_frame(spans: list[Span]) -> pd.DataFrame:
+    """Columnar form of spans (one row per span)."""
+    n = len(spans)
+    return pd.DataFrame({
+        "trace_id": [s.trace_id for s in spans],
+        "span_id": [s.span_id for s in spans],
+        "parent_span_id": [s.parent_span_id for s in spans],
+        "service": [s.service for s in spans],
+        "name": [s.name for s in spans],
+        "start_ns": np.fromiter((s.start_ns for s in spans), dtype=np.int64, count=n),
+        "end_ns": np.fromiter((s.end_ns for s in spans), dtype=np.int64, count=n),
+        "failed": np.fromiter((s.failed for s in spans), dtype=bool, count=n),
+    })
+
+
+def _annotate(df: pd.DataFrame) -> pd.DataFrame:
+    """Add duration, self time, child counts and the parent's service to each span."""
+    df = df.drop_duplicates(["trace_id", "span_id"]).reset_index(drop=True)
+    df["dur_ns"] = (df["end_ns"] - df["start_ns"]).clip(lower=0)
+    key = df["trace_id"] + ":" + df["span_id"]
+    parent_key = df["trace_id"] + ":" + df["parent_span_id"]
+    has_parent = df["parent_span_id"] != ""
+    child = pd.DataFrame({"pkey": parent_key[has_parent], "dur": df.loc[has_parent, "dur_ns"],
+                          "failed": df.loc[has_parent, "failed"]})
+    agg = child.groupby("pkey").agg(child_dur=("dur", "sum"), children=("dur", "size"),
+                                    child_failed=("failed", "any"))
+    df["children"] = key.map(agg["children"]).fillna(0).astype(np.int64)
+    df["child_failed"] = key.map(agg["child_failed"]).fillna(False).astype(bool)
+    df["self_ns"] = (df["dur_ns"] - key.map(agg["child_dur"]).fillna(0)).clip(lower=0)
+    service_by_key = pd.Series(df["service"].values, index=key.values)
+    service_by_key = service_by_key[~service_by_key.index.duplicated()]
+    df["parent_service"] = parent_key.map(service_by_key).fillna("")
+    df["entry"] = df["parent_service"] != df["service"]
+    return df
+
+
+def _window_index(start_ns: pd.Series, baseline: tuple[float, float], slices: list[tuple[float, float]]
+                  ) -> np.ndarray:
+    t = start_ns.to_numpy() / 1e9
+    out = np.full(len(t), -2, dtype=np.int64)
+    out[(t >= baseline[0]) & (t < baseline[1])] = -1
+    for i, (lo, hi) in enumerate(slices):
+        out[(t >= lo) & (t < hi)] = i
+    return out
+
+
+def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, float],
+                   slices: list[tuple[float, float]], thresholds: Thresholds = Thresholds()
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return ``(evidence, edges)``: per-service-window evidence and per-call-edge counts.
+
+    ``baseline`` and each of ``slices`` are ``(start, end)`` in unix seconds.
+    """
+    df = spans if isinstance(spans, pd.DataFrame) else spans_frame(spans)
+    if df.empty:
+        return pd.DataFrame(columns=EVIDENCE_COLUMNS), pd.DataFrame(columns=EDGE_COLUMNS)
+    df = _annotate(df)
+    df["window"] = _window_index(df["start_ns"], baseline, slices)
+    df = df[df["window"] >= -1].copy()
+    th = thresholds
+
+    # Baseline per operation: log-duration and log-self-time mean/sd, usual child count.
+    df["log_dur"] = np.log(df["dur_ns"].to_numpy(dtype=float) + 1e3)
+    df["log_self"] = np.log(df["self_ns"].to_numpy(dtype=float) + 1e3)
+    base = df[df["window"] == -1]
+    if base.empty:  # no baseline: judge the incident slices against the first slice
+        base = df[df["window"] == 0]
+    op = ["service", "name"]
+    stats = base.groupby(op).agg(mu=("log_dur", "mean"), sd=("log_dur", "std"), mu_self=("log_self", "mean"),
+                                 sd_self=("log_self", "std"),
+                                 usual_children=("children", lambda c: int(c.mode().iloc[0])))
+    df = df.join(stats, on=op)
+    known = df["mu"].notna()
+    sd = df["sd"].fillna(0).clip(lower=th.log_sd_floor)
+    sd_self = df["sd_self"].fillna(0).clip(lower=th.log_sd_floor)
+    df["slow"] = known & ((df["log_dur"] - df["mu"]) / sd > th.z_slow)
+    df["self_slow"] = known & ((df["log_self"] - df["mu_self"]) / sd_self > th.z_slow)
+    # A failed child explains an early return, so only spans whose children were fine count here.
+    df["odd_shape"] = known & (df["children"] != df["usual_children"]) & ~df["child_failed"]
+    df["bad"] = df["failed"] | df["slow"]
+    df["own_error"] = df["failed"] & ~df["child_failed"]
+
+    entry = df[df["entry"]]
+    g_entry = entry.groupby(["service", "window"])
+    g_all = df.groupby(["service", "window"])
+    ev = pd.DataFrame({
+        "requests": g_entry.size(),
+        "errors": g_entry["failed"].sum(),
+        "p50_ms": g_entry["dur_ns"].quantile(0.5) / 1e6,
+        "p95_ms": g_entry["dur_ns"].quantile(0.95) / 1e6,
+        "slow_frac": g_entry["slow"].mean(),
+    })
+    ev = ev.join(pd.DataFrame({
+        "self_p95_ms": g_all["self_ns"].quantile(0.95) / 1e6,
+        "self_slow_frac": g_all["self_slow"].mean(),
+        "odd_shape": g_all["odd_shape"].mean(),
+        "own_errors": g_all["own_error"].sum(),
+        "failed_spans": g_all["failed"].sum(),
+    }), how="outer")
+    # Every service seen anywhere gets a row in every window: silence is evidence too.
+    services = sorted(df["service"].unique())
+    windows = [-1] + list(range(len(slices)))
+    ev = ev.reindex(pd.MultiIndex.from_product([services, windows], names=["service", "window"]))
+    ev[["requests", "errors", "own_errors", "failed_spans"]] = ev[
+        ["requests", "errors", "own_errors", "failed_spans"]].fillna(0)
+    ev["error_ratio"] = np.where(ev["requests"] > 0, ev["errors"] / ev["requests"].clip(lower=1), 0.0)
+    ev["own_error_frac"] = np.where(ev["failed_spans"] > 0, ev["own_errors"] / ev["failed_spans"].clip(lower=1),
+                                    0.0)
+    ev = ev.reset_index()
+
+    base_ev = ev[ev["window"] == -1].set_index("service")
+    base_len = max(1e-9, baseline[1] - baseline[0])
+    base_rate = base_ev["requests"] / base_len
+    ev["rate_ratio"] = 1.0
+    ev["shape_frac"] = 0.0
+    for i, (lo, hi) in enumerate(slices):
+        rows = ev["window"] == i
+        rate = ev.loc[rows, "requests"].to_numpy() / max(1e-9, hi - lo)
+        b = ev.loc[rows, "service"].map(base_rate).to_numpy()
+        judged = ev.loc[rows, "service"].map(base_ev["requests"]).fillna(0).to_numpy() >= th.min_requests
+        ev.loc[rows, "rate_ratio"] = np.where(judged & (b > 0), rate / np.where(b > 0, b, 1), 1.0)
+        base_shape = ev.loc[rows, "service"].map(base_ev["odd_shape"]).fillna(0).to_numpy()
+        ev.loc[rows, "shape_frac"] = np.clip(ev.loc[rows, "odd_shape"].fillna(0).to_numpy() - base_shape, 0, 1)
+    ev["slow_frac"] = ev["slow_frac"].fillna(0.0)
+    ev["self_slow_frac"] = ev["self_slow_frac"].fillna(0.0)
+    base_err = ev["service"].map(base_ev["error_ratio"]).fillna(0).to_numpy()
+    ev["state"] = _state(ev, base_err, th)
+    ev["own_state"] = (
+        (ev["self_slow_frac"] >= th.degraded_frac) | (ev["shape_frac"] >= th.shape_frac)
+        | ((ev["error_ratio"] - base_err >= th.degraded_error) & (ev["own_error_frac"] >= 0.5))
+    ).astype(np.int64)
+    base_rows = ev["window"] == -1
+    ev.loc[base_rows, ["state", "own_state"]] = 0
+    for col in ("p50_ms", "p95_ms", "self_p95_ms"):
+        ev[col] = ev[col].fillna(0.0)
+
+    edges = _edge_counts(df[df["window"] >= 0])
+    return ev[EVIDENCE_COLUMNS].copy(), edges
+
+
+def _state(ev: pd.DataFrame, base_err: np.ndarray, th: Thresholds) -> np.ndarray:
+    err_up = ev["error_ratio"].to_numpy() - base_err
+    slow = ev["slow_frac"].to_numpy()
+    rate = ev["rate_ratio"].to_numpy()
+    failing = (err_up >= th.failing_error) | (slow >= th.failing_frac) | (rate <= th.failing_rate)
+    degraded = (err_up >= th.degraded_error) | (slow >= th.degraded_frac) | (rate <= th.degraded_rate)
+    return np.where(failing, 2, np.where(degraded, 1, 0)).astype(np.int64)
+
+
+def _edge_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Per caller->callee: how often a bad child came with a bad caller span (propagated) and how
+    often the caller span was bad while all its children were fine (the caller's own fault)."""
+    cross = df[df["entry"] & (df["parent_service"] != "")]
+    if cross.empty:
+        return pd.DataFrame(columns=EDGE_COLUMNS)
+    key = df["trace_id"] + ":" + df["span_id"]
+    bad_by_key = pd.Series(df["bad"].values, index=key.values)
+    bad_by_key = bad_by_key[~bad_by_key.index.duplicated()]
+    # The parent of a cross-service span is usually the caller's client span; walk one more level
+    # up to the caller's own span when the client span is a thin wrapper is not needed: a slow or
+    # failed child makes the client span slow or failed as well.
+    parent_bad = (cross["trace_id"] + ":" + cross["parent_span_id"]).map(bad_by_key).fillna(False).astype(bool)
+    any_bad_child = df.groupby(df["trace_id"] + ":" + df["parent_span_id"])["bad"].any()
+    caller_alone = parent_bad & ~(cross["trace_id"] + ":" + cross["parent_span_id"]).map(any_bad_child
+                                                                                        ).fillna(False).astype(bool)
+    frame = pd.DataFrame({"caller": cross["parent_service"].values, "callee": cross["service"].values,
+                          "child_bad": cross["bad"].values, "both_bad": (cross["bad"] & parent_bad).values,
+                          "caller_bad_alone": caller_alone.values})
+    out = frame.groupby(["caller", "callee"]).agg(calls=("child_bad", "size"), child_bad=("child_bad", "sum"),
+                                                  both_bad=("both_bad", "sum"),
+                                                  caller_bad_alone=("caller_bad_alone", "sum")).reset_index()
+    return out[EDGE_COLUMNS]

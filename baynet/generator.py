@@ -1,0 +1,215 @@
+"""Generate incidents for the demo and tests: traces, Istio series and the anomaly event of a fault
+injected into one service of a known mesh. The ground truth is written apart from what the model sees.
+
+Meshes: ``sock-shop`` (the mesh the original system ran on) and ``petclinic`` (Spring PetClinic
+microservices). Faults: ``latency`` (the service's own work slows down), ``errors`` (its requests fail)
+and ``gray`` (a partial failure: a share of requests slow, a few fail).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from baynet.otlp import Span, render_resource_spans
+
+# service -> (mean self time ms, [(callee, probability of a call per request)])
+MESHES: dict[str, dict[str, Any]] = {
+    "sock-shop": {
+        "entry": "front-end",
+        "services": {
+            "front-end": (4.0, [("catalogue", 0.7), ("carts", 0.5), ("user", 0.3), ("orders", 0.2)]),
+            "catalogue": (3.0, [("catalogue-db", 1.0)]),
+            "carts": (5.0, [("carts-db", 1.0)]),
+            "user": (3.0, [("user-db", 1.0)]),
+            "orders": (6.0, [("user", 0.8), ("carts", 0.8), ("payment", 1.0), ("shipping", 1.0),
+                             ("orders-db", 1.0)]),
+            "payment": (2.0, []),
+            "shipping": (3.0, [("rabbitmq", 1.0)]),
+            "catalogue-db": (2.0, []),
+            "carts-db": (2.5, []),
+            "user-db": (2.0, []),
+            "orders-db": (2.5, []),
+            "rabbitmq": (1.0, []),
+        },
+    },
+    "petclinic": {
+        "entry": "api-gateway",
+        "services": {
+            "api-gateway": (3.0, [("customers-service", 0.6), ("vets-service", 0.3), ("visits-service", 0.5)]),
+            "customers-service": (5.0, [("mysql", 1.0), ("visits-service", 0.4)]),
+            "vets-service": (4.0, [("mysql", 1.0)]),
+            "visits-service": (4.0, [("mysql", 1.0)]),
+            "mysql": (2.0, []),
+        },
+    },
+}
+FAULTS = ("latency", "errors", "gray")
+
+
+@dataclass
+class Incident:
+    mesh: str
+    namespace: str
+    fault_service: str
+    fault: str
+    fault_start: float
+    event: dict[str, Any]
+    spans: list[Span]
+    truth: dict[str, Any]
+
+
+class _Gen:
+    def __init__(self, mesh: str, fault_service: str, fault: str, fault_start: float, namespace: str,
+                 rng: random.Random):
+        self.services = MESHES[mesh]["services"]
+        self.fault_service, self.fault, self.fault_start = fault_service, fault, fault_start
+        self.namespace, self.rng = namespace, rng
+        self.spans: list[Span] = []
+
+    def _id(self, nbytes: int) -> str:
+        return self.rng.getrandbits(8 * nbytes).to_bytes(nbytes, "big").hex()
+
+    def _resource(self, service: str) -> dict[str, Any]:
+        return {"service.name": service, "k8s.namespace.name": self.namespace}
+
+    def call(self, service: str, trace_id: str, parent: str, start_ns: int, faulty: bool, gray_hit: bool
+             ) -> tuple[int, bool]:
+        """Emit the server span of ``service`` (and its subtree); return (end_ns, failed)."""
+        mean_self, callees = self.services[service]
+        self_ms = self.rng.lognormvariate(0, 0.25) * mean_self
+        own_error = False
+        if faulty and service == self.fault_service:
+            if self.fault == "latency" or (self.fault == "gray" and gray_hit):
+                self_ms *= 6.0
+            if self.fault == "errors":
+                own_error = self.rng.random() < 0.6
+            if self.fault == "gray" and gray_hit:
+                own_error = self.rng.random() < 0.15
+        span_id = self._id(8)
+        t = start_ns + int(self_ms * 1e6 * 0.5)  # half of own work before the calls
+        child_failed = False
+        for callee, prob in callees:
+            if self.rng.random() >= prob:
+                continue
+            client_id = self._id(8)
+            child_start = t + int(0.2e6)
+            child_end, failed = self.call(callee, trace_id, client_id, child_start, faulty, gray_hit)
+            client_end = child_end + int(0.2e6)
+            self.spans.append(Span(trace_id, client_id, span_id, service, f"call {callee}", "client", t, client_end,
+                                   "error" if failed else "unset", 500 if failed else 200,
+                                   resource=self._resource(service), attributes={"peer.service": callee}))
+            child_failed |= failed
+            t = client_end
+            if failed:
+                break  # a failed dependency ends the request
+        end = t + int(self_ms * 1e6 * 0.5)
+        failed = own_error or (child_failed and self.rng.random() < 0.9)
+        self.spans.append(Span(trace_id, span_id, parent, service, f"{service} handle", "server", start_ns, end,
+                               "error" if failed else "unset", 500 if failed else 200,
+                               resource=self._resource(service)))
+        return end, failed
+
+
+def generate(mesh: str = "sock-shop", fault_service: str | None = None, fault: str = "latency", *,
+             fault_start: float, before_s: float = 900, after_s: float = 240, rate_per_s: float = 2.0,
+             detection_delay_s: float = 180, namespace: str = "default", seed: int = 7) -> Incident:
+    """Traffic from ``fault_start - before_s`` to ``fault_start + after_s`` with the fault active after
+    ``fault_start``; the anomaly event names the entry service at ``fault_start + detection_delay_s``."""
+    if mesh not in MESHES:
+        raise ValueError(f"unknown mesh {mesh!r}; choose one of {', '.join(MESHES)}")
+    if fault not in FAULTS:
+        raise ValueError(f"unknown fault {fault!r}; choose one of {', '.join(FAULTS)}")
+    spec = MESHES[mesh]
+    fault_service = fault_service or sorted(spec["services"])[0]
+    if fault_service not in spec["services"]:
+        raise ValueError(f"service {fault_service!r} is not in mesh {mesh!r}: {', '.join(sorted(spec['services']))}")
+    rng = random.Random(seed)
+    gen = _Gen(mesh, fault_service, fault, fault_start, namespace, rng)
+    t = fault_start - before_s
+    end = fault_start + after_s
+    while t < end:
+        t += rng.expovariate(rate_per_s)
+        faulty = t >= fault_start
+        gen.call(spec["entry"], gen._id(16), "", int(t * 1e9), faulty, rng.random() < 0.3)
+    detected = fault_start + detection_delay_s
+    event = {"service": spec["entry"], "namespace": namespace, "event_type": "latency" if fault != "errors"
+             else "errors", "timestamp": detected, "severity": "critical",
+             "labels": {"detector": "baynet-generator", "mesh": mesh}}
+    truth = {"mesh": mesh, "fault_service": fault_service, "fault": fault, "fault_start": fault_start,
+             "detected_at": detected}
+    return Incident(mesh, namespace, fault_service, fault, fault_start, event, gen.spans, truth)
+
+
+def write_traces(spans: list[Span], directory: Path, chunk_s: int = 60) -> list[Path]:
+    """OTLP JSON export files (hex ids, as OTLP/HTTP ingest uses), one per ``chunk_s`` of traces."""
+    directory.mkdir(parents=True, exist_ok=True)
+    by_trace: dict[str, list[Span]] = {}
+    for s in spans:
+        by_trace.setdefault(s.trace_id, []).append(s)
+    chunks: dict[int, list[Span]] = {}
+    for group in by_trace.values():
+        start = min(s.start_ns for s in group) // 10**9
+        chunks.setdefault(int(start // chunk_s), []).extend(group)
+    paths = []
+    for key, group in sorted(chunks.items()):
+        path = directory / f"traces-{key * chunk_s}.json"
+        path.write_bytes(orjson.dumps({"resourceSpans": render_resource_spans(group, id_encoding="hex")}))
+        paths.append(path)
+    return paths
+
+
+def istio_openmetrics(spans: list[Span], namespace: str, step_s: int = 15) -> str:
+    """``istio_requests_total`` counters (both reporters, as real sidecars report) from the spans'
+    cross-service calls, in OpenMetrics text for ``promtool tsdb create-blocks-from openmetrics``."""
+    by_id = {(s.trace_id, s.span_id): s for s in spans}
+    calls: dict[tuple[str, str, str], list[float]] = {}
+    for s in spans:
+        if s.kind != "server" or not s.parent_span_id:
+            continue
+        client = by_id.get((s.trace_id, s.parent_span_id))
+        if client is None or client.service == s.service:
+            continue
+        code = str(s.http_status or 200)
+        calls.setdefault((client.service, s.service, code), []).append(s.start_ns / 1e9)
+    if not calls:
+        return "# EOF\n"
+    t0 = int(min(min(v) for v in calls.values())) // step_s * step_s
+    t1 = int(max(max(v) for v in calls.values())) + step_s
+    lines = ["# HELP istio_requests Total requests.", "# TYPE istio_requests counter"]
+    for (src, dst, code), times in sorted(calls.items()):
+        times.sort()
+        for reporter in ("source", "destination"):
+            labels = (f'reporter="{reporter}",source_workload="{src}",source_workload_namespace="{namespace}",'
+                      f'source_canonical_service="{src}",source_canonical_revision="latest",'
+                      f'destination_workload="{dst}",destination_workload_namespace="{namespace}",'
+                      f'destination_service="{dst}.{namespace}.svc.cluster.local",destination_service_name="{dst}",'
+                      f'destination_service_namespace="{namespace}",destination_canonical_service="{dst}",'
+                      f'destination_canonical_revision="latest",request_protocol="http",response_code="{code}",'
+                      f'response_flags="-"')
+            i = 0
+            for ts in range(t0, t1, step_s):
+                while i < len(times) and times[i] <= ts:
+                    i += 1
+                lines.append(f"istio_requests_total{{{labels}}} {i} {ts}")
+    lines.append("# EOF")
+    return "\n".join(lines) + "\n"
+
+
+def write_incident(incident: Incident, directory: Path) -> dict[str, Path]:
+    """Write traces, Istio series, the event and (apart) the ground truth under ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    write_traces(incident.spans, directory / "traces")
+    om = directory / "istio.om"
+    om.write_text(istio_openmetrics(incident.spans, incident.namespace))
+    event = directory / "event.json"
+    event.write_text(json.dumps(incident.event, indent=1))
+    truth = directory / "truth" / "truth.json"
+    truth.parent.mkdir(exist_ok=True)
+    truth.write_text(json.dumps(incident.truth, indent=1))
+    return {"traces": directory / "traces", "openmetrics": om, "event": event, "truth": truth}

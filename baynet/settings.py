@@ -1,0 +1,69 @@
+"""All run-time settings in one place, read from the environment (prefix ``BAYNET_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Baynet settings. Every field can be set as ``BAYNET_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="BAYNET_", extra="ignore")
+
+    # --- queue -----------------------------------------------------------------------------------
+    sqs_queue_url: str = Field("", description="URL of the SQS queue anomaly events arrive on.")
+    sqs_dlq_url: str = Field(
+        "", description="URL of the dead-letter queue; unparseable messages are moved there with a reason."
+    )
+    aws_endpoint_url: str | None = Field(
+        None, description="Override for AWS endpoints (moto server in tests and the demo)."
+    )
+    aws_region: str = Field("us-east-1", description="AWS region for SQS and S3 clients.")
+    sqs_wait_seconds: int = Field(20, ge=0, le=20, description="SQS long-poll wait (WaitTimeSeconds).")
+    sqs_visibility_timeout: int = Field(
+        300, ge=10, le=43200, description="Seconds a received message stays hidden while it is analysed."
+    )
+
+    # --- traces ----------------------------------------------------------------------------------
+    tempo_url: str = Field("http://127.0.0.1:3200", description="Base URL of Grafana Tempo's HTTP API.")
+    tempo_org_id: str | None = Field(None, description="X-Scope-OrgID header for multi-tenant Tempo.")
+    tempo_token: SecretStr | None = Field(None, description="Bearer token for Tempo (never logged).")
+    tempo_username: str | None = Field(None, description="Basic-auth user for Tempo.")
+    tempo_password: SecretStr | None = Field(None, description="Basic-auth password for Tempo (never logged).")
+    tempo_search_limit: int = Field(200, ge=1, le=10000, description="Traces per Tempo search request.")
+    tempo_timeout_s: float = Field(30.0, gt=0, le=600, description="HTTP timeout for Tempo requests.")
+    tempo_max_retries: int = Field(
+        3, ge=0, le=10, description="Retries of one Tempo request on 429/5xx/network errors (backoff with jitter)."
+    )
+    tempo_concurrency: int = Field(8, ge=1, le=64, description="Trace fetches in flight at once.")
+    ca_bundle: Path | None = Field(None, description="CA bundle for TLS to Tempo/Prometheus/Kiali.")
+
+    # --- topology --------------------------------------------------------------------------------
+    prometheus_url: str | None = Field(
+        None, description="Prometheus with Istio metrics; the topology source when set."
+    )
+    kiali_graph_file: Path | None = Field(
+        None, description="A saved Kiali /api/namespaces/graph body to read the topology from instead."
+    )
+    namespace: str = Field("default", description="Mesh namespace the services live in.")
+    topology_window_s: int = Field(600, ge=60, le=86400, description="Rate window for topology queries.")
+
+    # --- analysis --------------------------------------------------------------------------------
+    window_s: int = Field(60, ge=10, le=3600, description="Length of one DBN time slice, seconds.")
+    slices: int = Field(3, ge=1, le=10, description="Incident slices ending at the anomaly time.")
+    baseline_s: int = Field(600, ge=60, le=86400, description="Baseline window length before the incident.")
+    baseline_gap_s: int = Field(
+        120, ge=0, le=86400, description="Gap between the baseline window and the first incident slice."
+    )
+    blast_radius_hops: int = Field(
+        3, ge=0, le=10, description="Downstream hops from the affected service included in the model."
+    )
+
+    # --- artifacts -------------------------------------------------------------------------------
+    artifacts_dir: Path = Field(Path("artifacts"), description="Local artifact directory.")
+    s3_bucket: str | None = Field(None, description="Store artifacts in this S3 bucket instead of locally.")
+    s3_prefix: str = Field("baynet", description="Key prefix for artifacts in S3.")
+    s3_sse: str | None = Field(None, description="S3 server-side encryption, e.g. AES256 or aws:kms.")

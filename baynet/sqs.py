@@ -1,0 +1,187 @@
+"""The SQS consumer behind ``baynet listen``.
+
+It long-polls the queue and hands each event to a handler (the incident flow). The contract:
+
+* a message is deleted only after its analysis succeeded (or it was a duplicate / a resolved event);
+* a message that cannot be parsed is copied to the dead-letter queue with the reason in its message
+  attributes, logged, and only then deleted — never dropped silently (without a DLQ configured it is
+  left on the queue, and the queue's RedrivePolicy moves it after ``maxReceiveCount`` receives);
+* a failed analysis leaves the message on the queue: it comes back after ``retry_after_s`` and, after
+  ``maxReceiveCount`` receives, the RedrivePolicy moves it to the DLQ;
+* an event already analysed (its artifacts are complete) or in flight is not analysed again;
+* while an analysis runs, a heartbeat extends the message's visibility so it is not delivered twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from baynet.events import AnomalyEvent, EventError, parse_message
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[AnomalyEvent], Any]
+
+
+@dataclass
+class Outcome:
+    message_id: str
+    result: str            # analysed | duplicate | dead-lettered | failed | resolved
+    event_ids: list[str] = field(default_factory=list)
+    detail: str = ""
+
+
+def create_queues(sqs: Any, name: str, *, max_receive_count: int = 3, visibility_timeout: int = 300
+                  ) -> tuple[str, str]:
+    """Create (or find) a queue and its dead-letter queue wired by a RedrivePolicy; return both URLs."""
+    dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)})
+    url = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": redrive,
+                                                       "VisibilityTimeout": str(visibility_timeout)})["QueueUrl"]
+    return url, dlq_url
+
+
+class Consumer:
+    def __init__(self, sqs: Any, queue_url: str, handler: Handler, *, dlq_url: str | None = None,
+                 is_done: Callable[[str], bool] = lambda event_id: False, wait_s: int = 20,
+                 visibility_s: int = 300, retry_after_s: int = 30, max_messages: int = 1):
+        self.sqs, self.queue_url, self.dlq_url = sqs, queue_url, dlq_url
+        self.handler, self.is_done = handler, is_done
+        self.wait_s, self.visibility_s, self.retry_after_s = wait_s, visibility_s, retry_after_s
+        self.max_messages = max_messages
+        self.in_flight: set[str] = set()
+        self.done: set[str] = set()
+        self.stop = threading.Event()
+        self.outcomes: list[Outcome] = []
+
+    # --- receiving -------------------------------------------------------------------------------
+
+    def receive(self) -> list[dict[str, Any]]:
+        resp = self.sqs.receive_message(
+            QueueUrl=self.queue_url, MaxNumberOfMessages=self.max_messages, WaitTimeSeconds=self.wait_s,
+            VisibilityTimeout=self.visibility_s, MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            MessageAttributeNames=["All"],
+        )
+        return resp.get("Messages", [])  # an empty receive has no "Messages" key at all
+
+    def run(self, *, max_messages: int | None = None, idle_polls: int | None = None,
+            on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+        """Poll until stopped, ``max_messages`` handled, or ``idle_polls`` empty polls in a row."""
+        handled = idle = failures = 0
+        while not self.stop.is_set():
+            try:
+                messages = self.receive()
+                failures = 0
+            except Exception as exc:  # the queue endpoint restarted or the network blipped: reconnect
+                failures += 1
+                delay = min(30.0, 0.5 * 2**failures)
+                log.warning("receive from %s failed (%s); retrying in %.1fs", self.queue_url, exc, delay)
+                self.stop.wait(delay)
+                continue
+            if not messages:
+                idle += 1
+                if idle_polls is not None and idle >= idle_polls:
+                    break
+                continue
+            idle = 0
+            for message in messages:
+                outcome = self.handle(message)
+                self.outcomes.append(outcome)
+                if on_outcome:
+                    on_outcome(outcome)
+                handled += 1
+            if max_messages is not None and handled >= max_messages:
+                break
+        return self.outcomes
+
+    # --- one message -----------------------------------------------------------------------------
+
+    def handle(self, message: dict[str, Any]) -> Outcome:
+        mid, receipt, body = message["MessageId"], message["ReceiptHandle"], message.get("Body", "")
+        try:
+            events = parse_message(body)
+        except EventError as exc:
+            return self._dead_letter(message, str(exc))
+        ids = [e.id for e in events]
+        todo = [e for e in events if e.status == "firing" and e.id not in self.done and e.id not in self.in_flight
+                and not self.is_done(e.id)]
+        if not todo:
+            self._delete(receipt)
+            result = "resolved" if all(e.status == "resolved" for e in events) else "duplicate"
+            log.info("message %s: %s event(s) %s; deleted", mid, result, ", ".join(ids))
+            return Outcome(mid, result, ids)
+        heartbeat = _Heartbeat(self.sqs, self.queue_url, receipt, self.visibility_s)
+        self.in_flight.update(e.id for e in todo)
+        heartbeat.start()
+        try:
+            for event in todo:
+                self.handler(event)
+                self.done.add(event.id)
+        except Exception as exc:
+            heartbeat.stop()
+            log.error("message %s: analysis of %s failed (%s: %s); it returns to the queue in %ss",
+                      mid, ", ".join(ids), type(exc).__name__, exc, self.retry_after_s)
+            self._change_visibility(receipt, self.retry_after_s)
+            return Outcome(mid, "failed", ids, f"{type(exc).__name__}: {exc}")
+        finally:
+            heartbeat.stop()
+            self.in_flight.difference_update(e.id for e in todo)
+        self._delete(receipt)
+        return Outcome(mid, "analysed", ids)
+
+    def _dead_letter(self, message: dict[str, Any], reason: str) -> Outcome:
+        mid = message["MessageId"]
+        if not self.dlq_url:
+            log.error("message %s is not a valid event (%s); no DLQ configured, leaving it for the queue's "
+                      "RedrivePolicy", mid, reason)
+            return Outcome(mid, "failed", [], reason)
+        self.sqs.send_message(
+            QueueUrl=self.dlq_url, MessageBody=message.get("Body", "") or "<empty>",
+            MessageAttributes={
+                "baynet-reason": {"DataType": "String", "StringValue": reason[:1000]},
+                "baynet-source-message-id": {"DataType": "String", "StringValue": mid},
+            },
+        )
+        self._delete(message["ReceiptHandle"])
+        log.warning("message %s moved to the dead-letter queue: %s", mid, reason)
+        return Outcome(mid, "dead-lettered", [], reason)
+
+    def _delete(self, receipt: str) -> None:
+        self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
+
+    def _change_visibility(self, receipt: str, seconds: int) -> None:
+        try:
+            self.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=receipt,
+                                               VisibilityTimeout=seconds)
+        except Exception as exc:  # the message will come back after its current timeout anyway
+            log.warning("could not change visibility: %s", exc)
+
+
+class _Heartbeat:
+    """Extends a message's visibility every half timeout while its analysis runs."""
+
+    def __init__(self, sqs: Any, queue_url: str, receipt: str, visibility_s: int):
+        self.sqs, self.queue_url, self.receipt, self.visibility_s = sqs, queue_url, receipt, visibility_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="sqs-heartbeat")
+        self.beats = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(max(1.0, self.visibility_s / 2)):
+            try:
+                self.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=self.receipt,
+                                                   VisibilityTimeout=self.visibility_s)
+                self.beats += 1
+            except Exception as exc:
+                log.warning("visibility heartbeat failed: %s", exc)

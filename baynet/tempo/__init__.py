@@ -1,0 +1,1 @@
+"""Tempo: an HTTP client for its API and a Tempo-compatible replay server for local use and tests."""

@@ -1,0 +1,186 @@
+"""HTTP client for Grafana Tempo's API (``/api/search``, ``/api/traces``, ``/api/v2/traces``, ``/ready``).
+
+Exceptions::
+
+    TempoError                 any failure talking to Tempo
+    ├── TempoUnavailable       429 / 5xx / connection trouble that outlasted the retries (retryable)
+    └── TempoRequestError      another 4xx: the request itself is wrong (never retried)
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from baynet.otlp import SearchTrace, Span, TempoParseError, loads, parse_search, parse_trace
+
+log = logging.getLogger(__name__)
+
+
+class TempoError(Exception):
+    """Any failure talking to Tempo."""
+
+
+class TempoUnavailable(TempoError):
+    """Tempo is overloaded, failing or unreachable (429, 5xx, network); worth retrying later."""
+
+
+class TempoRequestError(TempoError):
+    """Tempo rejected the request (4xx other than 429); retrying will not help."""
+
+    def __init__(self, status: int, body: str, url: str):
+        super().__init__(f"Tempo answered {status} for {url}: {body.strip() or '(empty body)'}")
+        self.status = status
+
+
+@dataclass
+class FetchStats:
+    """What a retrieval saw, so a user can judge whether the evidence was complete."""
+
+    searches: int = 0
+    traces_found: int = 0
+    traces_fetched: int = 0
+    spans: int = 0
+    not_found: int = 0
+    partial: int = 0
+    failed: int = 0
+    retries: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+class TempoClient:
+    """A small, retrying Tempo client. Use as a context manager to close its connection pool."""
+
+    def __init__(self, base_url: str, *, org_id: str | None = None, token: str | None = None,
+                 username: str | None = None, password: str | None = None, timeout_s: float = 30.0,
+                 max_retries: int = 3, backoff_s: float = 0.5, max_backoff_s: float = 10.0,
+                 verify: bool | str = True, transport: httpx.BaseTransport | None = None):
+        headers = {"Accept": "application/json"}
+        if org_id:
+            headers["X-Scope-OrgID"] = org_id
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        auth = httpx.BasicAuth(username, password or "") if username else None
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, auth=auth,
+                                 timeout=timeout_s, verify=verify, transport=transport)
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.stats = FetchStats()
+
+    def __enter__(self) -> "TempoClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    # --- transport with retries ------------------------------------------------------------------
+
+    def _get(self, path: str, params: dict[str, Any] | None = None, *, ok: tuple[int, ...] = (200,)
+             ) -> httpx.Response:
+        attempt = 0
+        while True:
+            try:
+                resp = self.http.get(path, params=params)
+            except httpx.TransportError as exc:
+                problem: str = f"{type(exc).__name__}: {exc}"
+                resp = None
+            else:
+                if resp.status_code in ok:
+                    return resp
+                if resp.status_code != 429 and resp.status_code < 500:
+                    raise TempoRequestError(resp.status_code, resp.text[:500], str(resp.request.url))
+                problem = f"HTTP {resp.status_code}: {resp.text[:200].strip()}"
+            if attempt >= self.max_retries:
+                raise TempoUnavailable(f"Tempo at {self.http.base_url} failed {attempt + 1} times on {path}; "
+                                       f"last: {problem}")
+            delay = min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
+            if resp is not None and resp.status_code == 429:
+                delay = max(delay, _retry_after(resp.headers.get("Retry-After")))
+            log.warning("Tempo %s (%s); retry %d in %.1fs", path, problem, attempt + 1, delay)
+            self.stats.retries += 1
+            time.sleep(delay)
+            attempt += 1
+
+    # --- endpoints -------------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        try:
+            return self.http.get("/ready").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def search(self, q: str, start: int, end: int, limit: int = 20, spss: int = 3) -> list[SearchTrace]:
+        """TraceQL search in ``[start, end]`` (unix seconds)."""
+        params = {"q": q, "start": int(start), "end": int(end), "limit": limit, "spss": spss}
+        resp = self._get("/api/search", params)
+        self.stats.searches += 1
+        try:
+            traces, _ = parse_search(loads(resp.content))
+        except TempoParseError as exc:
+            raise TempoUnavailable(f"unreadable search response from Tempo: {exc}") from None
+        return traces
+
+    def trace(self, trace_id: str) -> list[Span] | None:
+        """Fetch one trace; ``None`` when Tempo no longer has it (404). Falls back to v2 on 422."""
+        resp = self._get(f"/api/traces/{trace_id}", ok=(200, 404, 422))
+        if resp.status_code == 404:
+            self.stats.not_found += 1
+            return None
+        if resp.status_code == 422:  # too large for v1; v2 returns what fits, flagged PARTIAL
+            resp = self._get(f"/api/v2/traces/{trace_id}", ok=(200, 404))
+            if resp.status_code == 404:
+                self.stats.not_found += 1
+                return None
+        try:
+            spans, meta = parse_trace(loads(resp.content))
+        except TempoParseError as exc:
+            raise TempoUnavailable(f"unreadable trace {trace_id} from Tempo: {exc}") from None
+        if meta.get("status") == "PARTIAL":
+            self.stats.partial += 1
+            self.stats.notes.append(f"trace {trace_id} partial: {meta.get('message', '')}")
+        self.stats.traces_fetched += 1
+        self.stats.spans += len(spans)
+        return spans
+
+    def search_window(self, q: str, start: int, end: int, *, limit: int = 200, slices: int = 1
+                      ) -> list[str]:
+        """Trace ids matching ``q`` in ``[start, end]``; the window is cut in ``slices`` so that a
+        busy window is not truncated to the ``limit`` most recent traces."""
+        ids: dict[str, None] = {}
+        step = max(1, (end - start) // max(1, slices))
+        lo = start
+        while lo < end:
+            hi = min(end, lo + step)
+            found = self.search(q, lo, hi, limit=limit)
+            if len(found) >= limit:
+                self.stats.notes.append(f"search {q} [{lo},{hi}] hit the limit of {limit} traces")
+            ids.update((t.trace_id, None) for t in found)
+            lo = hi
+        self.stats.traces_found += len(ids)
+        return list(ids)
+
+    def fetch_traces(self, trace_ids: list[str], concurrency: int = 8) -> list[Span]:
+        """Fetch many traces with bounded concurrency; 404s are counted and skipped."""
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            results = list(pool.map(self.trace, trace_ids))
+        return [span for spans in results if spans for span in spans]
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return min(60.0, max(0.0, float(value))) if value else 0.0
+    except ValueError:
+        return 0.0

@@ -1,0 +1,74 @@
+"""Great Expectations suites (``expectations/*.json``) applied at each hand-off between steps.
+
+GX is imported lazily, once per process (it takes seconds and ~240 MB), with analytics and progress
+bars off. A failed validation raises :class:`ValidationFailed` carrying a readable report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SUITES_DIR = Path(__file__).resolve().parent.parent / "expectations"
+SUITES = ("event", "spans", "evidence", "topology_edges", "posteriors")
+_lock = threading.Lock()
+_state: dict[str, Any] = {}
+
+
+class ValidationFailed(Exception):
+    """A hand-off did not meet its expectation suite. ``report`` is GX's ``describe_dict()``."""
+
+    def __init__(self, suite: str, report: dict[str, Any]):
+        self.suite = suite
+        self.report = report
+        failed = [e for e in report.get("expectations", []) if not e.get("success")]
+        lines = [f"data for step '{suite}' failed {len(failed)} expectation(s):"]
+        for e in failed:
+            kwargs = {k: v for k, v in e.get("kwargs", {}).items() if k != "batch_id"}
+            res = e.get("result", {})
+            sample = res.get("partial_unexpected_list") or res.get("observed_value")
+            lines.append(f"  - {e.get('expectation_type')} {kwargs}: unexpected {sample!r}")
+        super().__init__("\n".join(lines))
+
+
+def _context() -> Any:
+    with _lock:
+        if "ctx" not in _state:
+            os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+            import great_expectations as gx
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+            ctx = gx.get_context(mode="ephemeral")
+            ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+            source = ctx.data_sources.add_pandas("baynet")
+            _state.update(gx=gx, ctx=ctx, source=source, suites={}, batches={})
+        return _state
+
+
+def load_suite_json(name: str) -> dict[str, Any]:
+    path = SUITES_DIR / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no expectation suite {name!r} at {path}")
+    return json.loads(path.read_text())
+
+
+def validate(name: str, frame: pd.DataFrame) -> dict[str, Any]:
+    """Validate ``frame`` against suite ``name``; return the report or raise :class:`ValidationFailed`."""
+    state = _context()
+    with _lock:
+        if name not in state["suites"]:
+            gx = state["gx"]
+            state["suites"][name] = state["ctx"].suites.add(gx.ExpectationSuite(**load_suite_json(name)))
+            asset = state["source"].add_dataframe_asset(name)
+            state["batches"][name] = asset.add_batch_definition_whole_dataframe(name)
+        suite, batch_def = state["suites"][name], state["batches"][name]
+        result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
+    report = result.describe_dict()
+    if not result.success:
+        raise ValidationFailed(name, report)
+    return report

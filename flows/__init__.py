@@ -1,0 +1,1 @@
+"""Prefect flows: incident RCA, topology refresh, backfill. Orchestration only."""

@@ -1,0 +1,32 @@
+"""Retry policy shared by the I/O tasks: exponential backoff with jitter, never on a rejected request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.tasks import exponential_backoff
+
+from baynet.events import EventError
+from baynet.tempo.client import TempoRequestError
+from baynet.topology import TopologyError
+from baynet.validation import ValidationFailed
+
+# Deterministic failures: the same input fails the same way, so a retry only delays the report.
+NOT_RETRIED = (TempoRequestError, ValidationFailed, EventError, ValueError, TypeError, KeyError)
+
+IO_RETRIES = 3
+IO_RETRY_DELAYS = exponential_backoff(backoff_factor=2)
+IO_RETRY_JITTER = 0.5
+
+
+def retry_unless_rejected(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry I/O trouble (429, 5xx, network), not 4xx or bad data."""
+    try:
+        state.result()
+    except NOT_RETRIED:
+        return False
+    except TopologyError as exc:
+        return "rejected" not in str(exc)
+    except Exception:
+        return True
+    return False

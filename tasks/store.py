@@ -1,0 +1,45 @@
+"""Step 6: store the incident's artifacts and publish them as Prefect artifacts."""
+
+from __future__ import annotations
+
+import pandas as pd
+from prefect import task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from baynet.analysis import store_artifacts
+from baynet.artifacts import make_store
+from baynet.dbn import DBNModel
+from baynet.events import AnomalyEvent
+from baynet.settings import Settings
+from baynet.topology import Topology, TopologyDiff
+from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_unless_rejected
+
+
+def artifact_key(prefix: str, name: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    clean = "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
+    return f"{prefix}-{clean}"[:100]
+
+
+@task(name="store-artifacts", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
+      retry_jitter_factor=IO_RETRY_JITTER, retry_condition_fn=retry_unless_rejected, cache_policy=NO_CACHE)
+def store_results(event: AnomalyEvent, ranking: list[dict], path: list[str], evidence: pd.DataFrame,
+                  topology: Topology, diff: TopologyDiff, model: DBNModel, fetch_stats: dict,
+                  settings: Settings) -> dict[str, str]:
+    store = make_store(settings)
+    locations = store_artifacts(store, event, ranking, path, evidence, topology, diff, model, fetch_stats)
+    create_table_artifact(
+        key=artifact_key("rca-ranking", event.service),
+        table=[{"rank": r["rank"], "service": r["service"], "posterior": round(r["posterior"], 4),
+                "evidence": r["evidence"][:300]} for r in ranking[:20]],
+        description=f"Root causes for {event.event_type} on {event.service} at {event.timestamp.isoformat()} "
+                    f"(event {event.id}); path: {' -> '.join(path)}",
+    )
+    create_markdown_artifact(key=artifact_key("topology-diff", event.namespace), markdown=diff.to_markdown(),
+                             description=f"Topology change seen by incident {event.id}")
+    report = locations["structure.html"]
+    create_link_artifact(key=artifact_key("rca-report", event.service),
+                         link=report if "://" in report else f"file://{report}",
+                         link_text=f"structure plot for incident {event.id}")
+    return locations

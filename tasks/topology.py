@@ -1,0 +1,60 @@
+"""Step 3: read the live Istio service graph, diff it with the stored snapshot."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from baynet.analysis import diff_and_snapshot, read_topology, trace_topology
+from baynet.settings import Settings
+from baynet.topology import SnapshotStore, Topology, TopologyDiff, TopologyError
+from baynet.validation import validate
+from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_unless_rejected
+
+log = logging.getLogger(__name__)
+
+
+def _validate_edges(topo: Topology) -> None:
+    frame = pd.DataFrame([vars(e) for e in topo.edges.values()], columns=["caller", "callee", "rate", "error_rate"])
+    validate("topology_edges", frame)
+
+
+@task(name="read-topology", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
+      retry_jitter_factor=IO_RETRY_JITTER, retry_condition_fn=retry_unless_rejected, cache_policy=NO_CACHE)
+def read_live_topology(settings: Settings, at: float | None = None) -> Topology | None:
+    topo = read_topology(settings, at)
+    if topo is not None:
+        _validate_edges(topo)
+    return topo
+
+
+@task(name="diff-topology", cache_policy=NO_CACHE)
+def diff_with_snapshot(live: Topology | None, trace_edges: pd.DataFrame, settings: Settings,
+                       window_s: float) -> tuple[Topology, TopologyDiff, bool]:
+    """Diff the live graph with the last snapshot (stored when changed); add call edges seen in traces,
+    which the mesh telemetry may lack (e.g. services outside the mesh)."""
+    snapshots = SnapshotStore(settings.artifacts_dir)
+    if live is None:
+        previous = snapshots.latest(settings.namespace)
+        if previous is None:
+            log.warning("no topology source configured and no snapshot: using call edges from traces only")
+            live = Topology(settings.namespace, "none")
+        else:
+            log.warning("no live topology: using the snapshot taken at %s", previous.taken_at)
+            live = previous
+    diff, stored = diff_and_snapshot(live, snapshots)
+    merged = live.merged(trace_topology(trace_edges, settings.namespace, window_s))
+    _validate_edges(merged)
+    return merged, diff, stored
+
+
+def read_topology_or_snapshot(settings: Settings, at: float | None = None) -> Topology | None:
+    """Plain helper for callers that must not fail when the source is down."""
+    try:
+        return read_topology(settings, at)
+    except TopologyError as exc:
+        log.warning("topology source failed (%s); falling back to the snapshot", exc)
+        return None
