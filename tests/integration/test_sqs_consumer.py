@@ -1,0 +1,106 @@
+"""The consumer against moto's real SQS server (HTTP on 127.0.0.1)."""
+
+import json
+import threading
+import time
+import uuid
+
+import pytest
+
+from baynet.sqs import Consumer, create_queues
+
+pytestmark = pytest.mark.integration
+
+VALID = json.dumps({"service": "carts", "event_type": "latency", "timestamp": time.time() - 60})
+
+
+@pytest.fixture
+def queues(moto_server):
+    sqs = moto_server.client("sqs")
+    url, dlq = create_queues(sqs, f"q-{uuid.uuid4().hex[:8]}", max_receive_count=2, visibility_timeout=30)
+    return sqs, url, dlq
+
+
+def drain(sqs, url, wait=0):
+    out = []
+    while True:
+        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait,
+                                   MessageAttributeNames=["All"]).get("Messages", [])
+        if not msgs:
+            return out
+        out += msgs
+        for m in msgs:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+
+def test_round_trip_and_delete_after_success(queues):
+    sqs, url, dlq = queues
+    seen = []
+    sqs.send_message(QueueUrl=url, MessageBody=VALID)
+    consumer = Consumer(sqs, url, seen.append, dlq_url=dlq, wait_s=1)
+    outcomes = consumer.run(max_messages=1)
+    assert [o.result for o in outcomes] == ["analysed"] and seen[0].service == "carts"
+    assert drain(sqs, url) == [] and drain(sqs, dlq) == []
+
+
+def test_malformed_messages_go_to_dlq_with_reason_and_valid_one_is_analysed(queues, caplog):
+    sqs, url, dlq = queues
+    bad = ["{broken", json.dumps({"service": "carts"}), json.dumps({"service": "<x>", "event_type": "a",
+                                                                     "timestamp": 1.7e9}),
+           json.dumps({"specversion": "0.3", "id": "1", "source": "s", "type": "t"}), json.dumps([1, 2, 3])]
+    for body in bad + [VALID]:
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    seen = []
+    consumer = Consumer(sqs, url, seen.append, dlq_url=dlq, wait_s=1)
+    with caplog.at_level("WARNING", logger="baynet.sqs"):
+        outcomes = consumer.run(max_messages=6)
+    assert sorted(o.result for o in outcomes) == ["analysed"] + ["dead-lettered"] * 5
+    assert len(seen) == 1
+    dead = drain(sqs, dlq)
+    assert sorted(m["Body"] for m in dead) == sorted(bad)
+    reasons = [m["MessageAttributes"]["baynet-reason"]["StringValue"] for m in dead]
+    assert all("field" in r for r in reasons)
+    assert sum("moved to the dead-letter queue" in r.message for r in caplog.records) == 5
+    assert drain(sqs, url) == []
+
+
+def test_failed_analysis_returns_then_redrives_to_dlq(queues):
+    sqs, url, dlq = queues
+    sqs.send_message(QueueUrl=url, MessageBody=VALID)
+    attempts = []
+
+    def broken(event):
+        attempts.append(event.id)
+        raise RuntimeError("Tempo down")
+
+    consumer = Consumer(sqs, url, broken, dlq_url=dlq, wait_s=1, retry_after_s=1)
+    consumer.run(idle_polls=3)
+    assert len(attempts) == 2  # maxReceiveCount=2, then the RedrivePolicy takes it
+    dead = drain(sqs, dlq, wait=1)
+    assert [m["Body"] for m in dead] == [VALID]
+
+
+def test_same_event_twice_is_analysed_once(queues):
+    sqs, url, dlq = queues
+    sqs.send_message(QueueUrl=url, MessageBody=VALID)
+    sqs.send_message(QueueUrl=url, MessageBody=VALID)
+    seen = []
+    consumer = Consumer(sqs, url, seen.append, dlq_url=dlq, wait_s=1)
+    outcomes = consumer.run(max_messages=2)
+    assert sorted(o.result for o in outcomes) == ["analysed", "duplicate"] and len(seen) == 1
+    assert drain(sqs, url) == []
+
+
+def test_long_analysis_keeps_message_invisible(queues):
+    sqs, url, dlq = queues
+    sqs.send_message(QueueUrl=url, MessageBody=VALID)
+    stolen = []
+
+    def slow(event):
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # another consumer polls meanwhile
+            stolen.extend(sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", []))
+
+    consumer = Consumer(sqs, url, slow, dlq_url=dlq, wait_s=1, visibility_s=2)
+    outcomes = consumer.run(max_messages=1)
+    assert outcomes[0].result == "analysed" and stolen == []

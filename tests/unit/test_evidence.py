@@ -1,0 +1,53 @@
+import pytest
+
+from baynet.analysis import Windows
+from baynet.evidence import EVIDENCE_COLUMNS, build_evidence, spans_frame
+from baynet.otlp import Span
+from baynet.settings import Settings
+
+
+def test_self_time_and_entry_spans_by_hand():
+    t = "1" * 32
+    spans = [
+        Span(t, "a" * 16, "", "front", "GET /", "server", 0, 100_000_000, "unset"),
+        Span(t, "b" * 16, "a" * 16, "front", "call db", "client", 10_000_000, 70_000_000, "unset"),
+        Span(t, "c" * 16, "b" * 16, "db", "query", "server", 20_000_000, 60_000_000, "error", 500),
+    ]
+    df = spans_frame(spans)
+    ev, edges = build_evidence(df, baseline=(0, 0.05), slices=[(0, 1)])
+    front = ev[(ev.service == "front") & (ev.window == 0)].iloc[0]
+    db = ev[(ev.service == "db") & (ev.window == 0)].iloc[0]
+    assert front.requests == 1 and db.requests == 1 and db.errors == 1  # client span is not an entry
+    # front's spans: the server span's own 40 ms (100 minus the 60 ms call) and the client span's 20 ms
+    # outside db's server span (network and proxy time); p95 of [20, 40] interpolates to 39.
+    assert front.self_p95_ms == pytest.approx(39.0)
+    assert db.self_p95_ms == pytest.approx(40.0)
+    assert list(ev.columns) == EVIDENCE_COLUMNS
+    (edge,) = edges.itertuples()
+    assert (edge.caller, edge.callee, edge.calls, edge.child_bad) == ("front", "db", 1, 1)
+
+
+def test_injected_latency_shows_in_evidence(incident):
+    w = Windows.around(incident.event["timestamp"], Settings())
+    ev, edges = build_evidence(incident.spans, w.baseline, w.slices)
+    inc = ev[ev.window >= 0]
+    carts = inc[inc.service == "carts"]
+    assert (carts.state == 2).all() and (carts.own_state == 1).all()
+    assert carts.self_slow_frac.min() >= 0.5  # every server span; its calls to carts-db are not slower
+    base_p95 = ev[(ev.window == -1) & (ev.service == "carts")].p95_ms.iloc[0]
+    assert carts.p95_ms.min() > 3 * base_p95
+    calm = inc[inc.service.isin(["catalogue", "payment", "user-db"])]
+    assert (calm.state == 0).all() and (calm.own_state == 0).all()
+    front_carts = edges[(edges.caller == "front-end") & (edges.callee == "carts")].iloc[0]
+    assert front_carts.both_bad / front_carts.child_bad > 0.5
+
+
+def test_no_baseline_falls_back_to_first_slice(incident):
+    w = Windows.around(incident.event["timestamp"], Settings())
+    ev, _ = build_evidence(incident.spans, (0, 1), w.slices)
+    assert set(ev.window) == {-1, 0, 1, 2} and ev.state.isin([0, 1, 2]).all()
+
+
+def test_empty_input():
+    ev, edges = build_evidence([], (0, 1), [(1, 2)])
+    assert ev.empty and edges.empty and list(ev.columns) == EVIDENCE_COLUMNS

@@ -1,0 +1,52 @@
+import json
+
+import pandas as pd
+import pytest
+
+from baynet.artifacts import LocalStore, structure_html
+from baynet.validation import SUITES, ValidationFailed, load_suite_json, validate
+
+
+def test_every_suite_is_reviewed_json_with_expectations():
+    for name in SUITES:
+        suite = load_suite_json(name)
+        assert suite["name"] == name and len(suite["expectations"]) >= 3
+
+
+def test_good_posteriors_pass_and_bad_ones_fail_readably():
+    good = pd.DataFrame([{"rank": 1, "service": "a", "posterior": 0.9, "prior": 0.05, "evidence": ""},
+                         {"rank": 2, "service": "b", "posterior": 0.1, "prior": 0.05, "evidence": ""}])
+    assert validate("posteriors", good)["success"]
+    bad = good.assign(posterior=[1.7, 0.1])
+    with pytest.raises(ValidationFailed) as info:
+        validate("posteriors", bad)
+    assert "expect_column_values_to_be_between" in str(info.value) and "1.7" in str(info.value)
+
+
+def test_spans_suite_rejects_bad_ids():
+    frame = pd.DataFrame([{"trace_id": "XYZ", "span_id": "a" * 16, "parent_span_id": "", "service": "s",
+                           "name": "n", "start_ns": 1_700_000_000_000_000_000, "end_ns": 1_700_000_000_000_000_001,
+                           "failed": False}])
+    with pytest.raises(ValidationFailed, match="trace_id"):
+        validate("spans", frame)
+
+
+def test_local_store_is_atomic_and_confined(tmp_path):
+    store = LocalStore(tmp_path)
+    store.put_json("incidents/x/ranking.json", {"a": 1})
+    assert store.get_json("incidents/x/ranking.json") == {"a": 1}
+    assert not list(tmp_path.rglob(".ranking.json.*"))  # no temp files left behind
+    assert not store.incident_complete("x")
+    with pytest.raises(ValueError, match="escapes"):
+        store.put("../outside", "x")
+
+
+def test_structure_html_escapes_names_and_needs_no_network():
+    ranking = [{"rank": 1, "service": "<script>alert(1)</script>", "posterior": 0.9, "evidence": "x<y"},
+               {"rank": 2, "service": "db", "posterior": 0.1, "evidence": ""}]
+    page = structure_html("t", ranking, {"<script>alert(1)</script>": ["db"]}, "<script>alert(1)</script>",
+                          ["db", "<script>alert(1)</script>"])
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page
+    assert page.count('class="node"') == 2
+    json.loads(page.split("const EVIDENCE = ")[1].split(";\n")[0])
