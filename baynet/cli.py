@@ -18,7 +18,9 @@ app = typer.Typer(help="Baynet: root-cause analysis for microservice incidents (
 tempo_app = typer.Typer(help="Read and serve Tempo responses.", no_args_is_help=True)
 event_app = typer.Typer(help="Check anomaly event messages.", no_args_is_help=True)
 app.add_typer(tempo_app, name="tempo")
+eval_app = typer.Typer(help="Measure root-cause accuracy on public fault-injection data.", no_args_is_help=True)
 app.add_typer(event_app, name="event")
+app.add_typer(eval_app, name="eval")
 
 
 def _err(message: str, code: int = 2) -> None:
@@ -241,6 +243,69 @@ def demo(workdir: Path = typer.Option(Path("demo-run"), help="Where the generate
     step("done")
     if top != service:
         raise typer.Exit(1)
+
+
+@eval_app.command("nezha")
+def eval_nezha(path: Path = typer.Argument(..., help="A directory in the Nezha layout (<day>/fault_list.json, "
+                                                     "<day>/trace/, normal/<day>/trace/)."),
+               as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+               cases: Optional[int] = typer.Option(None, "--cases", help="Only the first N faults with traces."),
+               workdir: Optional[Path] = typer.Option(None, help="Keep the stack's files and artifacts here."),
+               verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Replay each fault through the Tempo-compatible server, SQS and the real incident flow; print
+    AC@1/3/5 and Avg@5 overall and per fault type, beside BARO-, MicroRank-style and random baselines."""
+    _logging(verbose)
+    logging.getLogger("baynet").setLevel(logging.WARNING if not verbose else logging.DEBUG)
+    logging.getLogger("prefect").setLevel(logging.WARNING)
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from baynet.datasets.nezha import list_cases
+    from baynet.evaluate import evaluate_nezha
+
+    if not path.is_dir():
+        _err(f"{path} is not a directory")
+    try:
+        total = sum(c.trace_file is not None for c in list_cases(path))
+    except FileNotFoundError as exc:
+        _err(str(exc))
+    total = min(total, cases) if cases is not None else total
+    console = Console(stderr=True)
+    with Progress(console=console, transient=False) as bar:
+        task = bar.add_task("faults", total=total)
+
+        def step(line: str) -> None:
+            bar.update(task, advance=1, description=line[:60])
+            if verbose:
+                console.print(line)
+
+        result = evaluate_nezha(path, max_cases=cases, progress=step, workdir=workdir)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    _print_eval(result)
+
+
+def _print_eval(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Root-cause accuracy (service level)")
+    for col in ("method", "scope", "n", "AC@1", "AC@3", "AC@5", "Avg@5"):
+        table.add_column(col, justify="left" if col in ("method", "scope") else "right")
+
+    def add(method: str, scope: str, m: dict[str, float]) -> None:
+        table.add_row(method, scope, str(m["n"]), *(f"{m[k]:.2f}" for k in ("AC@1", "AC@3", "AC@5", "Avg@5")))
+
+    add("baynet", "overall", result["overall"])
+    for t, m in result["by_type"].items():
+        add("baynet", t, m)
+    for name, b in result["baselines"].items():
+        add(name, "overall", b["overall"])
+    Console().print(table)
+    typer.echo(f"seconds per case: {result['seconds_per_case']:.2f}; skipped: {len(result['skipped'])}")
+    for s in result["skipped"]:
+        typer.echo(f"  skipped {s['case']}: {s['reason']}")
 
 
 if __name__ == "__main__":

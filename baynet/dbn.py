@@ -6,8 +6,8 @@ Per service ``s`` and slice ``t`` three variables:
 * ``O[s,t]`` — observed propagating state (ok/degraded/failing) from errors, latency and traffic of the
   spans that enter ``s``; parents ``R[s,t]``, ``O[c,t]`` for every callee ``c`` of ``s`` (faults travel
   from callee to caller) and ``O[s,t-1]``;
-* ``S[s,t]`` — observed own-work state (ok/anomalous) from self time, trace shape and the service's own
-  errors; parent ``R[s,t]`` only.
+* ``S[s,t]`` — observed own-work state (ok/anomalous/severe) from self time, trace shape, the service's
+  own errors and network gaps on its call edges; parent ``R[s,t]`` only.
 
 ``O``'s conditional distribution is a *noisy-MAX*: each active cause (the service's own fault, a
 degraded or failing callee, its own previous state, a leak) independently produces a level, and ``O`` is
@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 
 O_STATES = ["ok", "degraded", "failing"]
-S_STATES = ["ok", "anomalous"]
+S_STATES = ["ok", "anomalous", "severe"]
 R_STATES = ["no", "yes"]
 GROUP = 3  # callees per intermediate node in the pgmpy export (parent divorcing)
-MODEL_VERSION = 1
+MODEL_VERSION = 2
 
 
 @dataclass
@@ -51,8 +51,8 @@ class Params:
     leak: tuple[float, float, float] = (0.94, 0.05, 0.01)     # O level with no active cause
     root_effect: tuple[float, float, float] = (0.10, 0.45, 0.45)  # O level produced by the own fault
     self_persist: float = 0.3                # a bad O[t-1] reproduces its level with this probability
-    own_sensitivity: float = 0.7             # P(S=anomalous | R=yes)
-    own_false_alarm: float = 0.05            # P(S=anomalous | R=no)
+    own_given_root: tuple[float, float, float] = (0.2, 0.3, 0.5)     # P(S | R=yes)
+    own_given_healthy: tuple[float, float, float] = (0.9, 0.08, 0.02)  # P(S | R=no): false alarms
     edge_prior: tuple[float, float] = (3.0, 2.0)   # Beta prior of a propagation strength
     root_prior: tuple[float, float] = (0.5, 9.5)   # Beta prior of P(R=yes) (5 %)
     forgetting: float = 0.9                  # old counts are multiplied by this at each update
@@ -160,8 +160,7 @@ class DBNModel:
         return float(cdf[level] - (cdf[level - 1] if level else 0.0))
 
     def s_likelihood(self, own: int, r: int) -> float:
-        p1 = self.params.own_sensitivity if r else self.params.own_false_alarm
-        return p1 if own else 1.0 - p1
+        return (self.params.own_given_root if r else self.params.own_given_healthy)[own]
 
     # --- inference -------------------------------------------------------------------------------
 
@@ -235,9 +234,8 @@ class DBNModel:
                                            evidence=[rp], evidence_card=[2],
                                            state_names={r: R_STATES, rp: R_STATES}))
                 bn.add_edge(r, own)
-                cpds.append(TabularCPD(own, 2, [[1 - p.own_false_alarm, 1 - p.own_sensitivity],
-                                                [p.own_false_alarm, p.own_sensitivity]], evidence=[r],
-                                       evidence_card=[2], state_names={own: S_STATES, r: R_STATES}))
+                cpds.append(TabularCPD(own, 3, [[p.own_given_healthy[i], p.own_given_root[i]] for i in range(3)],
+                                       evidence=[r], evidence_card=[2], state_names={own: S_STATES, r: R_STATES}))
                 callees = [c for c in self.callees.get(s, []) if c in inside]
                 groups = [callees[i:i + GROUP] for i in range(0, len(callees), GROUP)]
                 parents = [r] + ([f"O|{s}|{t - 1}"] if t else [])

@@ -15,8 +15,11 @@ shape_frac         share of spans whose number of child calls differs from the o
                    count, minus the baseline share (an exception or early return drops children)
 rate_ratio         request rate against the baseline rate (1.0 = unchanged)
 own_error_frac     share of failed spans none of whose children failed (the service's own fault)
+net_frac           share of the service's call edges (in and out) whose network gap (caller span minus
+                   callee span) grew against the baseline: a delayed service delays all its edges
+gap_edges          how many of its edges did
 state              propagating state for the DBN: 0 ok, 1 degraded, 2 failing
-own_state          own-work state for the DBN: 0 ok, 1 anomalous
+own_state          own-work state for the DBN: 0 ok, 1 anomalous, 2 severe
 =================  ===========================================================================
 """
 
@@ -31,7 +34,8 @@ from baynet.otlp import Span
 
 EVIDENCE_COLUMNS = [
     "service", "window", "requests", "errors", "error_ratio", "p50_ms", "p95_ms", "self_p95_ms",
-    "slow_frac", "self_slow_frac", "shape_frac", "rate_ratio", "own_error_frac", "state", "own_state",
+    "slow_frac", "self_slow_frac", "shape_frac", "rate_ratio", "own_error_frac", "net_frac", "gap_edges",
+    "state", "own_state",
 ]
 EDGE_COLUMNS = ["caller", "callee", "calls", "child_bad", "both_bad", "caller_bad_alone"]
 
@@ -50,6 +54,9 @@ class Thresholds:
     failing_rate: float = 0.2      # ... failing
     shape_frac: float = 0.10       # excess share of spans with an unusual number of child calls
     min_requests: int = 5          # below this many baseline requests a rate drop is not judged
+    gap_factor: float = 2.0        # a call edge's network gap is anomalous when its median exceeds
+    gap_floor_ms: float = 10.0     # baseline median x gap_factor + gap_floor_ms
+    min_calls: int = 5             # calls an edge needs in a window before its gap is judged
 
 
 def spans_frame(spans: list[Span]) -> pd.DataFrame:
@@ -111,6 +118,12 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     df = _annotate(df)
     df["window"] = _window_index(df["start_ns"], baseline, slices)
     df = df[df["window"] >= -1].copy()
+    # A slice with no spans at all is a gap in the data, not silence of every service: drop it.
+    present = sorted(w for w in df["window"].unique() if w >= 0)
+    if len(present) < len(slices):
+        renumber = {old: new for new, old in enumerate(present)}
+        slices = [slices[w] for w in present]
+        df["window"] = df["window"].map(lambda w: renumber.get(w, w))
     th = thresholds
 
     # Baseline per operation: log-duration and log-self-time mean/sd, usual child count.
@@ -163,13 +176,16 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     ev = ev.reset_index()
 
     base_ev = ev[ev["window"] == -1].set_index("service")
-    base_len = max(1e-9, baseline[1] - baseline[0])
+    # Rates per second of data actually present (the span extent of the window, over all services), so
+    # partly covered windows compare fairly; a service's own drop still shows against the others.
+    extent = df.groupby("window")["start_ns"].agg(lambda t: (t.max() - t.min()) / 1e9)
+    base_len = max(1.0, min(baseline[1] - baseline[0], float(extent.get(-1, 0.0))))
     base_rate = base_ev["requests"] / base_len
     ev["rate_ratio"] = 1.0
     ev["shape_frac"] = 0.0
     for i, (lo, hi) in enumerate(slices):
         rows = ev["window"] == i
-        rate = ev.loc[rows, "requests"].to_numpy() / max(1e-9, hi - lo)
+        rate = ev.loc[rows, "requests"].to_numpy() / max(1.0, min(hi - lo, float(extent.get(i, 0.0))))
         b = ev.loc[rows, "service"].map(base_rate).to_numpy()
         judged = ev.loc[rows, "service"].map(base_ev["requests"]).fillna(0).to_numpy() >= th.min_requests
         ev.loc[rows, "rate_ratio"] = np.where(judged & (b > 0), rate / np.where(b > 0, b, 1), 1.0)
@@ -179,10 +195,10 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     ev["self_slow_frac"] = ev["self_slow_frac"].fillna(0.0)
     base_err = ev["service"].map(base_ev["error_ratio"]).fillna(0).to_numpy()
     ev["state"] = _state(ev, base_err, th)
-    ev["own_state"] = (
-        (ev["self_slow_frac"] >= th.degraded_frac) | (ev["shape_frac"] >= th.shape_frac)
-        | ((ev["error_ratio"] - base_err >= th.degraded_error) & (ev["own_error_frac"] >= 0.5))
-    ).astype(np.int64)
+    gaps = _gap_evidence(df, th)
+    ev["net_frac"] = [gaps.get((s, w), (0.0, 0))[0] for s, w in zip(ev["service"], ev["window"])]
+    ev["gap_edges"] = [gaps.get((s, w), (0.0, 0))[1] for s, w in zip(ev["service"], ev["window"])]
+    ev["own_state"] = _own_state(ev, base_err, th)
     base_rows = ev["window"] == -1
     ev.loc[base_rows, ["state", "own_state"]] = 0
     for col in ("p50_ms", "p95_ms", "self_p95_ms"):
@@ -199,6 +215,54 @@ def _state(ev: pd.DataFrame, base_err: np.ndarray, th: Thresholds) -> np.ndarray
     failing = (err_up >= th.failing_error) | (slow >= th.failing_frac) | (rate <= th.failing_rate)
     degraded = (err_up >= th.degraded_error) | (slow >= th.degraded_frac) | (rate <= th.degraded_rate)
     return np.where(failing, 2, np.where(degraded, 1, 0)).astype(np.int64)
+
+
+def _level(value: np.ndarray, anomalous: float, severe: float) -> np.ndarray:
+    return np.where(value >= severe, 2, np.where(value >= anomalous, 1, 0))
+
+
+def _own_state(ev: pd.DataFrame, base_err: np.ndarray, th: Thresholds) -> np.ndarray:
+    """0 ok, 1 anomalous, 2 severe: the worst of self time, trace shape, own errors and network gaps."""
+    own_err = np.where(ev["own_error_frac"].to_numpy() >= 0.5, ev["error_ratio"].to_numpy() - base_err, 0.0)
+    net = np.where(ev["net_frac"].to_numpy() >= 0.5, np.minimum(ev["gap_edges"].to_numpy(), 2), 0)
+    return np.maximum.reduce([
+        _level(ev["self_slow_frac"].to_numpy(), th.degraded_frac, th.failing_frac),
+        _level(ev["shape_frac"].to_numpy(), th.shape_frac, th.failing_frac),
+        _level(own_err, th.degraded_error, th.failing_error),
+        net,
+    ]).astype(np.int64)
+
+
+def _gap_evidence(df: pd.DataFrame, th: Thresholds) -> dict[tuple[str, int], tuple[float, int]]:
+    """Network gaps: per call edge, the caller's span minus the callee's span. A delayed service delays
+    every edge it touches, a neighbour only the one edge to it, so per service and window this returns
+    (share of its judged edges whose gap grew, number of such edges)."""
+    cross = df[df["entry"] & (df["parent_service"] != "")]
+    if cross.empty:
+        return {}
+    dur = pd.Series(df["dur_ns"].values, index=(df["trace_id"] + ":" + df["span_id"]).values)
+    dur = dur[~dur.index.duplicated()]
+    parent_dur = (cross["trace_id"] + ":" + cross["parent_span_id"]).map(dur)
+    gap = pd.DataFrame({"caller": cross["parent_service"].values, "callee": cross["service"].values,
+                        "window": cross["window"].values,
+                        "gap_ms": ((parent_dur - cross["dur_ns"]).clip(lower=0) / 1e6).values}).dropna()
+    med = gap.groupby(["caller", "callee", "window"])["gap_ms"].agg(["median", "size"])
+    out: dict[tuple[str, int], tuple[float, int]] = {}
+    windows = sorted(w for w in gap["window"].unique() if w >= 0)
+    for w in windows:
+        touched: dict[str, list[int]] = {}
+        for (caller, callee, win), row in med.iterrows():
+            if win != w or row["size"] < th.min_calls:
+                continue
+            base = med["median"].get((caller, callee, -1))
+            if base is None or np.isnan(base):
+                continue
+            bad = int(row["median"] > th.gap_factor * base + th.gap_floor_ms)
+            for svc in (caller, callee):
+                touched.setdefault(svc, []).append(bad)
+        for svc, flags in touched.items():
+            out[(svc, w)] = (sum(flags) / len(flags), sum(flags))
+    return out
 
 
 def _edge_counts(df: pd.DataFrame) -> pd.DataFrame:

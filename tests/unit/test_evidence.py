@@ -32,7 +32,7 @@ def test_injected_latency_shows_in_evidence(incident):
     ev, edges = build_evidence(incident.spans, w.baseline, w.slices)
     inc = ev[ev.window >= 0]
     carts = inc[inc.service == "carts"]
-    assert (carts.state == 2).all() and (carts.own_state == 1).all()
+    assert (carts.state == 2).all() and (carts.own_state == 2).all()
     assert carts.self_slow_frac.min() >= 0.5  # every server span; its calls to carts-db are not slower
     base_p95 = ev[(ev.window == -1) & (ev.service == "carts")].p95_ms.iloc[0]
     assert carts.p95_ms.min() > 3 * base_p95

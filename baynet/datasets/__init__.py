@@ -1,0 +1,1 @@
+"""Adapters that replay public fault-injection datasets through the real path."""

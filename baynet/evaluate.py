@@ -1,0 +1,154 @@
+"""Root-cause accuracy on a dataset in the Nezha layout, through the real path.
+
+For every fault with span data: load its spans (and the normal phase, as the baseline before it) into
+the Tempo-compatible server; put the anomaly event a latency detector would send — the entry service at
+the injection time plus :data:`DETECTION_DELAY_S` — on the (moto) SQS queue; let the consumer run the
+real incident flow; read the ranking from the artifact store and score it against ``inject_pod``, which
+only this module reads. Baselines rank the same spans in the same windows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+from baynet.analysis import Windows
+from baynet.baselines import ac_at_k, baro_rank, microrank_rank, random_ac_at_k
+from baynet.datasets.nezha import NezhaCase, entry_service, list_cases, normal_trace_files, read_spans
+from baynet.evidence import spans_frame
+from baynet.settings import Settings
+
+# A detector watching user-facing latency fires about two minutes after a fault starts (it needs a
+# few scrape intervals of evidence); the incident slices end then.
+DETECTION_DELAY_S = 120
+KS = (1, 2, 3, 4, 5)
+
+
+def metrics(hits: list[dict[int, float]]) -> dict[str, float]:
+    if not hits:
+        return {"AC@1": 0.0, "AC@3": 0.0, "AC@5": 0.0, "Avg@5": 0.0, "n": 0}
+    ac = {k: sum(h[k] for h in hits) / len(hits) for k in KS}
+    return {"AC@1": ac[1], "AC@3": ac[3], "AC@5": ac[5], "Avg@5": sum(ac.values()) / len(KS), "n": len(hits)}
+
+
+def _hits(ranking: list[str], truth: str) -> dict[int, float]:
+    return {k: ac_at_k(ranking, truth, k) for k in KS}
+
+
+def evaluate_nezha(path: Path, *, max_cases: int | None = None, progress: Callable[[str], None] | None = None,
+                   workdir: Path | None = None) -> dict[str, Any]:
+    """Run the harness; return the JSON object ``baynet eval nezha --json`` prints."""
+    from baynet.cli import run_consumer
+    from baynet.stack import LocalStack
+
+    path = Path(path)
+    all_cases = list_cases(path)
+    skipped = [{"case": c.name, "reason": "no span file covers the fault"} for c in all_cases if c.trace_file is None]
+    cases = [c for c in all_cases if c.trace_file is not None]
+    if max_cases is not None:
+        cases = cases[:max_cases]
+    normal = normal_trace_files(path)
+    if not normal:
+        raise FileNotFoundError(f"no normal-phase span files under {path}/normal/*/trace: no baseline")
+    work = Path(workdir or tempfile.mkdtemp(prefix="baynet-eval-"))
+    rows: list[dict[str, Any]] = []
+    saved_env = dict(os.environ)
+    try:
+        with LocalStack(work, use_prometheus=False) as stack:
+            os.environ.update(stack.env)
+            os.environ["BAYNET_SQS_WAIT_SECONDS"] = "1"
+            settings = Settings()
+            for i, case in enumerate(cases, 1):
+                started = time.monotonic()
+                try:
+                    row = _run_case(case, normal, stack, settings, run_consumer)
+                except Exception as exc:  # one broken case is reported, not fatal
+                    skipped.append({"case": case.name, "reason": f"{type(exc).__name__}: {exc}"})
+                    continue
+                row["seconds"] = time.monotonic() - started
+                rows.append(row)
+                if progress:
+                    progress(f"[{i}/{len(cases)}] {case.name}: truth {row['truth']}, baynet top "
+                             f"{row['rankings']['baynet'][:3]}")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return summarise(rows, skipped)
+
+
+def _run_case(case: NezhaCase, normal: list[Path], stack: Any, settings: Settings, run_consumer: Any
+              ) -> dict[str, Any]:
+    from baynet.artifacts import LocalStore
+    from baynet.tempo.server import TraceStore
+
+    fault_spans = read_spans(case.trace_file)
+    event_time = case.inject_ts + DETECTION_DELAY_S
+    windows = Windows.around(event_time, settings)
+    # The normal phase, moved to end just before the baseline window ends, with fresh trace ids.
+    baseline_spans = []
+    for f in normal:
+        spans = read_spans(f, salt=f"{case.day}-{case.inject_ts}")
+        last = max(s.start_ns for s in spans)
+        shift = int((windows.baseline[1] - 1) * 1e9) - last
+        baseline_spans += [_shifted(s, shift) for s in spans]
+    store = TraceStore()
+    store.add_spans(fault_spans + baseline_spans)
+    stack.tempo.store = store
+    event_id = f"nezha-{case.day}-{case.inject_ts}"
+    event = {"id": event_id, "service": entry_service(fault_spans), "event_type": "latency",
+             "timestamp": event_time, "severity": "critical", "labels": {"dataset": "nezha"}}
+    stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody=json.dumps(event))
+    outcomes = run_consumer(settings, max_messages=1, idle_polls=5)
+    if not outcomes or outcomes[0].result != "analysed":
+        raise RuntimeError(outcomes[0].detail if outcomes else "the event was not received")
+    summary = LocalStore(settings.artifacts_dir).get_json(f"incidents/{event_id}/ranking.json")
+    baynet_rank = [r["service"] for r in summary["ranking"]]
+    frame = spans_frame(fault_spans + baseline_spans)
+    candidates = sorted({s.service for s in fault_spans})
+    return {
+        "case": case.name, "fault_type": case.fault_type, "truth": case.truth, "candidates": len(candidates),
+        "rankings": {"baynet": baynet_rank,
+                     "baro": baro_rank(frame, windows.baseline, windows.slices),
+                     "microrank": microrank_rank(frame, windows.baseline, windows.slices)},
+    }
+
+
+def _shifted(span: Any, shift: int) -> Any:
+    span.start_ns += shift
+    span.end_ns += shift
+    return span
+
+
+def summarise(rows: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> dict[str, Any]:
+    methods = ["baynet", "baro", "microrank"]
+    hits: dict[str, list[dict[int, float]]] = defaultdict(list)
+    by_type: dict[str, dict[str, list[dict[int, float]]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        for m in methods:
+            h = _hits(row["rankings"][m], row["truth"])
+            hits[m].append(h)
+            by_type[m][row["fault_type"]].append(h)
+        rnd = {k: random_ac_at_k(row["candidates"], k) for k in KS}
+        hits["random"].append(rnd)
+        by_type["random"][row["fault_type"]].append(rnd)
+    cases = [{"case": r["case"], "fault_type": r["fault_type"], "truth": r["truth"],
+              "top5": r["rankings"]["baynet"][:5],
+              "rank": (r["rankings"]["baynet"].index(r["truth"]) + 1) if r["truth"] in r["rankings"]["baynet"]
+              else None, "seconds": round(r["seconds"], 3)} for r in rows]
+    return {
+        "overall": metrics(hits["baynet"]),
+        "by_type": {t: metrics(v) for t, v in sorted(by_type["baynet"].items())},
+        "cases": cases,
+        "skipped": skipped,
+        "seconds_per_case": statistics.mean(r["seconds"] for r in rows) if rows else 0.0,
+        "baselines": {m: {"overall": metrics(hits[m]),
+                          "by_type": {t: metrics(v) for t, v in sorted(by_type[m].items())}}
+                      for m in ("baro", "microrank", "random")},
+        "detection_delay_s": DETECTION_DELAY_S,
+    }
