@@ -195,6 +195,9 @@ def infer(model: DBNModel, event: AnomalyEvent, evidence: pd.DataFrame, topology
     with_evidence = set(evidence.loc[evidence["window"] >= 0, "service"])
     members = blast_radius(topology, event.service, settings.blast_radius_hops, with_evidence)
     states, own = states_from_evidence(evidence, members, max(n, 1))
+    if event.status == "firing" and event.service in states:
+        # The detector saw the anomaly on this service: that is evidence too, whatever the spans show.
+        states[event.service][-1] = max(states[event.service][-1], 1)
     posteriors = model.infer(states, own, members)
     order = sorted(posteriors, key=lambda s: (-posteriors[s], s))
     ranking = [{"rank": i + 1, "service": s, "posterior": posteriors[s], "prior": model.prior(s),

@@ -49,7 +49,9 @@ class Params:
     onset: float = 0.05                      # P(R[t]=yes | R[t-1]=no)
     persist: float = 0.95                    # P(R[t]=yes | R[t-1]=yes)
     leak: tuple[float, float, float] = (0.94, 0.05, 0.01)     # O level with no active cause
-    root_effect: tuple[float, float, float] = (0.10, 0.45, 0.45)  # O level produced by the own fault
+    # O level produced by the service's own fault. Often none: a network fault shows on the callers'
+    # client spans and a CPU fault in self time (S), not always in the service's entry latency.
+    root_effect: tuple[float, float, float] = (0.40, 0.30, 0.30)
     self_persist: float = 0.3                # a bad O[t-1] reproduces its level with this probability
     own_given_root: tuple[float, float, float] = (0.2, 0.3, 0.5)     # P(S | R=yes)
     own_given_healthy: tuple[float, float, float] = (0.9, 0.08, 0.02)  # P(S | R=no): false alarms

@@ -8,7 +8,7 @@ requests           spans that enter the service (root spans, or whose parent is 
 errors             entering spans that failed (status error, HTTP >= 500, gRPC server error)
 error_ratio        errors / requests
 p50_ms, p95_ms     latency of entering spans
-self_p95_ms        95th percentile of span self time (duration minus child spans)
+self_p95_ms        95th percentile of span self time (duration minus child spans), client spans excluded
 slow_frac          share of entering spans slower than baseline mean + 3 sd (log scale, per operation)
 self_slow_frac     share of the service's spans whose self time is that far above its baseline
 shape_frac         share of spans whose number of child calls differs from the operation's usual
@@ -17,8 +17,10 @@ rate_ratio         request rate against the baseline rate (1.0 = unchanged)
 own_error_frac     share of failed spans none of whose children failed (the service's own fault)
 net_frac           share of the service's call edges (in and out) whose network gap (caller span minus
                    callee span) grew against the baseline: a delayed service delays all its edges
-gap_edges          how many of its edges did
-state              propagating state for the DBN: 0 ok, 1 degraded, 2 failing
+gap_edges          how many grown gaps are blamed on it (on the endpoint with more grown gaps, then
+                   the larger share of grown gaps; on a tie, the callee)
+state              propagating state for the DBN: 0 ok, 1 degraded, 2 failing (failing too when grown
+                   network gaps are blamed on the service: its callers wait for them)
 own_state          own-work state for the DBN: 0 ok, 1 anomalous, 2 severe
 =================  ===========================================================================
 """
@@ -57,6 +59,7 @@ class Thresholds:
     gap_factor: float = 2.0        # a call edge's network gap is anomalous when its median exceeds
     gap_floor_ms: float = 10.0     # baseline median x gap_factor + gap_floor_ms
     min_calls: int = 5             # calls an edge needs in a window before its gap is judged
+    min_flagged: int = 3           # fewer slow/odd spans than this in a window is noise, not a share
 
 
 def spans_frame(spans: list[Span]) -> pd.DataFrame:
@@ -92,6 +95,11 @@ def _annotate(df: pd.DataFrame) -> pd.DataFrame:
     service_by_key = service_by_key[~service_by_key.index.duplicated()]
     df["parent_service"] = parent_key.map(service_by_key).fillna("")
     df["entry"] = df["parent_service"] != df["service"]
+    # A client span: every child is another service's entry. Its self time is the network gap, which
+    # is judged per call edge (_gap_evidence), not as the caller's own work.
+    remote = df.loc[has_parent & df["entry"], "trace_id"] + ":" + df.loc[has_parent & df["entry"], "parent_span_id"]
+    remote_children = remote.value_counts()
+    df["client"] = (df["children"] > 0) & (key.map(remote_children).fillna(0).to_numpy() == df["children"])
     return df
 
 
@@ -141,7 +149,7 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     sd = df["sd"].fillna(0).clip(lower=th.log_sd_floor)
     sd_self = df["sd_self"].fillna(0).clip(lower=th.log_sd_floor)
     df["slow"] = known & ((df["log_dur"] - df["mu"]) / sd > th.z_slow)
-    df["self_slow"] = known & ((df["log_self"] - df["mu_self"]) / sd_self > th.z_slow)
+    df["self_slow"] = known & ~df["client"] & ((df["log_self"] - df["mu_self"]) / sd_self > th.z_slow)
     # A failed child explains an early return, so only spans whose children were fine count here.
     df["odd_shape"] = known & (df["children"] != df["usual_children"]) & ~df["child_failed"]
     df["bad"] = df["failed"] | df["slow"]
@@ -156,11 +164,15 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
         "p50_ms": g_entry["dur_ns"].quantile(0.5) / 1e6,
         "p95_ms": g_entry["dur_ns"].quantile(0.95) / 1e6,
         "slow_frac": g_entry["slow"].mean(),
+        "slow_n": g_entry["slow"].sum(),
     })
+    own_work = df[~df["client"]].groupby(["service", "window"])
     ev = ev.join(pd.DataFrame({
-        "self_p95_ms": g_all["self_ns"].quantile(0.95) / 1e6,
-        "self_slow_frac": g_all["self_slow"].mean(),
+        "self_p95_ms": own_work["self_ns"].quantile(0.95) / 1e6,
+        "self_slow_frac": own_work["self_slow"].mean(),
+        "self_slow_n": own_work["self_slow"].sum(),
         "odd_shape": g_all["odd_shape"].mean(),
+        "odd_shape_n": g_all["odd_shape"].sum(),
         "own_errors": g_all["own_error"].sum(),
         "failed_spans": g_all["failed"].sum(),
     }), how="outer")
@@ -191,14 +203,17 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
         ev.loc[rows, "rate_ratio"] = np.where(judged & (b > 0), rate / np.where(b > 0, b, 1), 1.0)
         base_shape = ev.loc[rows, "service"].map(base_ev["odd_shape"]).fillna(0).to_numpy()
         ev.loc[rows, "shape_frac"] = np.clip(ev.loc[rows, "odd_shape"].fillna(0).to_numpy() - base_shape, 0, 1)
-    ev["slow_frac"] = ev["slow_frac"].fillna(0.0)
-    ev["self_slow_frac"] = ev["self_slow_frac"].fillna(0.0)
+    # Shares resting on fewer than min_flagged spans are noise (one slow span of ten is not 10 % slow).
+    for frac, count in (("slow_frac", "slow_n"), ("self_slow_frac", "self_slow_n"), ("shape_frac", "odd_shape_n")):
+        ev[frac] = ev[frac].fillna(0.0).where(ev[count].fillna(0) >= th.min_flagged, 0.0)
     base_err = ev["service"].map(base_ev["error_ratio"]).fillna(0).to_numpy()
     ev["state"] = _state(ev, base_err, th)
     gaps = _gap_evidence(df, th)
     ev["net_frac"] = [gaps.get((s, w), (0.0, 0))[0] for s, w in zip(ev["service"], ev["window"])]
     ev["gap_edges"] = [gaps.get((s, w), (0.0, 0))[1] for s, w in zip(ev["service"], ev["window"])]
     ev["own_state"] = _own_state(ev, base_err, th)
+    # What callers experience from a service includes the network in front of it.
+    ev["state"] = np.where(ev["gap_edges"].to_numpy() > 0, 2, ev["state"].to_numpy())
     base_rows = ev["window"] == -1
     ev.loc[base_rows, ["state", "own_state"]] = 0
     for col in ("p50_ms", "p95_ms", "self_p95_ms"):
@@ -224,7 +239,7 @@ def _level(value: np.ndarray, anomalous: float, severe: float) -> np.ndarray:
 def _own_state(ev: pd.DataFrame, base_err: np.ndarray, th: Thresholds) -> np.ndarray:
     """0 ok, 1 anomalous, 2 severe: the worst of self time, trace shape, own errors and network gaps."""
     own_err = np.where(ev["own_error_frac"].to_numpy() >= 0.5, ev["error_ratio"].to_numpy() - base_err, 0.0)
-    net = np.where(ev["net_frac"].to_numpy() >= 0.5, np.minimum(ev["gap_edges"].to_numpy(), 2), 0)
+    net = np.minimum(ev["gap_edges"].to_numpy(), 2)
     return np.maximum.reduce([
         _level(ev["self_slow_frac"].to_numpy(), th.degraded_frac, th.failing_frac),
         _level(ev["shape_frac"].to_numpy(), th.shape_frac, th.failing_frac),
@@ -251,6 +266,7 @@ def _gap_evidence(df: pd.DataFrame, th: Thresholds) -> dict[tuple[str, int], tup
     windows = sorted(w for w in gap["window"].unique() if w >= 0)
     for w in windows:
         touched: dict[str, list[int]] = {}
+        bad_edges = []
         for (caller, callee, win), row in med.iterrows():
             if win != w or row["size"] < th.min_calls:
                 continue
@@ -260,8 +276,19 @@ def _gap_evidence(df: pd.DataFrame, th: Thresholds) -> dict[tuple[str, int], tup
             bad = int(row["median"] > th.gap_factor * base + th.gap_floor_ms)
             for svc in (caller, callee):
                 touched.setdefault(svc, []).append(bad)
-        for svc, flags in touched.items():
-            out[(svc, w)] = (sum(flags) / len(flags), sum(flags))
+            if bad:
+                bad_edges.append((caller, callee))
+        count = {svc: sum(flags) for svc, flags in touched.items()}
+        frac = {svc: count[svc] / len(flags) for svc, flags in touched.items()}
+        # Each grown gap is blamed on one endpoint, the one that explains the most grown gaps (one
+        # slow service rather than many), then the one whose edges grew the most; on a tie, the callee
+        # (a delayed ingress slows the response the caller waits for).
+        blamed: dict[str, int] = {}
+        for caller, callee in bad_edges:
+            who = caller if (count[caller], frac[caller]) > (count[callee], frac[callee]) else callee
+            blamed[who] = blamed.get(who, 0) + 1
+        for svc in touched:
+            out[(svc, w)] = (frac[svc], blamed.get(svc, 0))
     return out
 
 

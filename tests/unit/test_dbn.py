@@ -18,15 +18,15 @@ def test_posterior_by_hand_one_slice():
     m = chain_model({("front", "db")})
     post = m.infer({"front": [1], "db": [0]}, {"front": [0], "db": [0]})
     prior = 0.5 / (0.5 + 9.5)
-    # noisy-MAX: P(O<=l) = prod of causes' CDFs. Leak (.94,.05,.01); own fault (.10,.45,.45).
+    # noisy-MAX: P(O<=l) = prod of causes' CDFs. Leak (.94,.05,.01); own fault (.40,.30,.30).
     p_deg_no_fault = 0.05
-    p_deg_fault = (0.99 * 0.55) - (0.94 * 0.10)
+    p_deg_fault = (0.99 * 0.70) - (0.94 * 0.40)
     # own-work state ok: P(S=ok | fault) = 0.2, P(S=ok | no fault) = 0.9
     p_s_ok_fault, p_s_ok_no_fault = 0.2, 0.9
     num = prior * p_deg_fault * p_s_ok_fault
     expected = num / (num + (1 - prior) * p_deg_no_fault * p_s_ok_no_fault)
     assert post["front"] == pytest.approx(expected, abs=1e-12)
-    assert expected == pytest.approx(0.09533, abs=1e-5)
+    assert expected == pytest.approx(0.06903, abs=1e-5)
 
 
 def test_callee_failure_explains_caller():
