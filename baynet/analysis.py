@@ -19,8 +19,6 @@ import pandas as pd
 from baynet.artifacts import COMPLETE, ArtifactStore, structure_html
 from baynet.dbn import O_STATES, DBNModel
 from baynet.events import AnomalyEvent
-from baynet.evidence import Thresholds, build_evidence
-from baynet.otlp import Span
 from baynet.settings import Settings
 from baynet.tempo.client import TempoClient
 from baynet.topology import (
@@ -68,7 +66,7 @@ def tempo_client(settings: Settings) -> TempoClient:
     )
 
 
-def fetch_spans(event: AnomalyEvent, windows: Windows, settings: Settings) -> tuple[list[Span], dict[str, Any]]:
+def fetch_spans(event: AnomalyEvent, windows: Windows, settings: Settings) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Traces through the affected service in the incident and baseline windows, plus error traces."""
     service_q = f'{{ resource.service.name = "{event.service}" }}'
     with tempo_client(settings) as tempo:
@@ -83,7 +81,7 @@ def fetch_spans(event: AnomalyEvent, windows: Windows, settings: Settings) -> tu
         ids.update(dict.fromkeys(tempo.search_window(service_q, int(b_lo), int(b_hi) + 1,
                                                      limit=settings.tempo_search_limit,
                                                      slices=max(1, int((b_hi - b_lo) // 60)))))
-        spans = tempo.fetch_traces(list(ids), concurrency=settings.tempo_concurrency)
+        spans = tempo.fetch_frame(list(ids), concurrency=settings.tempo_concurrency)
         stats = tempo.stats.as_dict()
     return spans, stats
 
@@ -244,8 +242,3 @@ def store_artifacts(store: ArtifactStore, event: AnomalyEvent, ranking: list[dic
     store.put_json(model_key(topology.namespace), model.to_json())
     out[COMPLETE] = store.put(f"{base}/{COMPLETE}", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     return out
-
-
-def evidence_for(spans: list[Span] | pd.DataFrame, windows: Windows, thresholds: Thresholds = Thresholds()
-                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return build_evidence(spans, windows.baseline, windows.slices, thresholds)

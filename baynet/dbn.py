@@ -83,7 +83,11 @@ class DBNModel:
         before_services, before_edges = set(self.services), self.edge_set()
         services = set(services) | {s for e in edges for s in e}
         self.services = sorted(services)
-        self.callees = {s: sorted(c for (a, c) in edges if a == s and c != s) for s in self.services}
+        callees: dict[str, list[str]] = {s: [] for s in self.services}
+        for a, c in edges:
+            if a != c:
+                callees[a].append(c)
+        self.callees = {s: sorted(cs) for s, cs in callees.items()}
         keep = {self.edge_key(a, c) for (a, c) in edges if a != c}
         self.edge_counts = {k: v for k, v in self.edge_counts.items() if k in keep}
         for k in keep:
@@ -129,11 +133,13 @@ class DBNModel:
             self.edge_counts[key] = [a, b]
         self.updates += 1
 
-    def update_priors(self, posteriors: dict[str, float], weight: float = 1.0) -> None:
-        """Soft-count update of root-cause priors from an analysed incident's posteriors."""
+    def update_priors(self, confirmed: dict[str, float], weight: float = 1.0) -> None:
+        """Update root-cause priors from confirmed outcomes (service -> 1.0 if it was the root cause,
+        0.0 if not), e.g. an SRE's post-mortem. Not fed from the model's own posteriors: that loop only
+        reinforces its earlier answers."""
         gamma = self.params.forgetting
         a0, b0 = self.params.root_prior
-        for s, p in posteriors.items():
+        for s, p in confirmed.items():
             if s in self.root_counts:
                 a, b = self.root_counts[s]
                 self.root_counts[s] = [a0 + gamma * (a - a0) + weight * p, b0 + gamma * (b - b0) + weight * (1 - p)]
@@ -240,7 +246,8 @@ class DBNModel:
                                        evidence=[r], evidence_card=[2], state_names={own: S_STATES, r: R_STATES}))
                 callees = [c for c in self.callees.get(s, []) if c in inside]
                 groups = [callees[i:i + GROUP] for i in range(0, len(callees), GROUP)]
-                parents = [r] + ([f"O|{s}|{t - 1}"] if t else [])
+                with_prev = t > 0 and p.self_persist > 0  # a zero-weight edge is left out
+                parents = [r] + ([f"O|{s}|{t - 1}"] if with_prev else [])
                 direct = groups[0] if len(groups) == 1 else []
                 evidence = parents + [f"O|{c}|{t}" for c in direct]
                 if len(groups) > 1:
@@ -257,9 +264,9 @@ class DBNModel:
                                                evidence_card=[3] * len(group),
                                                state_names={m: O_STATES, **{f"O|{c}|{t}": O_STATES for c in group}}))
                     evidence += m_nodes
-                    values = self._o_given_groups(s, t > 0, len(m_nodes))
+                    values = self._o_given_groups(s, with_prev, len(m_nodes))
                 else:
-                    values = self._o_cpd_values(s, direct, t > 0)
+                    values = self._o_cpd_values(s, direct, with_prev)
                 for e in evidence:
                     bn.add_edge(e, o)
                 cards = [2] + [3] * (len(evidence) - 1)
@@ -267,6 +274,37 @@ class DBNModel:
                 cpds.append(TabularCPD(o, 3, values, evidence=evidence, evidence_card=cards, state_names=names))
         bn.add_cpds(*cpds)
         return bn
+
+    def to_pgmpy_dbn(self, services: list[str] | None = None):
+        """The same model as pgmpy's 2-slice ``DynamicBayesianNetwork`` (for ``DBNInference``)."""
+        from pgmpy.factors.discrete import TabularCPD
+        from pgmpy.models import DynamicBayesianNetwork
+
+        unrolled = self.to_pgmpy(2, services)
+
+        def node(name: str) -> tuple[str, int]:
+            base, t = name.rsplit("|", 1)
+            return base, int(t)
+
+        dbn = DynamicBayesianNetwork()
+        edges = []
+        for a, b in unrolled.edges():
+            (na, ta), (nb, tb) = node(a), node(b)
+            if ta == 0:  # slice-0 intra edges and 0 -> 1 inter edges define the template
+                edges.append(((na, ta), (nb, tb)))
+        dbn.add_edges_from(edges)
+        cpds = []
+        for cpd in unrolled.get_cpds():
+            name, t = node(cpd.variable)
+            parents = cpd.scope()[1:]
+            cards = [cpd.cardinality[i] for i in range(1, len(cpd.scope()))]
+            cpds.append(TabularCPD(
+                (name, t), cpd.variable_card, cpd.get_values(),
+                evidence=[node(p) for p in parents] or None, evidence_card=cards or None,
+                state_names={node(v): cpd.state_names[v] for v in cpd.scope()}))
+        dbn.add_cpds(*cpds)
+        dbn.initialize_initial_state()
+        return dbn
 
     def _group_cpd_values(self, service: str, group: list[str]) -> np.ndarray:
         cols = []

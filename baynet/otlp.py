@@ -390,3 +390,91 @@ def render_resource_spans(spans: list[Span], *, id_encoding: str = "base64") -> 
 
 
 KEYS_BY_STATUS = {"ok": "STATUS_CODE_OK", "error": "STATUS_CODE_ERROR"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Columnar fast path: only the fields evidence needs, straight into lists (no Span objects).
+
+_WANTED_ATTRS = frozenset(HTTP_STATUS_KEYS + GRPC_STATUS_KEYS + ("istio.canonical_service", "response_flags"))
+COLUMNS = ("trace_id", "span_id", "parent_span_id", "service", "name", "start_ns", "end_ns", "failed")
+
+
+def new_columns() -> dict[str, list]:
+    return {c: [] for c in COLUMNS}
+
+
+def _scalar(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    for key in ("stringValue", "intValue", "string_value", "int_value"):
+        if key in value:
+            return value[key]
+    return None
+
+
+def trace_columns(body: Any, out: dict[str, list], ids: dict[str, str]) -> int:
+    """Append the spans of one trace body (any shape :func:`parse_trace` reads) to ``out`` columns.
+
+    ``ids`` memoises id conversions across calls (a trace id repeats on every span, a parent id is
+    another span's id). Returns the number of spans added. Same rules as :func:`parse_trace`."""
+    resource_spans, _ = _resource_spans(body)
+    tids, sids, pids, svcs, names, starts, ends, failed = (out[c] for c in COLUMNS)
+    added = 0
+    for rs in resource_spans:
+        service = "unknown"
+        for item in (rs.get("resource") or {}).get("attributes") or ():
+            if item.get("key") == "service.name":
+                service = str(_any_value(item.get("value")))
+        scopes = _get(rs, "scopeSpans", "scope_spans")
+        if scopes is None:
+            scopes = _get(rs, "instrumentationLibrarySpans", "instrumentation_library_spans", [])
+        for scope in scopes or ():
+            for raw in scope.get("spans") or ():
+                tid = _get(raw, "traceId", "trace_id")
+                sid = _get(raw, "spanId", "span_id")
+                pid = _get(raw, "parentSpanId", "parent_span_id", "")
+                for rid, n in ((tid, 16), (sid, 8), (pid, 8)):
+                    if rid not in ids:
+                        ids[rid] = normalize_id(rid, n)
+                svc, bad = service, False
+                for item in raw.get("attributes") or ():
+                    key = item.get("key")
+                    if key in _WANTED_ATTRS:
+                        val = _scalar(item.get("value"))
+                        if key == "istio.canonical_service" and val:
+                            svc = str(val)
+                        elif key == "response_flags":
+                            flags = str(val or "")
+                            bad |= flags not in ("", "-") and any(f in flags for f in ("UF", "UH", "URX"))
+                        else:
+                            code = _maybe_int(val)
+                            if code is not None:
+                                bad |= code >= 500 if key in HTTP_STATUS_KEYS else code in GRPC_SERVER_ERRORS
+                status = raw.get("status")
+                if status:
+                    bad |= _status_code(status) == "error"
+                start = _int(_get(raw, "startTimeUnixNano", "start_time_unix_nano"), "startTimeUnixNano")
+                end = _int(_get(raw, "endTimeUnixNano", "end_time_unix_nano"), "endTimeUnixNano")
+                tids.append(ids[tid])
+                sids.append(ids[sid])
+                pids.append(ids[pid])
+                svcs.append(svc)
+                names.append(str(raw.get("name", "")))
+                starts.append(start)
+                ends.append(max(end, start))
+                failed.append(bad)
+                added += 1
+    return added
+
+
+def frame_from_columns(cols: dict[str, list]) -> Any:
+    """The span frame :func:`baynet.evidence.build_evidence` takes, from :func:`trace_columns` output."""
+    import numpy as np
+    import pandas as pd
+
+    return pd.DataFrame({
+        "trace_id": cols["trace_id"], "span_id": cols["span_id"], "parent_span_id": cols["parent_span_id"],
+        "service": cols["service"], "name": cols["name"],
+        "start_ns": np.array(cols["start_ns"], dtype=np.int64), "end_ns": np.array(cols["end_ns"], dtype=np.int64),
+        "failed": np.array(cols["failed"], dtype=bool),
+    })

@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 
 from baynet.analysis import Windows, fetch_spans
 from baynet.events import AnomalyEvent
-from baynet.evidence import build_evidence, spans_frame
+from baynet.evidence import build_evidence
 from baynet.settings import Settings
 from baynet.validation import validate
 from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_unless_rejected
@@ -18,11 +18,10 @@ from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_unle
       retry_jitter_factor=IO_RETRY_JITTER, retry_condition_fn=retry_unless_rejected, cache_policy=NO_CACHE)
 def query_traces(event: AnomalyEvent, windows: Windows, settings: Settings) -> tuple[pd.DataFrame, dict]:
     """Spans of the incident and baseline windows (validated), and what the retrieval saw."""
-    spans, stats = fetch_spans(event, windows, settings)
-    if not spans:
+    frame, stats = fetch_spans(event, windows, settings)
+    if frame.empty:
         raise LookupError(f"Tempo at {settings.tempo_url} returned no traces for {event.service!r} around "
                           f"{event.timestamp.isoformat()}; nothing to analyse")
-    frame = spans_frame(spans)
     validate("spans", frame)
     return frame, stats
 

@@ -18,7 +18,19 @@ from typing import Any
 
 import httpx
 
-from baynet.otlp import SearchTrace, Span, TempoParseError, loads, parse_search, parse_trace
+import pandas as pd
+
+from baynet.otlp import (
+    SearchTrace,
+    Span,
+    TempoParseError,
+    frame_from_columns,
+    loads,
+    new_columns,
+    parse_search,
+    parse_trace,
+    trace_columns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +63,7 @@ class FetchStats:
     partial: int = 0
     failed: int = 0
     retries: int = 0
+    truncated: int = 0
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -63,7 +76,8 @@ class TempoClient:
     def __init__(self, base_url: str, *, org_id: str | None = None, token: str | None = None,
                  username: str | None = None, password: str | None = None, timeout_s: float = 30.0,
                  max_retries: int = 3, backoff_s: float = 0.5, max_backoff_s: float = 10.0,
-                 verify: bool | str = True, transport: httpx.BaseTransport | None = None):
+                 verify: bool | str = True, transport: httpx.BaseTransport | None = None,
+                 min_slice_s: int = 2):
         headers = {"Accept": "application/json"}
         if org_id:
             headers["X-Scope-OrgID"] = org_id
@@ -75,6 +89,7 @@ class TempoClient:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self.min_slice_s = min_slice_s
         self.stats = FetchStats()
 
     def __enter__(self) -> "TempoClient":
@@ -133,25 +148,35 @@ class TempoClient:
             raise TempoUnavailable(f"unreadable search response from Tempo: {exc}") from None
         return traces
 
-    def trace(self, trace_id: str) -> list[Span] | None:
-        """Fetch one trace; ``None`` when Tempo no longer has it (404). Falls back to v2 on 422."""
+    def trace_body(self, trace_id: str) -> Any | None:
+        """One trace's decoded body; ``None`` when Tempo no longer has it (404: aged out, or gone
+        between search and fetch). Falls back to v2 on 422 (too large for v1: v2 returns what fits,
+        flagged PARTIAL, which is counted)."""
         resp = self._get(f"/api/traces/{trace_id}", ok=(200, 404, 422))
+        if resp.status_code == 422:
+            resp = self._get(f"/api/v2/traces/{trace_id}", ok=(200, 404))
         if resp.status_code == 404:
             self.stats.not_found += 1
             return None
-        if resp.status_code == 422:  # too large for v1; v2 returns what fits, flagged PARTIAL
-            resp = self._get(f"/api/v2/traces/{trace_id}", ok=(200, 404))
-            if resp.status_code == 404:
-                self.stats.not_found += 1
-                return None
         try:
-            spans, meta = parse_trace(loads(resp.content))
+            body = loads(resp.content)
         except TempoParseError as exc:
             raise TempoUnavailable(f"unreadable trace {trace_id} from Tempo: {exc}") from None
-        if meta.get("status") == "PARTIAL":
+        if isinstance(body, dict) and body.get("status") == "PARTIAL":
             self.stats.partial += 1
-            self.stats.notes.append(f"trace {trace_id} partial: {meta.get('message', '')}")
+            self.stats.notes.append(f"trace {trace_id} partial: {body.get('message', '')}")
         self.stats.traces_fetched += 1
+        return body
+
+    def trace(self, trace_id: str) -> list[Span] | None:
+        """Fetch one trace as spans; ``None`` when Tempo no longer has it."""
+        body = self.trace_body(trace_id)
+        if body is None:
+            return None
+        try:
+            spans, _ = parse_trace(body)
+        except TempoParseError as exc:
+            raise TempoUnavailable(f"unreadable trace {trace_id} from Tempo: {exc}") from None
         self.stats.spans += len(spans)
         return spans
 
@@ -161,22 +186,42 @@ class TempoClient:
         busy window is not truncated to the ``limit`` most recent traces."""
         ids: dict[str, None] = {}
         step = max(1, (end - start) // max(1, slices))
-        lo = start
-        while lo < end:
-            hi = min(end, lo + step)
+        pending = [(lo, min(end, lo + step)) for lo in range(int(start), int(end), step)]
+        while pending:
+            lo, hi = pending.pop()
             found = self.search(q, lo, hi, limit=limit)
             if len(found) >= limit:
-                self.stats.notes.append(f"search {q} [{lo},{hi}] hit the limit of {limit} traces")
+                if hi - lo >= 2 * self.min_slice_s:  # Tempo returned only the newest: split and page
+                    mid = (lo + hi) // 2
+                    pending += [(lo, mid), (mid, hi)]
+                    continue
+                self.stats.truncated += 1
+                self.stats.notes.append(f"search {q} [{lo},{hi}] still hit the limit of {limit} traces in "
+                                        f"{hi - lo}s: evidence for it is a sample")
             ids.update((t.trace_id, None) for t in found)
-            lo = hi
         self.stats.traces_found += len(ids)
         return list(ids)
 
     def fetch_traces(self, trace_ids: list[str], concurrency: int = 8) -> list[Span]:
-        """Fetch many traces with bounded concurrency; 404s are counted and skipped."""
+        """Fetch many traces with bounded concurrency (one pooled connection per worker); 404s are
+        counted and skipped."""
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             results = list(pool.map(self.trace, trace_ids))
         return [span for spans in results if spans for span in spans]
+
+    def fetch_frame(self, trace_ids: list[str], concurrency: int = 8) -> pd.DataFrame:
+        """Like :meth:`fetch_traces`, straight into the columnar span frame evidence is built from."""
+        cols, ids = new_columns(), {}
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            for body in pool.map(self.trace_body, trace_ids):
+                if body is None:
+                    continue
+                try:
+                    self.stats.spans += trace_columns(body, cols, ids)
+                except TempoParseError as exc:
+                    self.stats.failed += 1
+                    self.stats.notes.append(f"unreadable trace skipped: {exc}")
+        return frame_from_columns(cols)
 
 
 def _retry_after(value: str | None) -> float:

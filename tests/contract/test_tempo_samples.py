@@ -174,3 +174,15 @@ def test_too_large_trace_422_on_v1_partial_on_v2():
         assert v1.status_code == 422 and "trace exceeds max size" in v1.text
         v2 = httpx.get(f"{server.url}/api/v2/traces/{trace_id}").json()
         assert v2["status"] == "PARTIAL" and 0 < len(parse_trace(v2)[0]) < 8
+
+
+@pytest.mark.parametrize("path", TRACE_SAMPLES, ids=lambda p: p.name)
+def test_columnar_fast_path_equals_full_parser(path):
+    from baynet.otlp import new_columns, trace_columns
+
+    body = loads(path.read_bytes())
+    spans, _ = parse_trace(body)
+    cols = new_columns()
+    assert trace_columns(body, cols, {}) == len(spans)
+    assert list(zip(*cols.values())) == [(s.trace_id, s.span_id, s.parent_span_id, s.service, s.name, s.start_ns,
+                                          s.end_ns, s.failed) for s in spans]

@@ -1,0 +1,86 @@
+"""The Tempo client against the replay server: paging, retries, 404s, 422 fallback, auth headers."""
+
+import time
+
+import pytest
+
+from baynet.otlp import Span
+from baynet.tempo.client import TempoClient, TempoRequestError, TempoUnavailable
+from baynet.tempo.server import TempoServer, TraceStore
+
+
+def traces(n, start_s, step_s=0.5, service="front"):
+    spans = []
+    for i in range(n):
+        tid = f"{i + 1:032x}"
+        t = int((start_s + i * step_s) * 1e9)
+        spans.append(Span(tid, f"{i + 1:016x}", "", service, "GET /", "server", t, t + 1_000_000, "unset",
+                          resource={"service.name": service}))
+    return spans
+
+
+@pytest.fixture
+def server():
+    store = TraceStore()
+    store.add_spans(traces(100, 1_700_000_000))
+    with TempoServer(store) as srv:
+        yield srv
+
+
+def test_busy_window_is_split_until_nothing_is_cut(server):
+    with TempoClient(server.url) as tempo:
+        ids = tempo.search_window('{ resource.service.name = "front" }', 1_700_000_000, 1_700_000_060, limit=20)
+    assert len(ids) == 100 and tempo.stats.truncated == 0 and tempo.stats.searches > 5
+
+
+def test_retry_after_is_honoured_and_5xx_retried(server):
+    server.inject("/api/search", 429, "job queue full", headers={"Retry-After": "1"})
+    server.inject("/api/search", 503, "down")
+    with TempoClient(server.url, backoff_s=0.01) as tempo:
+        t0 = time.monotonic()
+        found = tempo.search("{}", 1_700_000_000, 1_700_000_100, limit=5)
+        assert time.monotonic() - t0 >= 1.0 and len(found) == 5 and tempo.stats.retries == 2
+
+
+def test_4xx_is_not_retried_and_5xx_gives_up(server):
+    with TempoClient(server.url, backoff_s=0.01, max_retries=2) as tempo:
+        with pytest.raises(TempoRequestError, match="400"):
+            tempo.search("{ nonsense", 1, 2)
+        server.inject("/api/search", 500, "boom", times=3)
+        with pytest.raises(TempoUnavailable, match="failed 3 times"):
+            tempo.search("{}", 1_700_000_000, 1_700_000_100)
+        assert tempo.stats.retries == 2
+
+
+def test_missing_trace_counted_and_too_large_falls_back_to_v2():
+    store = TraceStore()
+    big = traces(3, 1_700_000_000)
+    for s in big:  # one trace of three spans (~600 bytes), over a 450-byte limit
+        s.trace_id = f"{1:032x}"
+    store.add_spans(big)
+    small = traces(1, 1_700_000_200)
+    small[0].trace_id, small[0].span_id = f"{2:032x}", f"{9:016x}"
+    store.add_spans(small)
+    with TempoServer(store, max_trace_bytes=450) as srv, TempoClient(srv.url) as tempo:
+        frame = tempo.fetch_frame([f"{1:032x}", "ab" * 16, f"{2:032x}"])
+        assert tempo.stats.not_found == 1 and tempo.stats.partial == 1
+        assert sorted(frame["trace_id"].value_counts().to_dict().items()) == [(f"{1:032x}", 2), (f"{2:032x}", 1)]
+        assert any(r.startswith("/api/v2/traces/") for r in srv.requests)
+
+
+def test_connection_reset_is_retried(server):
+    server.inject("/api/traces", 0, reset=True)
+    with TempoClient(server.url, backoff_s=0.01) as tempo:
+        assert tempo.trace(f"{5:032x}")[0].span_id == f"{5:016x}"
+        assert tempo.stats.retries == 1
+
+
+def test_tenant_and_auth_headers():
+    store = TraceStore()
+    with TempoServer(store, require_org_id="team-a") as srv:
+        with TempoClient(srv.url, max_retries=0) as anonymous:
+            with pytest.raises(TempoRequestError, match="401"):
+                anonymous.search("{}", 1, 2)
+        with TempoClient(srv.url, org_id="team-a", token="s3cret") as tempo:
+            assert tempo.search("{}", 1, 2) == []
+            assert tempo.http.headers["Authorization"] == "Bearer s3cret"
