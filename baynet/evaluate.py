@@ -82,15 +82,14 @@ def evaluate_nezha(path: Path, *, max_cases: int | None = None, progress: Callab
     return summarise(rows, skipped)
 
 
-def _run_case(case: NezhaCase, normal: list[Path], stack: Any, settings: Settings, run_consumer: Any
-              ) -> dict[str, Any]:
-    from baynet.artifacts import LocalStore
+def replay_case(case: NezhaCase, normal: list[Path], settings: Settings) -> tuple[Any, dict[str, Any], list, list]:
+    """A trace store holding the fault's spans and, as its baseline, the normal phase moved to end just
+    before the baseline window (fresh trace ids); the anomaly event; and both span lists."""
     from baynet.tempo.server import TraceStore
 
     fault_spans = read_spans(case.trace_file)
     event_time = case.inject_ts + DETECTION_DELAY_S
     windows = Windows.around(event_time, settings)
-    # The normal phase, moved to end just before the baseline window ends, with fresh trace ids.
     baseline_spans = []
     for f in normal:
         spans = read_spans(f, salt=f"{case.day}-{case.inject_ts}")
@@ -99,10 +98,20 @@ def _run_case(case: NezhaCase, normal: list[Path], stack: Any, settings: Setting
         baseline_spans += [_shifted(s, shift) for s in spans]
     store = TraceStore()
     store.add_spans(fault_spans + baseline_spans)
+    event = {"id": f"nezha-{case.day}-{case.inject_ts}", "service": entry_service(fault_spans),
+             "event_type": "latency", "timestamp": event_time, "severity": "critical",
+             "labels": {"dataset": "nezha"}}
+    return store, event, fault_spans, baseline_spans
+
+
+def _run_case(case: NezhaCase, normal: list[Path], stack: Any, settings: Settings, run_consumer: Any
+              ) -> dict[str, Any]:
+    from baynet.artifacts import LocalStore
+
+    store, event, fault_spans, baseline_spans = replay_case(case, normal, settings)
     stack.tempo.store = store
-    event_id = f"nezha-{case.day}-{case.inject_ts}"
-    event = {"id": event_id, "service": entry_service(fault_spans), "event_type": "latency",
-             "timestamp": event_time, "severity": "critical", "labels": {"dataset": "nezha"}}
+    event_id = event["id"]
+    windows = Windows.around(event["timestamp"], settings)
     stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody=json.dumps(event))
     outcomes = run_consumer(settings, max_messages=1, idle_polls=5)
     if not outcomes or outcomes[0].result != "analysed":
