@@ -239,6 +239,8 @@ def store_artifacts(store: ArtifactStore, event: AnomalyEvent, ranking: list[dic
             f"Baynet incident {event.id}: {event.event_type} on {event.service}", ranking, callees, event.service,
             path, diff.to_json(), run_url)),
     }
+    # The model persists between incidents: latest.json is read back, versions stay for audit/rollback.
+    store.put_json(f"model/{topology.namespace}/v{model.updates:06d}-{event.id}.json", model.to_json())
     store.put_json(model_key(topology.namespace), model.to_json())
     out[COMPLETE] = store.put(f"{base}/{COMPLETE}", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     return out

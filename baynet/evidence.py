@@ -78,28 +78,45 @@ def spans_frame(spans: list[Span]) -> pd.DataFrame:
 
 
 def _annotate(df: pd.DataFrame) -> pd.DataFrame:
-    """Add duration, self time, child counts and the parent's service to each span."""
-    df = df.drop_duplicates(["trace_id", "span_id"]).reset_index(drop=True)
+    """Add duration, self time, child counts and the parent's service to each span.
+
+    Spans are joined to their parents through integer keys (trace code x id code), not strings: the
+    joins are the hot path of evidence building."""
+    n = len(df)
+    if "span_code" in df:  # codes from the columnar parser (baynet.otlp.trace_columns)
+        tcode = df["trace_code"].to_numpy()
+        scode, pcode = df["span_code"].to_numpy(), df["parent_code"].to_numpy()
+        width = int(max(scode.max(initial=0), pcode.max(initial=0))) + 1
+    else:
+        tcode = pd.factorize(df["trace_id"])[0].astype(np.int64)
+        icode, uniques = pd.factorize(pd.concat([df["span_id"], df["parent_span_id"]], ignore_index=True))
+        scode, pcode, width = icode[:n], icode[n:], max(1, len(uniques))
+    key = tcode * width + scode
+    first = np.zeros(n, dtype=bool)
+    first[np.unique(key, return_index=True)[1]] = True  # a span reported twice counts once
+    df = df[first].reset_index(drop=True)
+    key, tcode, pcode = key[first], tcode[first], pcode[first]
+    df["key"] = key
+    df["pkey"] = tcode * width + pcode
+    df["service"] = df["service"].astype("category")
     df["dur_ns"] = (df["end_ns"] - df["start_ns"]).clip(lower=0)
-    key = df["trace_id"] + ":" + df["span_id"]
-    parent_key = df["trace_id"] + ":" + df["parent_span_id"]
-    has_parent = df["parent_span_id"] != ""
-    child = pd.DataFrame({"pkey": parent_key[has_parent], "dur": df.loc[has_parent, "dur_ns"],
-                          "failed": df.loc[has_parent, "failed"]})
-    agg = child.groupby("pkey").agg(child_dur=("dur", "sum"), children=("dur", "size"),
-                                    child_failed=("failed", "any"))
-    df["children"] = key.map(agg["children"]).fillna(0).astype(np.int64)
-    df["child_failed"] = key.map(agg["child_failed"]).fillna(False).astype(bool)
-    df["self_ns"] = (df["dur_ns"] - key.map(agg["child_dur"]).fillna(0)).clip(lower=0)
-    service_by_key = pd.Series(df["service"].values, index=key.values)
-    service_by_key = service_by_key[~service_by_key.index.duplicated()]
-    df["parent_service"] = parent_key.map(service_by_key).fillna("")
-    df["entry"] = df["parent_service"] != df["service"]
+    has_parent = (df["parent_span_id"] != "").to_numpy()
+    children = df[has_parent]
+    agg = pd.DataFrame({"dur": children["dur_ns"].to_numpy(), "failed": children["failed"].to_numpy()},
+                       index=children["pkey"].to_numpy()).groupby(level=0).agg(
+        child_dur=("dur", "sum"), children=("dur", "size"), child_failed=("failed", "any")).reindex(key)
+    df["children"] = agg["children"].fillna(0).to_numpy().astype(np.int64)
+    df["child_failed"] = agg["child_failed"].fillna(False).to_numpy().astype(bool)
+    df["self_ns"] = (df["dur_ns"].to_numpy() - agg["child_dur"].fillna(0).to_numpy()).clip(min=0)
+    by_key = pd.Series(df["service"].to_numpy(), index=key)
+    parent_service = by_key.reindex(df["pkey"].to_numpy()).to_numpy()
+    df["parent_service"] = pd.Series(parent_service, dtype=object).fillna("").to_numpy()
+    df["entry"] = df["parent_service"].to_numpy() != df["service"].astype(str).to_numpy()
     # A client span: every child is another service's entry. Its self time is the network gap, which
     # is judged per call edge (_gap_evidence), not as the caller's own work.
-    remote = df.loc[has_parent & df["entry"], "trace_id"] + ":" + df.loc[has_parent & df["entry"], "parent_span_id"]
-    remote_children = remote.value_counts()
-    df["client"] = (df["children"] > 0) & (key.map(remote_children).fillna(0).to_numpy() == df["children"])
+    remote = pd.Series(df.loc[has_parent & df["entry"].to_numpy(), "pkey"].to_numpy()).value_counts()
+    remote_children = remote.reindex(key).fillna(0).to_numpy()
+    df["client"] = (df["children"].to_numpy() > 0) & (remote_children == df["children"].to_numpy())
     return df
 
 
@@ -177,8 +194,9 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
         "failed_spans": g_all["failed"].sum(),
     }), how="outer")
     # Every service seen anywhere gets a row in every window: silence is evidence too.
-    services = sorted(df["service"].unique())
+    services = sorted(map(str, df["service"].unique()))
     windows = [-1] + list(range(len(slices)))
+    ev.index = ev.index.set_levels(ev.index.levels[0].astype(str), level=0)
     ev = ev.reindex(pd.MultiIndex.from_product([services, windows], names=["service", "window"]))
     ev[["requests", "errors", "own_errors", "failed_spans"]] = ev[
         ["requests", "errors", "own_errors", "failed_spans"]].fillna(0)
@@ -255,12 +273,11 @@ def _gap_evidence(df: pd.DataFrame, th: Thresholds) -> dict[tuple[str, int], tup
     cross = df[df["entry"] & (df["parent_service"] != "")]
     if cross.empty:
         return {}
-    dur = pd.Series(df["dur_ns"].values, index=(df["trace_id"] + ":" + df["span_id"]).values)
-    dur = dur[~dur.index.duplicated()]
-    parent_dur = (cross["trace_id"] + ":" + cross["parent_span_id"]).map(dur)
-    gap = pd.DataFrame({"caller": cross["parent_service"].values, "callee": cross["service"].values,
-                        "window": cross["window"].values,
-                        "gap_ms": ((parent_dur - cross["dur_ns"]).clip(lower=0) / 1e6).values}).dropna()
+    dur = pd.Series(df["dur_ns"].to_numpy(), index=df["key"].to_numpy())
+    parent_dur = dur.reindex(cross["pkey"].to_numpy()).to_numpy()
+    gap = pd.DataFrame({"caller": cross["parent_service"].to_numpy(), "callee": cross["service"].astype(str).to_numpy(),
+                        "window": cross["window"].to_numpy(),
+                        "gap_ms": np.clip(parent_dur - cross["dur_ns"].to_numpy(), 0, None) / 1e6}).dropna()
     med = gap.groupby(["caller", "callee", "window"])["gap_ms"].agg(["median", "size"])
     out: dict[tuple[str, int], tuple[float, int]] = {}
     windows = sorted(w for w in gap["window"].unique() if w >= 0)
@@ -298,17 +315,15 @@ def _edge_counts(df: pd.DataFrame) -> pd.DataFrame:
     cross = df[df["entry"] & (df["parent_service"] != "")]
     if cross.empty:
         return pd.DataFrame(columns=EDGE_COLUMNS)
-    key = df["trace_id"] + ":" + df["span_id"]
-    bad_by_key = pd.Series(df["bad"].values, index=key.values)
-    bad_by_key = bad_by_key[~bad_by_key.index.duplicated()]
-    # The parent of a cross-service span is usually the caller's client span; walk one more level
-    # up to the caller's own span when the client span is a thin wrapper is not needed: a slow or
-    # failed child makes the client span slow or failed as well.
-    parent_bad = (cross["trace_id"] + ":" + cross["parent_span_id"]).map(bad_by_key).fillna(False).astype(bool)
-    any_bad_child = df.groupby(df["trace_id"] + ":" + df["parent_span_id"])["bad"].any()
-    caller_alone = parent_bad & ~(cross["trace_id"] + ":" + cross["parent_span_id"]).map(any_bad_child
-                                                                                        ).fillna(False).astype(bool)
-    frame = pd.DataFrame({"caller": cross["parent_service"].values, "callee": cross["service"].values,
+    bad_by_key = pd.Series(df["bad"].to_numpy(), index=df["key"].to_numpy())
+    # The parent of a cross-service span is usually the caller's client span: a slow or failed child
+    # makes it slow or failed as well, so it stands for the caller here.
+    parent_bad = pd.Series(bad_by_key.reindex(cross["pkey"].to_numpy()).fillna(False).to_numpy().astype(bool),
+                           index=cross.index)
+    any_bad_child = df.groupby("pkey")["bad"].any()
+    caller_alone = parent_bad & ~pd.Series(any_bad_child.reindex(cross["pkey"].to_numpy()).fillna(False)
+                                           .to_numpy().astype(bool), index=cross.index)
+    frame = pd.DataFrame({"caller": cross["parent_service"].to_numpy(), "callee": cross["service"].astype(str).to_numpy(),
                           "child_bad": cross["bad"].values, "both_bad": (cross["bad"] & parent_bad).values,
                           "caller_bad_alone": caller_alone.values})
     out = frame.groupby(["caller", "callee"]).agg(calls=("child_bad", "size"), child_bad=("child_bad", "sum"),

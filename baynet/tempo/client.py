@@ -21,6 +21,7 @@ import httpx
 import pandas as pd
 
 from baynet.otlp import (
+    IdTable,
     SearchTrace,
     Span,
     TempoParseError,
@@ -29,8 +30,8 @@ from baynet.otlp import (
     new_columns,
     parse_search,
     parse_trace,
-    trace_columns,
 )
+from baynet.otlp_fast import body_status, trace_bytes_columns
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,23 @@ class TempoClient:
         self.stats.traces_fetched += 1
         return body
 
+    def trace_raw(self, trace_id: str) -> bytes | None:
+        """Like :meth:`trace_body`, the undecoded bytes (for the typed fast path)."""
+        resp = self._get(f"/api/traces/{trace_id}", ok=(200, 404, 422))
+        if resp.status_code == 422:
+            resp = self._get(f"/api/v2/traces/{trace_id}", ok=(200, 404))
+        if resp.status_code == 404:
+            self.stats.not_found += 1
+            return None
+        raw = resp.content
+        if b'"PARTIAL"' in raw:
+            status, message = body_status(raw)
+            if status == "PARTIAL":
+                self.stats.partial += 1
+                self.stats.notes.append(f"trace {trace_id} partial: {message}")
+        self.stats.traces_fetched += 1
+        return raw
+
     def trace(self, trace_id: str) -> list[Span] | None:
         """Fetch one trace as spans; ``None`` when Tempo no longer has it."""
         body = self.trace_body(trace_id)
@@ -211,13 +229,13 @@ class TempoClient:
 
     def fetch_frame(self, trace_ids: list[str], concurrency: int = 8) -> pd.DataFrame:
         """Like :meth:`fetch_traces`, straight into the columnar span frame evidence is built from."""
-        cols, ids = new_columns(), {}
+        cols, ids = new_columns(), IdTable()
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            for body in pool.map(self.trace_body, trace_ids):
-                if body is None:
+            for raw in pool.map(self.trace_raw, trace_ids):
+                if raw is None:
                     continue
                 try:
-                    self.stats.spans += trace_columns(body, cols, ids)
+                    self.stats.spans += trace_bytes_columns(raw, cols, ids)
                 except TempoParseError as exc:
                     self.stats.failed += 1
                     self.stats.notes.append(f"unreadable trace skipped: {exc}")

@@ -184,5 +184,8 @@ def test_columnar_fast_path_equals_full_parser(path):
     spans, _ = parse_trace(body)
     cols = new_columns()
     assert trace_columns(body, cols, {}) == len(spans)
-    assert list(zip(*cols.values())) == [(s.trace_id, s.span_id, s.parent_span_id, s.service, s.name, s.start_ns,
-                                          s.end_ns, s.failed) for s in spans]
+    fields = ("trace_id", "span_id", "parent_span_id", "service", "name", "start_ns", "end_ns", "failed")
+    assert list(zip(*(cols[f] for f in fields))) == [tuple(getattr(s, f) for f in fields) for s in spans]
+    # equal ids get equal codes, different ids different codes
+    pairs = set(zip(cols["span_id"] + cols["parent_span_id"], cols["span_code"] + cols["parent_code"]))
+    assert len({h for h, _ in pairs}) == len({c for _, c in pairs}) == len(pairs)

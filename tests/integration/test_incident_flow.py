@@ -96,6 +96,9 @@ def test_queue_to_ranking_with_malformed_messages_dead_lettered(stack):
     summary = json.loads((base / "ranking.json").read_text())
     assert summary["ranking"][0]["service"] == "payment"
     assert summary["propagation_path"][0] == "payment" and summary["propagation_path"][-1] == "front-end"
+    versions = list((st.workdir / "artifacts" / "model" / "default").glob("v*.json"))
+    assert any(event_id in v.name for v in versions)
+    assert (st.workdir / "artifacts" / "model" / "default" / "latest.json").exists()
     topo = json.loads((base / "topology.json").read_text())
     if st.prometheus:
         assert topo["source"].startswith("prometheus")

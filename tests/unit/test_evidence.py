@@ -1,3 +1,4 @@
+import pandas as pd
 import pytest
 
 from baynet.analysis import Windows
@@ -51,3 +52,21 @@ def test_no_baseline_falls_back_to_first_slice(incident):
 def test_empty_input():
     ev, edges = build_evidence([], (0, 1), [(1, 2)])
     assert ev.empty and edges.empty and list(ev.columns) == EVIDENCE_COLUMNS
+
+
+def test_columnar_frame_gives_the_same_evidence(incident):
+    from baynet.otlp import IdTable, frame_from_columns, new_columns, render_resource_spans, trace_columns
+
+    w = Windows.around(incident.event["timestamp"], Settings())
+    by_trace = {}
+    for s in incident.spans:
+        by_trace.setdefault(s.trace_id, []).append(s)
+    cols, ids = new_columns(), IdTable()
+    for group in by_trace.values():
+        trace_columns({"batches": render_resource_spans(group)}, cols, ids)
+    coded = frame_from_columns(cols)
+    plain = coded.drop(columns=["trace_code", "span_code", "parent_code"])
+    a, ea = build_evidence(coded, w.baseline, w.slices)
+    b, eb = build_evidence(plain, w.baseline, w.slices)
+    pd.testing.assert_frame_equal(a, b)
+    pd.testing.assert_frame_equal(ea, eb)
