@@ -413,6 +413,20 @@ def _scalar(value: Any) -> Any:
     return None
 
 
+def attribute_effect(key: str, value: Any, service: str, failed: bool) -> tuple[str, bool]:
+    """What one of the attributes evidence reads says: the Istio canonical service, or a failure
+    (HTTP >= 500, a gRPC server error, an Envoy upstream-failure flag)."""
+    if key == "istio.canonical_service":
+        return (str(value) if value else service), failed
+    if key == "response_flags":
+        flags = str(value or "")
+        return service, failed or (flags not in ("", "-") and any(f in flags for f in ("UF", "UH", "URX")))
+    code = _maybe_int(value)
+    if code is None:
+        return service, failed
+    return service, failed or (code >= 500 if key in HTTP_STATUS_KEYS else code in GRPC_SERVER_ERRORS)
+
+
 class IdTable(dict):
     """Raw id (as found in a body) -> (lowercase hex, integer code). Codes number distinct ids, so the
     evidence joins spans to parents on integers; the memo also spares repeated base64 decoding."""
@@ -477,18 +491,7 @@ def trace_columns(body: Any, out: dict[str, list], ids: IdTable | dict) -> int:
                     for item in attrs:
                         key = item.get("key")
                         if key in wanted:
-                            val = _scalar(item.get("value"))
-                            if key == "istio.canonical_service":
-                                if val:
-                                    svc = str(val)
-                            elif key == "response_flags":
-                                flags = str(val or "")
-                                bad |= flags not in ("", "-") and any(f in flags for f in ("UF", "UH", "URX"))
-                            else:
-                                status_code = _maybe_int(val)
-                                if status_code is not None:
-                                    bad |= (status_code >= 500 if key in HTTP_STATUS_KEYS
-                                            else status_code in GRPC_SERVER_ERRORS)
+                            svc, bad = attribute_effect(key, _scalar(item.get("value")), svc, bad)
                 status = get("status")
                 if status:
                     bad |= _status_code(status) == "error"

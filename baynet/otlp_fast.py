@@ -14,12 +14,12 @@ from typing import Any
 import msgspec
 
 from baynet.otlp import (
-    GRPC_SERVER_ERRORS,
+    GRPC_STATUS_KEYS,
     HTTP_STATUS_KEYS,
     STATUS,
     IdTable,
     TempoParseError,
-    _maybe_int,
+    attribute_effect,
     loads,
     trace_columns,
 )
@@ -85,8 +85,7 @@ class _Body(msgspec.Struct, rename="camel"):
 
 
 _DECODER = msgspec.json.Decoder(_Body)
-_WANTED = frozenset(HTTP_STATUS_KEYS + ("rpc.grpc.status_code", "grpc.status_code", "istio.canonical_service",
-                                        "response_flags"))
+_WANTED = frozenset(HTTP_STATUS_KEYS + GRPC_STATUS_KEYS + ("istio.canonical_service", "response_flags"))
 
 
 def _scalar(v: _Value | None) -> Any:
@@ -136,20 +135,8 @@ def trace_bytes_columns(raw: bytes, out: dict[str, list], ids: IdTable) -> int:
                 svc, bad = service, False
                 if sp.attributes:
                     for kv in sp.attributes:
-                        key = kv.key
-                        if key in _WANTED:
-                            val = _scalar(kv.value)
-                            if key == "istio.canonical_service":
-                                if val:
-                                    svc = str(val)
-                            elif key == "response_flags":
-                                flags = str(val or "")
-                                bad |= flags not in ("", "-") and any(f in flags for f in ("UF", "UH", "URX"))
-                            else:
-                                status_code = _maybe_int(val)
-                                if status_code is not None:
-                                    bad |= (status_code >= 500 if key in HTTP_STATUS_KEYS
-                                            else status_code in GRPC_SERVER_ERRORS)
+                        if kv.key in _WANTED:
+                            svc, bad = attribute_effect(kv.key, _scalar(kv.value), svc, bad)
                 if sp.status is not None:
                     if sp.status.code not in STATUS:
                         raise TempoParseError(f"unknown span status code {sp.status.code!r}")

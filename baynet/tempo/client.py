@@ -149,28 +149,10 @@ class TempoClient:
             raise TempoUnavailable(f"unreadable search response from Tempo: {exc}") from None
         return traces
 
-    def trace_body(self, trace_id: str) -> Any | None:
-        """One trace's decoded body; ``None`` when Tempo no longer has it (404: aged out, or gone
+    def trace_raw(self, trace_id: str) -> bytes | None:
+        """One trace's body, undecoded; ``None`` when Tempo no longer has it (404: aged out, or gone
         between search and fetch). Falls back to v2 on 422 (too large for v1: v2 returns what fits,
         flagged PARTIAL, which is counted)."""
-        resp = self._get(f"/api/traces/{trace_id}", ok=(200, 404, 422))
-        if resp.status_code == 422:
-            resp = self._get(f"/api/v2/traces/{trace_id}", ok=(200, 404))
-        if resp.status_code == 404:
-            self.stats.not_found += 1
-            return None
-        try:
-            body = loads(resp.content)
-        except TempoParseError as exc:
-            raise TempoUnavailable(f"unreadable trace {trace_id} from Tempo: {exc}") from None
-        if isinstance(body, dict) and body.get("status") == "PARTIAL":
-            self.stats.partial += 1
-            self.stats.notes.append(f"trace {trace_id} partial: {body.get('message', '')}")
-        self.stats.traces_fetched += 1
-        return body
-
-    def trace_raw(self, trace_id: str) -> bytes | None:
-        """Like :meth:`trace_body`, the undecoded bytes (for the typed fast path)."""
         resp = self._get(f"/api/traces/{trace_id}", ok=(200, 404, 422))
         if resp.status_code == 422:
             resp = self._get(f"/api/v2/traces/{trace_id}", ok=(200, 404))
@@ -188,11 +170,11 @@ class TempoClient:
 
     def trace(self, trace_id: str) -> list[Span] | None:
         """Fetch one trace as spans; ``None`` when Tempo no longer has it."""
-        body = self.trace_body(trace_id)
-        if body is None:
+        raw = self.trace_raw(trace_id)
+        if raw is None:
             return None
         try:
-            spans, _ = parse_trace(body)
+            spans, _ = parse_trace(loads(raw))
         except TempoParseError as exc:
             raise TempoUnavailable(f"unreadable trace {trace_id} from Tempo: {exc}") from None
         self.stats.spans += len(spans)
