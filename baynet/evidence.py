@@ -98,7 +98,8 @@ def _annotate(df: pd.DataFrame) -> pd.DataFrame:
     key, tcode, pcode = key[first], tcode[first], pcode[first]
     df["key"] = key
     df["pkey"] = tcode * width + pcode
-    df["service"] = df["service"].astype("category")
+    df["service"] = df["service"].astype("category")  # grouped on again and again: factorise once
+    df["name"] = df["name"].astype("category")
     df["dur_ns"] = (df["end_ns"] - df["start_ns"]).clip(lower=0)
     has_parent = (df["parent_span_id"] != "").to_numpy()
     children = df[has_parent]

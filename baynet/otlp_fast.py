@@ -25,7 +25,7 @@ from baynet.otlp import (
 )
 
 
-class _Value(msgspec.Struct, rename="camel"):
+class _Value(msgspec.Struct, rename="camel", gc=False):
     string_value: str | None = None
     int_value: str | int | None = None
     double_value: float | None = None
@@ -35,17 +35,17 @@ class _Value(msgspec.Struct, rename="camel"):
     bytes_value: Any = None
 
 
-class _KeyValue(msgspec.Struct):
+class _KeyValue(msgspec.Struct, gc=False):
     key: str
     value: _Value | None = None
 
 
-class _Status(msgspec.Struct):
+class _Status(msgspec.Struct, gc=False):
     code: str | int = 0
     message: str = ""
 
 
-class _Span(msgspec.Struct, rename="camel"):
+class _Span(msgspec.Struct, rename="camel", gc=False):
     trace_id: str = ""
     span_id: str = ""
     parent_span_id: str = ""
@@ -57,26 +57,26 @@ class _Span(msgspec.Struct, rename="camel"):
     status: _Status | None = None
 
 
-class _Scope(msgspec.Struct):
+class _Scope(msgspec.Struct, gc=False):
     spans: list[_Span] | None = None
 
 
-class _Resource(msgspec.Struct):
+class _Resource(msgspec.Struct, gc=False):
     attributes: list[_KeyValue] | None = None
 
 
-class _ResourceSpans(msgspec.Struct, rename="camel"):
+class _ResourceSpans(msgspec.Struct, rename="camel", gc=False):
     resource: _Resource | None = None
     scope_spans: list[_Scope] | None = None
     instrumentation_library_spans: list[_Scope] | None = None
 
 
-class _Inner(msgspec.Struct, rename="camel"):
+class _Inner(msgspec.Struct, rename="camel", gc=False):
     batches: list[_ResourceSpans] | None = None
     resource_spans: list[_ResourceSpans] | None = None
 
 
-class _Body(msgspec.Struct, rename="camel"):
+class _Body(msgspec.Struct, rename="camel", gc=False):
     batches: list[_ResourceSpans] | None = None
     resource_spans: list[_ResourceSpans] | None = None
     trace: _Inner | None = None

@@ -7,7 +7,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from baynet.events import AnomalyEvent, parse_message, parse_object
-from baynet.validation import validate
+from tasks.validate import validated
 
 
 @task(name="parse-anomaly", cache_policy=NO_CACHE)
@@ -15,5 +15,5 @@ def parse_anomaly(message: str | dict) -> AnomalyEvent:
     """Parse and validate the event; the first event of a multi-alert message when several fire."""
     events = parse_message(message) if isinstance(message, str) else parse_object(message)
     event = events[0]
-    validate("event", pd.DataFrame([{**event.model_dump(exclude={"labels"}), "timestamp": event.unix}]))
+    validated("event", pd.DataFrame([{**event.model_dump(exclude={"labels"}), "timestamp": event.unix}]))
     return event

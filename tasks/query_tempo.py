@@ -10,7 +10,7 @@ from baynet.analysis import Windows, fetch_spans
 from baynet.events import AnomalyEvent
 from baynet.evidence import build_evidence
 from baynet.settings import Settings
-from baynet.validation import validate
+from tasks.validate import validated
 from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_unless_rejected
 
 
@@ -22,7 +22,7 @@ def query_traces(event: AnomalyEvent, windows: Windows, settings: Settings) -> t
     if frame.empty:
         raise LookupError(f"Tempo at {settings.tempo_url} returned no traces for {event.service!r} around "
                           f"{event.timestamp.isoformat()}; nothing to analyse")
-    validate("spans", frame)
+    validated("spans", frame)
     return frame, stats
 
 
@@ -30,5 +30,5 @@ def query_traces(event: AnomalyEvent, windows: Windows, settings: Settings) -> t
 def evidence_from_spans(spans: pd.DataFrame, windows: Windows) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-service, per-window evidence (validated) and per-edge propagation counts."""
     evidence, edges = build_evidence(spans, windows.baseline, windows.slices)
-    validate("evidence", evidence)
+    validated("evidence", evidence)
     return evidence, edges

@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from baynet.analysis import diff_and_snapshot, read_topology, trace_topology
 from baynet.settings import Settings
 from baynet.topology import SnapshotStore, Topology, TopologyDiff, TopologyError
-from baynet.validation import validate
+from tasks.validate import validated
 from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_unless_rejected
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def _validate_edges(topo: Topology) -> None:
     frame = pd.DataFrame([vars(e) for e in topo.edges.values()], columns=["caller", "callee", "rate", "error_rate"])
-    validate("topology_edges", frame)
+    validated("topology_edges", frame)
 
 
 @task(name="read-topology", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,

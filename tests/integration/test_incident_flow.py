@@ -172,3 +172,28 @@ def test_prefect_deploy_accepts_prefect_yaml(stack):
         assert {"incident-rca", "topology-refresh", "backfill"} <= names
         refresh = client.read_deployment_by_name("topology-refresh/topology-refresh")
         assert refresh.schedules and refresh.schedules[0].schedule.interval.total_seconds() == 300
+
+
+def test_failed_validation_stops_the_run_with_a_report_and_no_retry(stack, monkeypatch):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from baynet import evidence
+
+    _, incident, _ = stack
+    real = evidence.build_evidence
+
+    def corrupt(*args, **kwargs):
+        ev, edges = real(*args, **kwargs)
+        return ev.assign(error_ratio=1.5), edges  # an impossible share
+
+    monkeypatch.setattr("tasks.query_tempo.build_evidence", corrupt)
+    state = flow_state(event_body(incident, id=f"invalid-{uuid.uuid4().hex[:8]}"))
+    assert state.is_failed()
+    run = task_runs(state.state_details.flow_run_id)["build-evidence"]
+    assert run.run_count == 1 and run.state.is_failed()
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    report = next(a for a in arts if a.key == "validation-evidence")
+    assert "error_ratio" in report.data and "1.5" in report.data
