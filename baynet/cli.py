@@ -183,9 +183,13 @@ def _print_result(result: dict[str, Any]) -> None:
         table.add_row(str(r["rank"]), r["service"], f"{r['posterior']:.3f}", r["evidence"][:160])
     console.print(table)
     console.print(f"propagation path: {' -> '.join(result['path'])}")
-    console.print(f"evidence: {result['fetch'].get('traces_fetched', 0)} traces, {result['fetch'].get('spans', 0)} "
-                  f"spans, {result['fetch'].get('not_found', 0)} not found, {result['fetch'].get('partial', 0)} "
-                  f"partial")
+    fetch = result["fetch"]
+    state = "complete" if fetch.get("evidence_complete", True) else "PARTIAL"
+    console.print(f"evidence ({state}): {fetch.get('traces_fetched', 0)} traces, {fetch.get('spans', 0)} spans, "
+                  f"{fetch.get('not_found', 0)} not found, {fetch.get('partial', 0)} partial, "
+                  f"{fetch.get('failed', 0)} unreadable, {fetch.get('truncated', 0)} searches cut")
+    if "topology" in fetch:
+        console.print(f"topology: {fetch['topology']}")
     console.print(f"artifacts: {Path(result['artifacts']['ranking.json']).parent}")
 
 

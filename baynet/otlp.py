@@ -239,9 +239,13 @@ def _span(raw: dict, service: str, res_ns: str, resource: dict) -> Span:
         raise TempoParseError(f"unknown span kind {kind!r}")
     start = _int(_get(raw, "startTimeUnixNano", "start_time_unix_nano"), "startTimeUnixNano")
     end = _int(_get(raw, "endTimeUnixNano", "end_time_unix_nano"), "endTimeUnixNano")
+    trace_id = normalize_id(_get(raw, "traceId", "trace_id"), 16)
+    span_id = normalize_id(_get(raw, "spanId", "span_id"), 8)
+    if not trace_id or not span_id:
+        raise TempoParseError(f"span {raw.get('name', '')!r} has no traceId or spanId")
     return Span(
-        trace_id=normalize_id(_get(raw, "traceId", "trace_id"), 16),
-        span_id=normalize_id(_get(raw, "spanId", "span_id"), 8),
+        trace_id=trace_id,
+        span_id=span_id,
         parent_span_id=normalize_id(_get(raw, "parentSpanId", "parent_span_id", ""), 8),
         service=str(attrs.get("istio.canonical_service") or service),
         name=str(raw.get("name", "")),
@@ -485,6 +489,8 @@ def trace_columns(body: Any, out: dict[str, list], ids: IdTable | dict) -> int:
                 thex, tcode = code(tid, 16)
                 shex, scode = code(sid, 8)
                 phex, pcode = code(pid, 8)
+                if not thex or not shex:
+                    raise TempoParseError(f"span {get('name', '')!r} has no traceId or spanId")
                 svc, bad = service, False
                 attrs = get("attributes")
                 if attrs:

@@ -132,6 +132,8 @@ def trace_bytes_columns(raw: bytes, out: dict[str, list], ids: IdTable) -> int:
                 thex, tcode = known(sp.trace_id) or code(sp.trace_id, 16)
                 shex, scode = known(sp.span_id) or code(sp.span_id, 8)
                 phex, pcode = known(sp.parent_span_id) or code(sp.parent_span_id, 8)
+                if not thex or not shex:
+                    raise TempoParseError(f"span {sp.name!r} has no traceId or spanId")
                 svc, bad = service, False
                 if sp.attributes:
                     for kv in sp.attributes:

@@ -30,7 +30,7 @@ def incident_rca(message: str | dict[str, Any]) -> dict[str, Any]:
         live = read_live_topology(settings, event.unix)
     except TopologyError as exc:
         logger.warning("topology source unavailable (%s); using the last snapshot", exc)
-        fetch_stats["topology"] = f"snapshot used: {exc}"
+        fetch_stats["topology"] = f"live topology unavailable ({exc}); last snapshot used"
         live = None
     topology, diff, _ = diff_with_snapshot(live, edges, settings, windows.incident[1] - windows.incident[0])
     model = load_persisted_model(settings)                                       # 4. re-estimate the DBN

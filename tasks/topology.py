@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import pandas as pd
 from prefect import task
@@ -43,7 +44,9 @@ def diff_with_snapshot(live: Topology | None, trace_edges: pd.DataFrame, setting
             log.warning("no topology source configured and no snapshot: using call edges from traces only")
             live = Topology(settings.namespace, "none")
         else:
-            log.warning("no live topology: using the snapshot taken at %s", previous.taken_at)
+            age = datetime.now(UTC) - datetime.fromisoformat(previous.taken_at)
+            log.warning("no live topology: using the snapshot taken at %s (%.0f s old)", previous.taken_at,
+                        age.total_seconds())
             live = previous
     diff, stored = diff_and_snapshot(live, snapshots)
     merged = live.merged(trace_topology(trace_edges, settings.namespace, window_s))

@@ -67,8 +67,16 @@ class FetchStats:
     truncated: int = 0
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def complete(self) -> bool:
+        """Whether every trace found was read whole and no search was cut by its limit."""
+        return not (self.not_found or self.partial or self.failed or self.truncated)
+
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
+        out = {k: v for k, v in self.__dict__.items()}
+        out["notes"] = self.notes[:50]
+        out["evidence_complete"] = self.complete
+        return out
 
 
 class TempoClient:
@@ -168,6 +176,16 @@ class TempoClient:
         self.stats.traces_fetched += 1
         return raw
 
+    def _trace_raw_or_skip(self, trace_id: str) -> bytes | None:
+        """One trace that stays unreadable after the retries is skipped and counted, not fatal: the
+        analysis goes on with partial evidence and says so."""
+        try:
+            return self.trace_raw(trace_id)
+        except TempoError as exc:
+            self.stats.failed += 1
+            self.stats.notes.append(f"trace {trace_id} skipped: {exc}")
+            return None
+
     def trace(self, trace_id: str) -> list[Span] | None:
         """Fetch one trace as spans; ``None`` when Tempo no longer has it."""
         raw = self.trace_raw(trace_id)
@@ -213,7 +231,7 @@ class TempoClient:
         """Like :meth:`fetch_traces`, straight into the columnar span frame evidence is built from."""
         cols, ids = new_columns(), IdTable()
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            for raw in pool.map(self.trace_raw, trace_ids):
+            for raw in pool.map(self._trace_raw_or_skip, trace_ids):
                 if raw is None:
                     continue
                 try:

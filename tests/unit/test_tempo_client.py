@@ -84,3 +84,22 @@ def test_tenant_and_auth_headers():
         with TempoClient(srv.url, org_id="team-a", token="s3cret") as tempo:
             assert tempo.search("{}", 1, 2) == []
             assert tempo.http.headers["Authorization"] == "Bearer s3cret"
+
+
+def test_unreadable_traces_are_skipped_and_reported_as_partial_evidence(server):
+    server.inject("/api/traces/", 503, "down", times=3)  # the first trace fails all its attempts
+    with TempoClient(server.url, backoff_s=0.01, max_retries=2) as tempo:
+        frame = tempo.fetch_frame([f"{1:032x}", f"{2:032x}"], concurrency=1)
+        assert sorted(frame["span_id"]) == [f"{2:016x}"]
+        stats = tempo.stats.as_dict()
+    assert stats["failed"] == 1 and stats["retries"] == 2 and stats["evidence_complete"] is False
+    assert TempoClient(server.url).stats.complete
+
+
+def test_truncated_json_is_skipped_and_counted(server):
+    server.inject("/api/traces/", 200, '{"batches": [{"resource"', times=1)
+    with TempoClient(server.url, backoff_s=0.01) as tempo:
+        frame = tempo.fetch_frame([f"{3:032x}", f"{4:032x}"], concurrency=1)
+    stats = tempo.stats.as_dict()
+    assert stats["failed"] == 1 and not stats["evidence_complete"] and len(frame) == 1
+    assert any("skipped" in n for n in stats["notes"])
