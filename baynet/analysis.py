@@ -159,6 +159,8 @@ def evidence_summary(evidence: pd.DataFrame, service: str) -> str:
             bits.append(f"slow {r.slow_frac:.0%}")
         if r.self_slow_frac > 0:
             bits.append(f"self-time slow {r.self_slow_frac:.0%}")
+        if r.fast_frac > 0:
+            bits.append(f"fast {r.fast_frac:.0%}")
         if r.shape_frac > 0:
             bits.append(f"shape changed {r.shape_frac:.0%}")
         if abs(r.rate_ratio - 1) > 0.2:

@@ -11,6 +11,8 @@ p50_ms, p95_ms     latency of entering spans
 self_p95_ms        95th percentile of span self time (duration minus child spans), client spans excluded
 slow_frac          share of entering spans slower than baseline mean + 3 sd (log scale, per operation)
 self_slow_frac     share of the service's spans whose self time is that far above its baseline
+fast_frac          share of the service's own spans far shorter than their operation's baseline (log-duration
+                   z < -3): an early return or a wrong answer rarely shows as slowness
 shape_frac         share of spans whose number of child calls differs from the operation's usual
                    count, minus the baseline share (an exception or early return drops children)
 rate_ratio         request rate against the baseline rate (1.0 = unchanged)
@@ -36,7 +38,7 @@ from baynet.otlp import Span
 
 EVIDENCE_COLUMNS = [
     "service", "window", "requests", "errors", "error_ratio", "p50_ms", "p95_ms", "self_p95_ms",
-    "slow_frac", "self_slow_frac", "shape_frac", "rate_ratio", "own_error_frac", "net_frac", "gap_edges",
+    "slow_frac", "self_slow_frac", "fast_frac", "shape_frac", "rate_ratio", "own_error_frac", "net_frac", "gap_edges",
     "state", "own_state",
 ]
 EDGE_COLUMNS = ["caller", "callee", "calls", "child_bad", "both_bad", "caller_bad_alone"]
@@ -167,6 +169,8 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     sd = df["sd"].fillna(0).clip(lower=th.log_sd_floor)
     sd_self = df["sd_self"].fillna(0).clip(lower=th.log_sd_floor)
     df["slow"] = known & ((df["log_dur"] - df["mu"]) / sd > th.z_slow)
+    # Far shorter than usual: an early return or a wrong answer (exceptions rarely show as slowness).
+    df["fast"] = known & ~df["client"] & ((df["log_dur"] - df["mu"]) / sd < -th.z_slow)
     df["self_slow"] = known & ~df["client"] & ((df["log_self"] - df["mu_self"]) / sd_self > th.z_slow)
     # A failed child explains an early return, so only spans whose children were fine count here.
     df["odd_shape"] = known & (df["children"] != df["usual_children"]) & ~df["child_failed"]
@@ -189,6 +193,8 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
         "self_p95_ms": own_work["self_ns"].quantile(0.95) / 1e6,
         "self_slow_frac": own_work["self_slow"].mean(),
         "self_slow_n": own_work["self_slow"].sum(),
+        "fast_frac": own_work["fast"].mean(),
+        "fast_n": own_work["fast"].sum(),
         "odd_shape": g_all["odd_shape"].mean(),
         "odd_shape_n": g_all["odd_shape"].sum(),
         "own_errors": g_all["own_error"].sum(),
@@ -223,7 +229,8 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
         base_shape = ev.loc[rows, "service"].map(base_ev["odd_shape"]).fillna(0).to_numpy()
         ev.loc[rows, "shape_frac"] = np.clip(ev.loc[rows, "odd_shape"].fillna(0).to_numpy() - base_shape, 0, 1)
     # Shares resting on fewer than min_flagged spans are noise (one slow span of ten is not 10 % slow).
-    for frac, count in (("slow_frac", "slow_n"), ("self_slow_frac", "self_slow_n"), ("shape_frac", "odd_shape_n")):
+    for frac, count in (("slow_frac", "slow_n"), ("self_slow_frac", "self_slow_n"), ("shape_frac", "odd_shape_n"),
+                        ("fast_frac", "fast_n")):
         ev[frac] = ev[frac].fillna(0.0).where(ev[count].fillna(0) >= th.min_flagged, 0.0)
     base_err = ev["service"].map(base_ev["error_ratio"]).fillna(0).to_numpy()
     ev["state"] = _state(ev, base_err, th)
@@ -262,6 +269,7 @@ def _own_state(ev: pd.DataFrame, base_err: np.ndarray, th: Thresholds) -> np.nda
     return np.maximum.reduce([
         _level(ev["self_slow_frac"].to_numpy(), th.degraded_frac, th.failing_frac),
         _level(ev["shape_frac"].to_numpy(), th.shape_frac, th.failing_frac),
+        _level(ev["fast_frac"].to_numpy(), th.degraded_frac, th.failing_frac),
         _level(own_err, th.degraded_error, th.failing_error),
         net,
     ]).astype(np.int64)
