@@ -197,3 +197,28 @@ def test_failed_validation_stops_the_run_with_a_report_and_no_retry(stack, monke
             flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
     report = next(a for a in arts if a.key == "validation-evidence")
     assert "error_ratio" in report.data and "1.5" in report.data
+
+
+def test_credentials_never_reach_logs_or_artifacts(stack, monkeypatch):
+    st, incident, _ = stack
+    planted = "planted-s3cr3t-4f9a1c"
+    monkeypatch.setenv("BAYNET_TEMPO_TOKEN", planted)
+    monkeypatch.setenv("BAYNET_TEMPO_PASSWORD", planted + "-pw")
+    records = Records()
+    records.setLevel(logging.DEBUG)
+    loggers = [logging.getLogger(n) for n in ("", "prefect", "baynet", "tasks", "flows", "httpx", "httpcore")]
+    old_levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(records)
+        lg.setLevel(logging.DEBUG)
+    try:
+        state = flow_state(event_body(incident, id=f"secret-{uuid.uuid4().hex[:8]}"))
+    finally:
+        for lg, level in zip(loggers, old_levels):
+            lg.removeHandler(records)
+            lg.setLevel(level)
+    assert state.is_completed() and len(records.messages) > 20
+    assert not [m for m in records.messages if planted in m]
+    for path in (st.workdir / "artifacts").rglob("*"):
+        if path.is_file():
+            assert planted not in path.read_text(errors="ignore"), path
