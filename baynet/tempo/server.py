@@ -213,6 +213,7 @@ class StoredTrace:
     start_ns: int
     end_ns: int
     size_bytes: int
+    v1_body: bytes | None = None  # rendered once: a trace is immutable once stored
 
     @property
     def root(self) -> Span:
@@ -424,6 +425,10 @@ class TempoServer:
         if tr is None:
             return 404, "text/plain; charset=utf-8", b"", {}
         too_big = tr.size_bytes > self.max_trace_bytes
+        if not v2 and not too_big:
+            if tr.v1_body is None:
+                tr.v1_body = orjson.dumps({"batches": render_resource_spans(tr.spans)})
+            return 200, "application/json", tr.v1_body, {}
         if too_big and not v2:
             return 422, "text/plain; charset=utf-8", (f"trace exceeds max size (max bytes: "
                                                       f"{self.max_trace_bytes})").encode(), {}
