@@ -117,10 +117,6 @@ def generate_cmd(out: Path = typer.Argument(..., help="Directory to write the in
     typer.echo(json.dumps({k: str(v) for k, v in paths.items()}, indent=1))
 
 
-def _settings_env(env: dict[str, str]) -> None:
-    os.environ.update(env)
-
-
 @app.command("analyse")
 def analyse(file: Path = typer.Argument(..., help="An anomaly event message (JSON)."),
             verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
@@ -223,7 +219,7 @@ def demo(workdir: Path = typer.Option(Path("demo-run"), help="Where the generate
     paths = write_incident(incident, workdir / "incident")
     step(f"generated {len(incident.spans)} spans: {fault} fault in {service} of {mesh}")
     with LocalStack(workdir, traces=paths["traces"], openmetrics=paths["openmetrics"]) as stack:
-        _settings_env(stack.env)
+        os.environ.update(stack.env)
         step(f"stack up: SQS {stack.moto.url}, Tempo {stack.tempo.url}, Prometheus "
              f"{stack.prometheus.url if stack.prometheus else '(not installed: topology from traces)'}")
         stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody=paths["event"].read_text())

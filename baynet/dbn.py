@@ -15,8 +15,8 @@ the largest. A noisy-MAX is exactly decomposable (the max is associative), so a 
 never needs a CPT with ``3**k`` columns: the fast path evaluates the likelihood in ``O(k)``, and the pgmpy
 export divorces parents into groups of at most :data:`GROUP` (intermediate ``M`` nodes) so its tables stay
 small. Parameters are Beta/Dirichlet counts with a forgetting factor: propagation strengths from the
-per-edge span counts (a bad child span with a bad caller span = propagated), root-cause priors from past
-posteriors.
+per-edge span counts (a bad child span with a bad caller span = propagated); root-cause priors are Beta
+counts too, held at their prior (the model's own posteriors are not fed back).
 
 Inference: when every ``O`` and ``S`` of the blast radius is observed — always the case for the services
 Baynet models, because silence is itself evidence (rate drop) — the root-cause chains of different
@@ -132,17 +132,6 @@ class DBNModel:
             b = b0 + gamma * (b - b0) + max(0.0, child_bad - both)
             self.edge_counts[key] = [a, b]
         self.updates += 1
-
-    def update_priors(self, confirmed: dict[str, float], weight: float = 1.0) -> None:
-        """Update root-cause priors from confirmed outcomes (service -> 1.0 if it was the root cause,
-        0.0 if not), e.g. an SRE's post-mortem. Not fed from the model's own posteriors: that loop only
-        reinforces its earlier answers."""
-        gamma = self.params.forgetting
-        a0, b0 = self.params.root_prior
-        for s, p in confirmed.items():
-            if s in self.root_counts:
-                a, b = self.root_counts[s]
-                self.root_counts[s] = [a0 + gamma * (a - a0) + weight * p, b0 + gamma * (b - b0) + weight * (1 - p)]
 
     # --- likelihoods -----------------------------------------------------------------------------
 

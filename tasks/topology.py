@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from baynet.analysis import diff_and_snapshot, read_topology, trace_topology
 from baynet.settings import Settings
-from baynet.topology import SnapshotStore, Topology, TopologyDiff, TopologyError
+from baynet.topology import SnapshotStore, Topology, TopologyDiff
 from tasks.validate import validated
 from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_unless_rejected
 
@@ -52,12 +52,3 @@ def diff_with_snapshot(live: Topology | None, trace_edges: pd.DataFrame, setting
     merged = live.merged(trace_topology(trace_edges, settings.namespace, window_s))
     _validate_edges(merged)
     return merged, diff, stored
-
-
-def read_topology_or_snapshot(settings: Settings, at: float | None = None) -> Topology | None:
-    """Plain helper for callers that must not fail when the source is down."""
-    try:
-        return read_topology(settings, at)
-    except TopologyError as exc:
-        log.warning("topology source failed (%s); falling back to the snapshot", exc)
-        return None

@@ -220,15 +220,9 @@ class TempoClient:
         self.stats.traces_found += len(ids)
         return list(ids)
 
-    def fetch_traces(self, trace_ids: list[str], concurrency: int = 8) -> list[Span]:
-        """Fetch many traces with bounded concurrency (one pooled connection per worker); 404s are
-        counted and skipped."""
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            results = list(pool.map(self.trace, trace_ids))
-        return [span for spans in results if spans for span in spans]
-
     def fetch_frame(self, trace_ids: list[str], concurrency: int = 8) -> pd.DataFrame:
-        """Like :meth:`fetch_traces`, straight into the columnar span frame evidence is built from."""
+        """Fetch many traces with bounded concurrency (one pooled connection per worker) straight into
+        the columnar span frame evidence is built from; 404s and unreadable traces are counted."""
         cols, ids = new_columns(), IdTable()
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             for raw in pool.map(self._trace_raw_or_skip, trace_ids):
