@@ -408,6 +408,27 @@ def new_columns() -> dict[str, list]:
     return {c: [] for c in COLUMNS}
 
 
+def span_appender(out: dict[str, list]):
+    """A function that appends one span to ``out`` (the one place that knows the column layout)."""
+    tids, sids, pids, svcs, names, starts, ends, failed, tcodes, scodes, pcodes = (out[c] for c in COLUMNS)
+
+    def append(thex: str, tcode: int, shex: str, scode: int, phex: str, pcode: int, service: str, name: str,
+               start: int, end: int, bad: bool) -> None:
+        tids.append(thex)
+        sids.append(shex)
+        pids.append(phex)
+        tcodes.append(tcode)
+        scodes.append(scode)
+        pcodes.append(pcode)
+        svcs.append(service)
+        names.append(name)
+        starts.append(start)
+        ends.append(end if end > start else start)
+        failed.append(bad)
+
+    return append
+
+
 def _scalar(value: Any) -> Any:
     if not isinstance(value, dict):
         return value
@@ -462,7 +483,7 @@ def trace_columns(body: Any, out: dict[str, list], ids: IdTable | dict) -> int:
     if not isinstance(ids, IdTable):
         ids = IdTable(ids)
     resource_spans, _ = _resource_spans(body)
-    tids, sids, pids, svcs, names, starts, ends, failed, tcodes, scodes, pcodes = (out[c] for c in COLUMNS)
+    append = span_appender(out)
     code = ids.code
     wanted = _WANTED_ATTRS
     added = 0
@@ -505,17 +526,7 @@ def trace_columns(body: Any, out: dict[str, list], ids: IdTable | dict) -> int:
                 start = _int(get("start_time_unix_nano") if start is None else start, "startTimeUnixNano")
                 end = get("endTimeUnixNano")
                 end = _int(get("end_time_unix_nano") if end is None else end, "endTimeUnixNano")
-                tids.append(thex)
-                sids.append(shex)
-                pids.append(phex)
-                tcodes.append(tcode)
-                scodes.append(scode)
-                pcodes.append(pcode)
-                svcs.append(svc)
-                names.append(str(get("name", "")))
-                starts.append(start)
-                ends.append(end if end > start else start)
-                failed.append(bad)
+                append(thex, tcode, shex, scode, phex, pcode, svc, str(get("name", "")), start, end, bad)
                 added += 1
     return added
 

@@ -21,6 +21,7 @@ from baynet.otlp import (
     TempoParseError,
     attribute_effect,
     loads,
+    span_appender,
     trace_columns,
 )
 
@@ -114,9 +115,7 @@ def trace_bytes_columns(raw: bytes, out: dict[str, list], ids: IdTable) -> int:
         groups = body.trace.batches if body.trace.batches is not None else body.trace.resource_spans
     if groups is None:  # not a camelCase trace body: let the generic parser read it or say why not
         return trace_columns(loads(raw), out, ids)
-    tids, sids, pids, svcs, names, starts, ends, failed, tcodes, scodes, pcodes = (
-        out["trace_id"], out["span_id"], out["parent_span_id"], out["service"], out["name"], out["start_ns"],
-        out["end_ns"], out["failed"], out["trace_code"], out["span_code"], out["parent_code"])
+    append = span_appender(out)
     code, known = ids.code, ids.get
     added = 0
     for rs in groups:
@@ -147,16 +146,6 @@ def trace_bytes_columns(raw: bytes, out: dict[str, list], ids: IdTable) -> int:
                     start, end = int(sp.start_time_unix_nano), int(sp.end_time_unix_nano)
                 except ValueError:
                     raise TempoParseError(f"span times must be integers, got {sp.start_time_unix_nano!r}") from None
-                tids.append(thex)
-                sids.append(shex)
-                pids.append(phex)
-                tcodes.append(tcode)
-                scodes.append(scode)
-                pcodes.append(pcode)
-                svcs.append(svc)
-                names.append(sp.name)
-                starts.append(start)
-                ends.append(end if end > start else start)
-                failed.append(bad)
+                append(thex, tcode, shex, scode, phex, pcode, svc, sp.name, start, end, bad)
                 added += 1
     return added
