@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,8 @@ def tempo_client(settings: Settings) -> TempoClient:
         token=settings.tempo_token.get_secret_value() if settings.tempo_token else None,
         username=settings.tempo_username,
         password=settings.tempo_password.get_secret_value() if settings.tempo_password else None,
-        timeout_s=settings.tempo_timeout_s, max_retries=settings.tempo_max_retries, verify=str(settings.ca_bundle) if settings.ca_bundle else True,
+        timeout_s=settings.tempo_timeout_s, max_retries=settings.tempo_max_retries, budget_s=settings.tempo_budget_s,
+        verify=str(settings.ca_bundle) if settings.ca_bundle else True,
     )
 
 
@@ -105,6 +107,16 @@ def read_topology(settings: Settings, at: float | None = None) -> Topology | Non
 def trace_topology(edges: pd.DataFrame, namespace: str, window_s: float) -> Topology:
     rows = [(r.caller, r.callee, r.calls / max(window_s, 1e-9), 0.0) for r in edges.itertuples()]
     return topology_from_edges(rows, namespace, "traces")
+
+
+def snapshot_age(settings: Settings, now: float | None = None) -> str:
+    """Which stored snapshot stands in for the live graph, and how old it is (for the run's report)."""
+    previous = SnapshotStore(settings.artifacts_dir).latest(settings.namespace)
+    if previous is None:
+        return "no stored snapshot either: call edges from traces only"
+    taken = datetime.fromisoformat(previous.taken_at)
+    age = (now if now is not None else time.time()) - taken.timestamp()
+    return f"last stored snapshot used, taken at {previous.taken_at} ({age:.0f} s old)"
 
 
 def diff_and_snapshot(live: Topology, snapshots: SnapshotStore) -> tuple[TopologyDiff, bool]:

@@ -132,12 +132,17 @@ def analyse(file: Path = typer.Argument(..., help="An anomaly event message (JSO
 def listen(max_messages: Optional[int] = typer.Option(None, help="Stop after this many messages."),
            idle_polls: Optional[int] = typer.Option(None, help="Stop after this many empty polls in a row."),
            retry_after: int = typer.Option(30, help="Seconds before a failed message is offered again."),
+           concurrency: Optional[int] = typer.Option(None, help="Analyses at once (default BAYNET_CONCURRENCY, 1)."),
            verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Long-poll the SQS queue (BAYNET_SQS_QUEUE_URL) and run the incident flow for each event."""
     _logging(verbose)
     from baynet.settings import Settings
 
     settings = Settings()
+    if concurrency is not None:
+        if concurrency < 1:
+            _err(f"--concurrency must be at least 1, got {concurrency}")
+        settings.concurrency = concurrency
     if not settings.sqs_queue_url:
         _err("BAYNET_SQS_QUEUE_URL is not set")
     outcomes = run_consumer(settings, max_messages=max_messages, idle_polls=idle_polls, retry_after=retry_after)
@@ -160,7 +165,7 @@ def run_consumer(settings: Any, *, max_messages: int | None, idle_polls: int | N
     consumer = Consumer(
         sqs, settings.sqs_queue_url, lambda event: incident_rca(event.model_dump(mode="json")),
         dlq_url=settings.sqs_dlq_url or None, is_done=store.incident_complete, wait_s=settings.sqs_wait_seconds,
-        visibility_s=settings.sqs_visibility_timeout, retry_after_s=retry_after,
+        visibility_s=settings.sqs_visibility_timeout, retry_after_s=retry_after, concurrency=settings.concurrency,
     )
     return consumer.run(max_messages=max_messages, idle_polls=idle_polls, on_outcome=on_outcome)
 
@@ -184,6 +189,8 @@ def _print_result(result: dict[str, Any]) -> None:
     console.print(f"evidence ({state}): {fetch.get('traces_fetched', 0)} traces, {fetch.get('spans', 0)} spans, "
                   f"{fetch.get('not_found', 0)} not found, {fetch.get('partial', 0)} partial, "
                   f"{fetch.get('failed', 0)} unreadable, {fetch.get('truncated', 0)} searches cut")
+    for reason in fetch.get("partial_reasons", []):
+        console.print(f"  partial: {reason}")
     if "topology" in fetch:
         console.print(f"topology: {fetch['topology']}")
     console.print(f"artifacts: {Path(result['artifacts']['ranking.json']).parent}")

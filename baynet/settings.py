@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     sqs_visibility_timeout: int = Field(
         300, ge=10, le=43200, description="Seconds a received message stays hidden while it is analysed."
     )
+    concurrency: int = Field(1, ge=1, le=64, description="Analyses `baynet listen` runs at once.")
 
     # --- traces ----------------------------------------------------------------------------------
     tempo_url: str = Field("http://127.0.0.1:3200", description="Base URL of Grafana Tempo's HTTP API.")
@@ -37,6 +38,10 @@ class Settings(BaseSettings):
     tempo_timeout_s: float = Field(30.0, gt=0, le=600, description="HTTP timeout for Tempo requests.")
     tempo_max_retries: int = Field(
         3, ge=0, le=10, description="Retries of one Tempo request on 429/5xx/network errors (backoff with jitter)."
+    )
+    tempo_budget_s: float = Field(
+        300.0, gt=0, le=3600, description="Time budget of one retrieval: past it, retries stop and the traces "
+        "not yet fetched are skipped (the evidence is then reported partial, with why)."
     )
     tempo_concurrency: int = Field(8, ge=1, le=64, description="Trace fetches in flight at once.")
     ca_bundle: Path | None = Field(None, description="CA bundle for TLS to Tempo/Prometheus/Kiali.")

@@ -9,7 +9,11 @@ It long-polls the queue and hands each event to a handler (the incident flow). T
 * a failed analysis leaves the message on the queue: it comes back after ``retry_after_s`` and, after
   ``maxReceiveCount`` receives, the RedrivePolicy moves it to the DLQ;
 * an event already analysed (its artifacts are complete) or in flight is not analysed again;
-* while an analysis runs, a heartbeat extends the message's visibility so it is not delivered twice.
+* while an analysis runs, a heartbeat extends the message's visibility so it is not delivered twice;
+* with ``concurrency`` > 1, that many analyses run at once (threads); a message whose event is already
+  being analysed by another thread is collapsed as a duplicate;
+* when the queue endpoint goes away (restart, network), receiving backs off and reconnects; a delete
+  that fails leaves the message to come back, where it is collapsed as a duplicate of the finished event.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -49,21 +54,22 @@ def create_queues(sqs: Any, name: str, *, max_receive_count: int = 3, visibility
 class Consumer:
     def __init__(self, sqs: Any, queue_url: str, handler: Handler, *, dlq_url: str | None = None,
                  is_done: Callable[[str], bool] = lambda event_id: False, wait_s: int = 20,
-                 visibility_s: int = 300, retry_after_s: int = 30, max_messages: int = 1):
+                 visibility_s: int = 300, retry_after_s: int = 30, concurrency: int = 1):
         self.sqs, self.queue_url, self.dlq_url = sqs, queue_url, dlq_url
         self.handler, self.is_done = handler, is_done
         self.wait_s, self.visibility_s, self.retry_after_s = wait_s, visibility_s, retry_after_s
-        self.max_messages = max_messages
+        self.concurrency = max(1, concurrency)
         self.in_flight: set[str] = set()
         self.done: set[str] = set()
+        self._lock = threading.Lock()
         self.stop = threading.Event()
         self.outcomes: list[Outcome] = []
 
     # --- receiving -------------------------------------------------------------------------------
 
-    def receive(self) -> list[dict[str, Any]]:
+    def receive(self, n: int = 1) -> list[dict[str, Any]]:
         resp = self.sqs.receive_message(
-            QueueUrl=self.queue_url, MaxNumberOfMessages=self.max_messages, WaitTimeSeconds=self.wait_s,
+            QueueUrl=self.queue_url, MaxNumberOfMessages=max(1, min(10, n)), WaitTimeSeconds=self.wait_s,
             VisibilityTimeout=self.visibility_s, MessageSystemAttributeNames=["ApproximateReceiveCount"],
             MessageAttributeNames=["All"],
         )
@@ -71,32 +77,62 @@ class Consumer:
 
     def run(self, *, max_messages: int | None = None, idle_polls: int | None = None,
             on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
-        """Poll until stopped, ``max_messages`` handled, or ``idle_polls`` empty polls in a row."""
+        """Poll until stopped, ``max_messages`` handled, or ``idle_polls`` empty polls in a row (with
+        nothing in flight); up to ``concurrency`` messages are analysed at once."""
         handled = idle = failures = 0
-        while not self.stop.is_set():
-            try:
-                messages = self.receive()
-                failures = 0
-            except Exception as exc:  # the queue endpoint restarted or the network blipped: reconnect
-                failures += 1
-                delay = min(30.0, 0.5 * 2**failures)
-                log.warning("receive from %s failed (%s); retrying in %.1fs", self.queue_url, exc, delay)
-                self.stop.wait(delay)
-                continue
-            if not messages:
-                idle += 1
-                if idle_polls is not None and idle >= idle_polls:
-                    break
-                continue
-            idle = 0
-            for message in messages:
-                outcome = self.handle(message)
+        running: set[Future] = set()
+
+        def collect(finished: set[Future]) -> None:
+            nonlocal handled
+            for fut in finished:
+                outcome = fut.result()
                 self.outcomes.append(outcome)
                 if on_outcome:
                     on_outcome(outcome)
                 handled += 1
-            if max_messages is not None and handled >= max_messages:
-                break
+
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="baynet-analysis") as pool:
+            while not self.stop.is_set():
+                done = {f for f in running if f.done()}
+                running -= done
+                collect(done)
+                if max_messages is not None and handled + len(running) >= max_messages:
+                    if not running:
+                        break
+                    finished, running = wait(running, return_when=FIRST_COMPLETED)
+                    collect(finished)
+                    continue
+                free = self.concurrency - len(running)
+                if free <= 0:
+                    finished, running = wait(running, return_when=FIRST_COMPLETED)
+                    collect(finished)
+                    continue
+                if max_messages is not None:
+                    free = min(free, max_messages - handled - len(running))
+                try:
+                    messages = self.receive(free)
+                    failures = 0
+                except Exception as exc:  # the queue endpoint restarted or the network blipped: reconnect
+                    failures += 1
+                    delay = min(30.0, 0.5 * 2**failures)
+                    log.warning("receive from %s failed (%s); retrying in %.1fs", self.queue_url, exc, delay)
+                    self.stop.wait(delay)
+                    continue
+                if not messages:
+                    idle += 1
+                    if idle_polls is not None and idle >= idle_polls and not running:
+                        break
+                    continue
+                idle = 0
+                if self.concurrency == 1:
+                    for message in messages:
+                        fut: Future = Future()
+                        fut.set_result(self.handle(message))
+                        collect({fut})
+                else:
+                    running.update(pool.submit(self.handle, m) for m in messages)
+            finished, _ = wait(running)
+            collect(finished)
         return self.outcomes
 
     # --- one message -----------------------------------------------------------------------------
@@ -108,20 +144,28 @@ class Consumer:
         except EventError as exc:
             return self._dead_letter(message, str(exc))
         ids = [e.id for e in events]
-        todo = [e for e in events if e.status == "firing" and e.id not in self.done and e.id not in self.in_flight
-                and not self.is_done(e.id)]
+        with self._lock:  # check and claim at once: two threads never analyse the same event
+            todo = [e for e in events if e.status == "firing" and e.id not in self.done
+                    and e.id not in self.in_flight]
+            self.in_flight.update(e.id for e in todo)
+        finished = [e for e in todo if self.is_done(e.id)]
+        if finished:
+            with self._lock:
+                self.in_flight.difference_update(e.id for e in finished)
+                self.done.update(e.id for e in finished)
+            todo = [e for e in todo if e not in finished]
         if not todo:
             self._delete(receipt)
             result = "resolved" if all(e.status == "resolved" for e in events) else "duplicate"
             log.info("message %s: %s event(s) %s; deleted", mid, result, ", ".join(ids))
             return Outcome(mid, result, ids)
         heartbeat = _Heartbeat(self.sqs, self.queue_url, receipt, self.visibility_s)
-        self.in_flight.update(e.id for e in todo)
         heartbeat.start()
         try:
             for event in todo:
                 self.handler(event)
-                self.done.add(event.id)
+                with self._lock:
+                    self.done.add(event.id)
         except Exception as exc:
             heartbeat.stop()
             log.error("message %s: analysis of %s failed (%s: %s); it returns to the queue in %ss",
@@ -130,7 +174,8 @@ class Consumer:
             return Outcome(mid, "failed", ids, f"{type(exc).__name__}: {exc}")
         finally:
             heartbeat.stop()
-            self.in_flight.difference_update(e.id for e in todo)
+            with self._lock:
+                self.in_flight.difference_update(e.id for e in todo)
         self._delete(receipt)
         return Outcome(mid, "analysed", ids)
 
@@ -152,7 +197,11 @@ class Consumer:
         return Outcome(mid, "dead-lettered", [], reason)
 
     def _delete(self, receipt: str) -> None:
-        self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
+        try:
+            self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
+        except Exception as exc:  # it comes back after its visibility timeout and is collapsed then
+            log.warning("could not delete a handled message (%s); it will be redelivered and collapsed as a "
+                        "duplicate", exc)
 
     def _change_visibility(self, receipt: str, seconds: int) -> None:
         try:

@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from baynet.analysis import Windows
+from baynet.analysis import Windows, snapshot_age
 from baynet.settings import Settings
 from baynet.topology import TopologyError
 from tasks.dbn import load_persisted_model, reestimate_dbn, run_inference
@@ -25,12 +25,14 @@ def incident_rca(message: str | dict[str, Any]) -> dict[str, Any]:
     event = parse_anomaly(message)                                               # 1. parse the anomaly
     windows = Windows.around(event.unix, settings)
     spans, fetch_stats = query_traces(event, windows, settings)                  # 2. query Tempo
+    if not fetch_stats.get("evidence_complete", True):
+        logger.warning("partial evidence: %s", "; ".join(fetch_stats.get("partial_reasons", [])))
     evidence, edges = evidence_from_spans(spans, windows)
     try:                                                                         # 3. diff the topology
         live = read_live_topology(settings, event.unix)
     except TopologyError as exc:
         logger.warning("topology source unavailable (%s); using the last snapshot", exc)
-        fetch_stats["topology"] = f"live topology unavailable ({exc}); last snapshot used"
+        fetch_stats["topology"] = f"live topology unavailable ({exc}); {snapshot_age(settings)}"
         live = None
     topology, diff, _ = diff_with_snapshot(live, edges, settings, windows.incident[1] - windows.incident[0])
     model = load_persisted_model(settings)                                       # 4. re-estimate the DBN

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prefect.tasks import exponential_backoff
@@ -15,7 +16,8 @@ from baynet.validation import ValidationFailed
 NOT_RETRIED = (TempoRequestError, ValidationFailed, EventError, ValueError, TypeError, KeyError)
 
 IO_RETRIES = 3
-IO_RETRY_DELAYS = exponential_backoff(backoff_factor=2)
+# Delays 2, 4, 8 s by default; BAYNET_IO_RETRY_BACKOFF_S (read when the tasks are imported) scales them.
+IO_RETRY_DELAYS = exponential_backoff(backoff_factor=float(os.environ.get("BAYNET_IO_RETRY_BACKOFF_S", "2")))
 IO_RETRY_JITTER = 0.5
 
 

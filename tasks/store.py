@@ -34,7 +34,9 @@ def store_results(event: AnomalyEvent, ranking: list[dict], path: list[str], evi
         table=[{"rank": r["rank"], "service": r["service"], "posterior": round(r["posterior"], 4),
                 "evidence": r["evidence"][:300]} for r in ranking[:20]],
         description=f"Root causes for {event.event_type} on {event.service} at {event.timestamp.isoformat()} "
-                    f"(event {event.id}); path: {' -> '.join(path)}",
+                    f"(event {event.id}); path: {' -> '.join(path)}; evidence "
+                    + ("complete" if fetch_stats.get("evidence_complete", True)
+                       else "PARTIAL: " + "; ".join(fetch_stats.get("partial_reasons", []))),
     )
     create_markdown_artifact(key=artifact_key("topology-diff", event.namespace), markdown=diff.to_markdown(),
                              description=f"Topology change seen by incident {event.id}")

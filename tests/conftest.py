@@ -11,6 +11,9 @@ import pytest
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Task-level retries wait 0.2, 0.4, 0.8 s in tests instead of 2, 4, 8 s (read when tasks are imported).
+os.environ.setdefault("BAYNET_IO_RETRY_BACKOFF_S", "0.2")
+import tasks.retry  # noqa: E402,F401  (import now, before a fixture clears BAYNET_*)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"

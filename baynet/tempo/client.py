@@ -65,17 +65,28 @@ class FetchStats:
     failed: int = 0
     retries: int = 0
     truncated: int = 0
+    over_budget: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
         """Whether every trace found was read whole and no search was cut by its limit."""
-        return not (self.not_found or self.partial or self.failed or self.truncated)
+        return not (self.not_found or self.partial or self.failed or self.truncated or self.over_budget)
+
+    def reasons(self) -> list[str]:
+        """Why the evidence is partial, one short sentence per cause (empty when complete)."""
+        why = [(self.not_found, "trace(s) gone between search and fetch (404: aged out or deleted)"),
+               (self.partial, "trace(s) too large, read as Tempo's PARTIAL v2 body"),
+               (self.failed, "trace(s) unreadable after retries (errors, timeouts or broken JSON)"),
+               (self.over_budget, "trace(s) not fetched: the retrieval time budget was spent"),
+               (self.truncated, "search(es) still at the limit after splitting: a sample only")]
+        return [f"{n} {text}" for n, text in why if n]
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items()}
         out["notes"] = self.notes[:50]
         out["evidence_complete"] = self.complete
+        out["partial_reasons"] = self.reasons()
         return out
 
 
@@ -86,7 +97,7 @@ class TempoClient:
                  username: str | None = None, password: str | None = None, timeout_s: float = 30.0,
                  max_retries: int = 3, backoff_s: float = 0.5, max_backoff_s: float = 10.0,
                  verify: bool | str = True, transport: httpx.BaseTransport | None = None,
-                 min_slice_s: int = 2):
+                 min_slice_s: int = 2, budget_s: float | None = None):
         headers = {"Accept": "application/json"}
         if org_id:
             headers["X-Scope-OrgID"] = org_id
@@ -99,6 +110,8 @@ class TempoClient:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.min_slice_s = min_slice_s
+        self.budget_s = budget_s
+        self.deadline = time.monotonic() + budget_s if budget_s else float("inf")
         self.stats = FetchStats()
 
     def __enter__(self) -> "TempoClient":
@@ -133,6 +146,9 @@ class TempoClient:
             delay = min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
             if resp is not None and resp.status_code == 429:
                 delay = max(delay, _retry_after(resp.headers.get("Retry-After")))
+            if time.monotonic() + delay > self.deadline:
+                raise TempoUnavailable(f"Tempo at {self.http.base_url}: no retry of {path}, the time budget of "
+                                       f"{self.budget_s:.0f}s would be spent; last: {problem}")
             log.warning("Tempo %s (%s); retry %d in %.1fs", path, problem, attempt + 1, delay)
             self.stats.retries += 1
             time.sleep(delay)
@@ -178,7 +194,10 @@ class TempoClient:
 
     def _trace_raw_or_skip(self, trace_id: str) -> bytes | None:
         """One trace that stays unreadable after the retries is skipped and counted, not fatal: the
-        analysis goes on with partial evidence and says so."""
+        analysis goes on with partial evidence and says so. Past the time budget the rest are skipped."""
+        if time.monotonic() > self.deadline:
+            self.stats.over_budget += 1
+            return None
         try:
             return self.trace_raw(trace_id)
         except TempoError as exc:

@@ -297,7 +297,8 @@ class TempoServer:
 
     def inject(self, path_prefix: str, status: int, body: str | bytes = b"", *, times: int = 1,
                headers: dict[str, str] | None = None, delay_s: float = 0.0, reset: bool = False) -> None:
-        """Answer the next ``times`` requests under ``path_prefix`` with this fault instead."""
+        """Answer the next ``times`` requests under ``path_prefix`` with this fault instead (after
+        ``delay_s``); ``status=0`` only delays the real answer; ``reset`` drops the connection."""
         data = body.encode() if isinstance(body, str) else body
         for _ in range(times):
             self.faults.append(Fault(path_prefix, status, data, headers, delay_s, reset))
@@ -507,8 +508,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return
-            self._send(fault.status, "text/plain; charset=utf-8", fault.body, fault.headers or {})
-            return
+            if fault.status:  # status 0: only slow, then the real answer
+                self._send(fault.status, "text/plain; charset=utf-8", fault.body, fault.headers or {})
+                return
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, ctype, body, extra = self.app.handle(url.path, parse_qs(url.query), headers)
         self._send(status, ctype, body, extra)
