@@ -12,14 +12,19 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]" -c constraints.txt
 	touch $@
 
-# Debian's Prometheus: the real topology source for the demo and the integration tests.
+# Debian packages the demo and the tests use for real: Prometheus (topology source) and Chromium (the
+# report-page browser test, and screenshots).
+DEBS := prometheus:prometheus promtool:prometheus chromium:chromium
 system-deps:
-	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then \
+	@missing=""; for pair in $(DEBS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
+	if [ -n "$$(echo $$missing | tr -d ' ')" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing Debian's prometheus"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	    echo "installing Debian's $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else \
-	    echo "prometheus is not installed and this is not root: run 'sudo apt-get install -y prometheus'"; \
+	    echo "missing Debian packages and this is not root: run 'sudo apt-get install -y $$missing'"; \
 	  fi; \
 	fi
 

@@ -231,13 +231,15 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 def store_artifacts(store: ArtifactStore, event: AnomalyEvent, ranking: list[dict[str, Any]], path: list[str],
                     evidence: pd.DataFrame, topology: Topology, diff: TopologyDiff, model: DBNModel,
-                    fetch_stats: dict[str, Any], run_url: str | None = None) -> dict[str, str]:
+                    fetch_stats: dict[str, Any], run_url: str | None = None, run_id: str | None = None
+                    ) -> dict[str, str]:
     """Write every artifact of one incident, the completion marker last. Returns name -> location."""
     base = f"incidents/{event.id}"
     members = {r["service"] for r in ranking}
     callees = {s: [c for c in model.callees.get(s, []) if c in members] for s in members}
     summary = {"event": json.loads(event.model_dump_json()), "ranking": ranking, "propagation_path": path,
-               "fetch": fetch_stats, "model_updates": model.updates}
+               "fetch": fetch_stats, "model_updates": model.updates,
+               "prefect": {"flow_run_id": run_id, "ui_url": run_url}, "analysed_at": time.time()}
     out = {
         "ranking.json": store.put_json(f"{base}/ranking.json", summary),
         "ranking.csv": store.put(f"{base}/ranking.csv", _csv([{k: r[k] for k in ("rank", "service", "posterior")}

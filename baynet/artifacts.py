@@ -44,6 +44,10 @@ class ArtifactStore:
     def incident_complete(self, event_id: str) -> bool:
         return self.exists(f"incidents/{event_id}/{COMPLETE}")
 
+    def list_incidents(self) -> list[str]:
+        """Event ids with complete artifacts (an interrupted write is never listed)."""
+        raise NotImplementedError
+
 
 class LocalStore(ArtifactStore):
     def __init__(self, root: Path):
@@ -66,6 +70,10 @@ class LocalStore(ArtifactStore):
 
     def location(self, key: str) -> str:
         return str(self._path(key))
+
+    def list_incidents(self) -> list[str]:
+        base = self.root / "incidents"
+        return sorted(p.parent.name for p in base.glob(f"*/{COMPLETE}")) if base.is_dir() else []
 
 
 class S3Store(ArtifactStore):
@@ -99,6 +107,16 @@ class S3Store(ArtifactStore):
 
     def location(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+    def list_incidents(self) -> list[str]:
+        ids = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                       Prefix=self._key("incidents/")):
+            for obj in page.get("Contents", []):
+                parts = obj["Key"].rsplit("/", 2)
+                if len(parts) == 3 and parts[2] == COMPLETE:
+                    ids.append(parts[1])
+        return sorted(ids)
 
 
 def make_store(settings: Any) -> ArtifactStore:
@@ -180,8 +198,19 @@ def structure_html(title: str, ranking: list[dict[str, Any]], callees: dict[str,
         f'<tr><td>{r["rank"]}</td><td>{html.escape(r["service"])}</td><td>{float(r["posterior"]):.4f}</td>'
         f'<td>{html.escape(r.get("evidence", ""))}</td></tr>' for r in ranking)
     evidence_json = json.dumps({r["service"]: r.get("evidence", "") for r in ranking}).replace("<", "\\u003c")
-    run_link = f'<p>Prefect run: <a href="{html.escape(run_url)}">{html.escape(run_url)}</a></p>' if run_url else ""
+    if run_url and not run_url.lower().startswith(("http://", "https://")):
+        run_url = None  # a link is only ever to the Prefect UI over HTTP(S), never javascript: or data:
+    run_link = f'<p>Prefect run: <a id="run" href="{html.escape(run_url)}">{html.escape(run_url)}</a></p>' \
+        if run_url else ""
     path_txt = " → ".join(html.escape(s) for s in path)
+    changes = []
+    for key, label in (("services_added", "service added"), ("services_removed", "service removed"),
+                       ("edges_added", "call added"), ("edges_removed", "call removed")):
+        for item in (diff or {}).get(key, []):
+            name = " → ".join(map(str, item)) if isinstance(item, (list, tuple)) else str(item)
+            changes.append(f'<li class="change">{label}: {html.escape(name)}</li>')
+    changes_html = (f'<h2>Topology changes since the last snapshot</h2><ul id="changes">{"".join(changes)}</ul>'
+                    if changes else '<p id="changes">No topology change since the last snapshot.</p>')
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -197,6 +226,8 @@ body{{font-family:sans-serif;margin:1.5em}} .edge{{stroke:#999;stroke-width:1.5}
 blue: edges new since the last topology snapshot. Click a service for its evidence.</p>
 {''.join(parts)}
 <div id="details">Click a service.</div>
+{changes_html}
+<h2>Ranking</h2>
 <table id="ranking"><tr><th>rank</th><th>service</th><th>P(root cause)</th><th>evidence</th></tr>{rows}</table>
 <script>
 const EVIDENCE = {evidence_json};

@@ -252,6 +252,34 @@ def demo(workdir: Path = typer.Option(Path("demo-run"), help="Where the generate
         raise typer.Exit(1)
 
 
+@app.command("serve")
+def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+          port: int = typer.Option(8080, help="Port."),
+          artifacts: Optional[Path] = typer.Option(None, help="Artifact directory (default BAYNET_ARTIFACTS_DIR, "
+                                                              "or BAYNET_S3_BUCKET when set)."),
+          verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Serve the incident reports: the index at / and /baynet, one page per incident at
+    /baynet/incidents/<event id> (structure plot, topology changes, ranking with evidence, Prefect run)."""
+    _logging(verbose)
+    from baynet.artifacts import LocalStore, make_store
+    from baynet.report import ReportServer
+    from baynet.settings import Settings
+
+    if artifacts is not None and not artifacts.is_dir():
+        _err(f"--artifacts {artifacts} is not a directory")
+    store = LocalStore(artifacts) if artifacts is not None else make_store(Settings())
+    try:
+        server = ReportServer(store, host, port).start()
+    except OSError as exc:
+        _err(f"cannot listen on {host}:{port}: {exc.strerror}")
+    typer.echo(f"Baynet reports at {server.url}/baynet ({len(store.list_incidents())} incidents; Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
 @eval_app.command("nezha")
 def eval_nezha(path: Path = typer.Argument(..., help="A directory in the Nezha layout (<day>/fault_list.json, "
                                                      "<day>/trace/, normal/<day>/trace/)."),

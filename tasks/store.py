@@ -27,8 +27,13 @@ def artifact_key(prefix: str, name: str) -> str:
 def store_results(event: AnomalyEvent, ranking: list[dict], path: list[str], evidence: pd.DataFrame,
                   topology: Topology, diff: TopologyDiff, model: DBNModel, fetch_stats: dict,
                   settings: Settings) -> dict[str, str]:
+    from prefect.runtime import flow_run
+
     store = make_store(settings)
-    locations = store_artifacts(store, event, ranking, path, evidence, topology, diff, model, fetch_stats)
+    ui_url = flow_run.get_flow_run_ui_url()  # "None/flow-runs/..." when no UI is configured
+    locations = store_artifacts(store, event, ranking, path, evidence, topology, diff, model, fetch_stats,
+                                run_url=ui_url if ui_url and ui_url.startswith("http") else None,
+                                run_id=flow_run.get_id())
     create_table_artifact(
         key=artifact_key("rca-ranking", event.service),
         table=[{"rank": r["rank"], "service": r["service"], "posterior": round(r["posterior"], 4),

@@ -1,0 +1,133 @@
+"""``baynet serve`` in headless Chromium (Debian's package, driven by Playwright): the index lists the
+analysed incidents, an incident page draws one node per service, clicking a node shows its evidence,
+and hostile service names are shown as text, never run. Screenshots go to test-output/."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, require
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = ROOT / "test-output"
+HOSTILE = '<script>alert("x")</script>'
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, prefect_harness):
+    """One incident analysed by the real flow, and one whose names are hostile."""
+    from baynet.artifacts import COMPLETE, LocalStore, structure_html
+    from baynet.generator import generate, write_incident
+    from baynet.stack import LocalStack
+    from flows.incident import incident_rca
+
+    work = tmp_path_factory.mktemp("report")
+    incident = generate("sock-shop", "carts", "latency", fault_start=time.time() - 600, before_s=900, after_s=300)
+    paths = write_incident(incident, work / "incident")
+    saved = dict(os.environ)
+    try:
+        with LocalStack(work, traces=paths["traces"], use_prometheus=False) as st:
+            os.environ.update(st.env)
+            result = incident_rca(paths["event"].read_text())
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    store = LocalStore(work / "artifacts")
+    hostile_id = "hostile-1"
+    ranking = [{"rank": 1, "service": HOSTILE, "posterior": 0.9, "evidence": '<img src=x onerror="alert(1)">'},
+               {"rank": 2, "service": "front-end", "posterior": 0.1, "evidence": "ok"}]
+    store.put_json(f"incidents/{hostile_id}/ranking.json", {
+        "event": {"id": hostile_id, "service": "front-end", "event_type": "<b>latency</b>",
+                  "timestamp": "2026-11-01T10:00:00+00:00"}, "ranking": ranking, "propagation_path": [HOSTILE],
+        "fetch": {"evidence_complete": True}})
+    store.put(f"incidents/{hostile_id}/structure.html", structure_html(
+        f"incident on {HOSTILE}", ranking, {"front-end": [HOSTILE]}, "front-end", [HOSTILE, "front-end"],
+        {"edges_added": [["front-end", HOSTILE]]}, 'javascript:alert("run")'))
+    store.put(f"incidents/{hostile_id}/{COMPLETE}", "now")
+    store.put_json("incidents/interrupted/ranking.json", {"event": {"id": "interrupted"}, "ranking": []})
+    return store, result
+
+
+@pytest.fixture(scope="module")
+def report(artifacts):
+    from baynet.report import ReportServer
+
+    store, result = artifacts
+    server = ReportServer(store, port=0).start()
+    yield server, result
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    require(Path(CHROMIUM).exists(), "Debian's chromium (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+def test_index_lists_complete_incidents_at_root_and_at_baynet(report, browser):
+    server, result = report
+    page = browser.new_page()
+    for path in ("/", "/baynet"):
+        page.goto(server.url + path)
+        rows = page.locator("tr.incident")
+        assert rows.count() == 2  # the interrupted write is not listed
+        assert result["event_id"] in page.inner_text("#incidents")
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "report-index.png"), full_page=True)
+
+
+def test_incident_page_graph_click_and_screenshot(report, browser):
+    server, result = report
+    page = browser.new_page()
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(f"{server.url}/baynet")
+    page.click(f"text={result['event_id']}")
+    page.wait_for_selector("svg#graph")
+    services = [r["service"] for r in result["ranking"]]
+    nodes = page.locator("g.node")
+    assert nodes.count() == len(services)
+    assert sorted(nodes.nth(i).get_attribute("data-service") for i in range(nodes.count())) == sorted(services)
+    assert page.locator("line.edge.path").count() == len(result["path"]) - 1  # the path is highlighted
+    top = result["ranking"][0]
+    page.locator(f'g.node[data-service="{top["service"]}"]').click()
+    details = page.inner_text("#details")
+    assert details.startswith(top["service"] + ":") and top["evidence"][:40] in details
+    assert all(u.startswith(server.url) for u in requests)  # offline: nothing from elsewhere
+    page.screenshot(path=str(SHOTS / "report-incident.png"), full_page=True)
+    raw = page.request.get(f"{server.url}/baynet/incidents/{result['event_id']}/ranking.json")
+    assert raw.ok and json.loads(raw.text())["ranking"][0]["service"] == top["service"]
+
+
+def test_hostile_names_are_shown_not_run(report, browser):
+    server, _ = report
+    page = browser.new_page()
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(f"{server.url}/baynet")
+    assert "<b>latency</b>" in page.inner_text("#incidents")  # as text, not bold
+    page.goto(f"{server.url}/baynet/incidents/hostile-1")
+    page.locator("g.node").first.click()
+    page.wait_for_timeout(200)
+    assert dialogs == []
+    assert HOSTILE in page.inner_text("h1") and HOSTILE in page.inner_text("#details")
+    assert page.locator("script").count() == 1  # only the page's own
+    assert page.locator("#changes").inner_text().count(HOSTILE) == 1
+    assert page.locator('a[href^="javascript:"]').count() == 0
+    assert page.request.get(f"{server.url}/baynet/incidents/..%2F..%2Fetc").status == 404
+    assert page.request.get(f"{server.url}/baynet/incidents/interrupted").status == 404
