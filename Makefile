@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install system-deps demo test test-fast bench clean
+.PHONY: install system-deps demo up down test test-fast bench clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,13 @@ system-deps:
 demo: install system-deps
 	$(BIN)/baynet demo
 
+# The local stack in the background (Prefect UI http://127.0.0.1:4200, reports http://127.0.0.1:8080/baynet).
+up: install system-deps
+	$(BIN)/baynet stack up --dir .baynet-stack
+
+down:
+	$(BIN)/baynet stack down --dir .baynet-stack
+
 test: install system-deps
 	$(BIN)/pytest -m "not slow"
 
@@ -41,4 +48,4 @@ bench: install
 	$(BIN)/pytest -m slow
 
 clean:
-	rm -rf $(VENV) demo-run artifacts .pytest_cache
+	rm -rf $(VENV) demo-run artifacts .pytest_cache .baynet-stack test-output

@@ -119,13 +119,16 @@ def snapshot_age(settings: Settings, now: float | None = None) -> str:
     return f"last stored snapshot used, taken at {previous.taken_at} ({age:.0f} s old)"
 
 
-def diff_and_snapshot(live: Topology, snapshots: SnapshotStore) -> tuple[TopologyDiff, bool]:
-    """Diff ``live`` against the last snapshot; store it when the graph changed. Returns (diff, stored)."""
-    previous = snapshots.latest(live.namespace)
-    diff = diff_topology(previous, live)
-    stored = previous is None or not diff.empty
-    if stored:
-        snapshots.save(live)
+def diff_and_snapshot(live: Topology, snapshots: SnapshotStore, *, store_changes: bool = True
+                      ) -> tuple[TopologyDiff, bool]:
+    """Diff ``live`` against the last snapshot; store it when the graph changed (or, with
+    ``store_changes=False``, only when there is no snapshot yet). Returns (diff, stored)."""
+    with snapshots.locked(live.namespace):  # two refreshes at once must not both store the same graph
+        previous = snapshots.latest(live.namespace)
+        diff = diff_topology(previous, live)
+        stored = previous is None or (store_changes and not diff.empty)
+        if stored:
+            snapshots.save(live)
     return diff, stored
 
 

@@ -48,6 +48,20 @@ class ArtifactStore:
         """Event ids with complete artifacts (an interrupted write is never listed)."""
         raise NotImplementedError
 
+    def list_keys(self, prefix: str) -> list[str]:
+        raise NotImplementedError
+
+    def archive_event(self, event: Any) -> str:
+        """Keep a received event under ``events/<day>/<id>.json`` (what a backfill by time range reads)."""
+        day = event.timestamp.strftime("%Y-%m-%d")
+        return self.put(f"events/{day}/{event.id}.json", event.model_dump_json())
+
+    def list_events(self, start: Any = None, end: Any = None) -> list[str]:
+        """Keys of archived events on the days from ``start`` to ``end`` (datetimes; open when None)."""
+        lo = start.strftime("%Y-%m-%d") if start else ""
+        hi = end.strftime("%Y-%m-%d") if end else "9999"
+        return [k for k in self.list_keys("events/") if k.endswith(".json") and lo <= k.split("/")[1] <= hi]
+
 
 class LocalStore(ArtifactStore):
     def __init__(self, root: Path):
@@ -74,6 +88,13 @@ class LocalStore(ArtifactStore):
     def list_incidents(self) -> list[str]:
         base = self.root / "incidents"
         return sorted(p.parent.name for p in base.glob(f"*/{COMPLETE}")) if base.is_dir() else []
+
+    def list_keys(self, prefix: str) -> list[str]:
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        if not base.is_dir():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*")
+                      if p.is_file() and not p.name.startswith("."))
 
 
 class S3Store(ArtifactStore):
@@ -107,6 +128,12 @@ class S3Store(ArtifactStore):
 
     def location(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+    def list_keys(self, prefix: str) -> list[str]:
+        keys = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            keys += [obj["Key"][len(self._key("")):] for obj in page.get("Contents", [])]
+        return sorted(keys)
 
     def list_incidents(self) -> list[str]:
         ids = []

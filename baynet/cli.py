@@ -21,6 +21,9 @@ app.add_typer(tempo_app, name="tempo")
 eval_app = typer.Typer(help="Measure root-cause accuracy on public fault-injection data.", no_args_is_help=True)
 app.add_typer(event_app, name="event")
 app.add_typer(eval_app, name="eval")
+stack_app = typer.Typer(help="Start and stop the local stack (Prefect server + worker, moto SQS/S3, Tempo-compatible "
+                             "server, Prometheus, listener, report pages) on 127.0.0.1.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
 
 
 def _err(message: str, code: int = 2) -> None:
@@ -55,6 +58,32 @@ def event_check(file: Path = typer.Argument(..., help="A message body (JSON) as 
         _err(str(exc))
     for event in events:
         typer.echo(event.model_dump_json())
+
+
+@event_app.command("send")
+def event_send(file: Path = typer.Argument(..., help="A message body (JSON) to put on the queue; '-' reads stdin."),
+               queue_url: Optional[str] = typer.Option(None, help="Queue URL (default BAYNET_SQS_QUEUE_URL).")) -> None:
+    """Check a message and put it on the SQS queue (BAYNET_AWS_ENDPOINT_URL for a local queue)."""
+    import boto3
+
+    from baynet.events import EventError, parse_message
+    from baynet.settings import Settings
+
+    settings = Settings()
+    url = queue_url or settings.sqs_queue_url
+    if not url:
+        _err("no queue: pass --queue-url or set BAYNET_SQS_QUEUE_URL")
+    try:
+        body = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    except OSError as exc:
+        _err(f"cannot read {file}: {exc.strerror}")
+    try:
+        events = parse_message(body)
+    except EventError as exc:
+        _err(str(exc))
+    sqs = boto3.client("sqs", endpoint_url=settings.aws_endpoint_url, region_name=settings.aws_region)
+    sent = sqs.send_message(QueueUrl=url, MessageBody=body.decode())
+    typer.echo(json.dumps({"message_id": sent["MessageId"], "events": [e.id for e in events]}))
 
 
 @tempo_app.command("parse")
@@ -133,6 +162,9 @@ def listen(max_messages: Optional[int] = typer.Option(None, help="Stop after thi
            idle_polls: Optional[int] = typer.Option(None, help="Stop after this many empty polls in a row."),
            retry_after: int = typer.Option(30, help="Seconds before a failed message is offered again."),
            concurrency: Optional[int] = typer.Option(None, help="Analyses at once (default BAYNET_CONCURRENCY, 1)."),
+           deployment: Optional[str] = typer.Option(
+               None, help="Trigger this Prefect deployment (e.g. incident-rca/incident-rca) for each event, keyed "
+                          "by the message id, and wait for its run, instead of running the flow in this process."),
            verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Long-poll the SQS queue (BAYNET_SQS_QUEUE_URL) and run the incident flow for each event."""
     _logging(verbose)
@@ -145,7 +177,8 @@ def listen(max_messages: Optional[int] = typer.Option(None, help="Stop after thi
         settings.concurrency = concurrency
     if not settings.sqs_queue_url:
         _err("BAYNET_SQS_QUEUE_URL is not set")
-    outcomes = run_consumer(settings, max_messages=max_messages, idle_polls=idle_polls, retry_after=retry_after)
+    outcomes = run_consumer(settings, max_messages=max_messages, idle_polls=idle_polls, retry_after=retry_after,
+                            deployment=deployment)
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.result] = counts.get(o.result, 0) + 1
@@ -153,17 +186,30 @@ def listen(max_messages: Optional[int] = typer.Option(None, help="Stop after thi
 
 
 def run_consumer(settings: Any, *, max_messages: int | None, idle_polls: int | None, retry_after: int = 30,
-                 on_outcome: Any = None) -> list[Any]:
+                 on_outcome: Any = None, deployment: str | None = None) -> list[Any]:
     import boto3
 
     from baynet.artifacts import make_store
     from baynet.sqs import Consumer
-    from flows.incident import incident_rca
 
     sqs = boto3.client("sqs", endpoint_url=settings.aws_endpoint_url, region_name=settings.aws_region)
     store = make_store(settings)
+
+    def handler(event: Any) -> Any:
+        try:  # kept for backfills by time range; the analysis does not depend on it
+            store.archive_event(event)
+        except Exception as exc:
+            logging.getLogger("baynet.cli").warning("could not archive event %s: %s", event.id, exc)
+        if deployment:
+            from baynet.dispatch import trigger_and_wait
+
+            return trigger_and_wait(deployment, event, consumer.current.message_id, consumer.current.receive_count)
+        from flows.incident import incident_rca
+
+        return incident_rca(event.model_dump(mode="json"))
+
     consumer = Consumer(
-        sqs, settings.sqs_queue_url, lambda event: incident_rca(event.model_dump(mode="json")),
+        sqs, settings.sqs_queue_url, handler,
         dlq_url=settings.sqs_dlq_url or None, is_done=store.incident_complete, wait_s=settings.sqs_wait_seconds,
         visibility_s=settings.sqs_visibility_timeout, retry_after_s=retry_after, concurrency=settings.concurrency,
     )
@@ -250,6 +296,128 @@ def demo(workdir: Path = typer.Option(Path("demo-run"), help="Where the generate
     step("done")
     if top != service:
         raise typer.Exit(1)
+
+
+@app.command("backfill")
+def backfill_cmd(
+        events_file: Optional[Path] = typer.Argument(None, help="Events to analyse: a JSON array or JSON lines of "
+                                                                "messages. Without it: the listener's event archive."),
+        start: Optional[str] = typer.Option(None, help="Only events at or after this time (ISO 8601)."),
+        end: Optional[str] = typer.Option(None, help="Only events at or before this time (ISO 8601)."),
+        concurrency: int = typer.Option(4, min=1, max=64, help="Analyses in flight at once."),
+        deployment: Optional[str] = typer.Option(
+            None, help="Run each analysis as a run of this deployment (e.g. incident-rca/incident-rca) on the work "
+                       "pool's workers, instead of inside this process."),
+        verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Analyse past incidents with a progress bar; already analysed ones are skipped, so an interrupted
+    backfill resumes where it stopped. Progress and a summary also appear in the Prefect UI."""
+    _logging(verbose)
+    from datetime import datetime
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    import flows.backfill as bf
+
+    def when(value: Optional[str], name: str) -> Any:
+        if value is None:
+            return None
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            _err(f"--{name} must be an ISO 8601 time, got {value!r}")
+
+    if events_file is not None and not events_file.is_file():
+        _err(f"{events_file} is not a file")
+    lo, hi = when(start, "start"), when(end, "end")
+    console = Console(stderr=True)
+    with Progress(TextColumn("backfill"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console) as bar:
+        task = bar.add_task("", total=None)
+
+        def hook(done: int, total: int, row: dict[str, str]) -> None:
+            bar.update(task, completed=done, total=total, description=f"{row['event'][:20]} {row['result']}")
+
+        bf.PROGRESS_HOOK = hook
+        try:
+            counts = bf.backfill(str(events_file) if events_file else None, lo, hi, concurrency, deployment)
+        except (OSError, ValueError) as exc:
+            _err(f"backfill failed: {exc}", 1)
+        finally:
+            bf.PROGRESS_HOOK = None
+    typer.echo(json.dumps(counts))
+    if counts.get("failed"):
+        raise typer.Exit(1)
+
+
+@stack_app.command("up")
+def stack_up_cmd(
+        workdir: Path = typer.Option(Path(".baynet-stack"), "--dir", help="Data, logs and state of the stack."),
+        traces: Optional[Path] = typer.Option(None, help="OTLP JSON traces for the Tempo-compatible server "
+                                                         "(default: a generated sock-shop incident)."),
+        openmetrics: Optional[Path] = typer.Option(None, help="Istio series (OpenMetrics) to backfill Prometheus "
+                                                              "with (default: the generated incident's)."),
+        prefect_port: int = typer.Option(4200, help="Prefect server and UI."),
+        sqs_port: int = typer.Option(5000, help="moto (SQS and S3)."),
+        tempo_port: int = typer.Option(3200, help="Tempo-compatible server."),
+        prometheus_port: int = typer.Option(9090, help="Prometheus (started when installed)."),
+        report_port: int = typer.Option(8080, help="baynet serve (incident reports)."),
+        workers: int = typer.Option(1, help="Prefect workers on the 'baynet' work pool."),
+        refresh_interval: Optional[int] = typer.Option(None, help="Seconds between topology refreshes "
+                                                                  "(default: prefect.yaml's)."),
+        listener: bool = typer.Option(True, help="Run `baynet listen --deployment incident-rca/incident-rca`.")
+) -> None:
+    """Start everything as background processes; print the URLs and the env file to source."""
+    from baynet.stack import stack_up
+
+    workdir = workdir.resolve()
+    if traces is None:
+        from baynet.generator import generate, write_incident
+
+        paths = write_incident(generate("sock-shop", "carts", "latency", fault_start=time.time() - 300),
+                               workdir / "incident")
+        traces, openmetrics = paths["traces"], openmetrics or paths["openmetrics"]
+        typer.echo(f"generated a sock-shop incident (latency in carts): send it with\n"
+                   f"  baynet event send {paths['event']}", err=True)
+    started = time.monotonic()
+    try:
+        state = stack_up(workdir, traces=traces, openmetrics=openmetrics, prefect_port=prefect_port,
+                         sqs_port=sqs_port, tempo_port=tempo_port, prometheus_port=prometheus_port,
+                         report_port=report_port, workers=workers, listener=listener,
+                         refresh_interval_s=refresh_interval,
+                         progress=lambda text: typer.echo(f"[{time.monotonic() - started:5.1f}s] {text}", err=True))
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        _err(f"stack did not start: {exc} (logs in {workdir / 'logs'})", 1)
+    typer.echo(json.dumps({"urls": state["urls"], "env_file": state["env_file"],
+                           "processes": {p["name"]: p["pid"] for p in state["processes"]}}, indent=1))
+    typer.echo(f"source {state['env_file']} to point baynet and prefect at it; `baynet stack down --dir {workdir}` "
+               f"stops it", err=True)
+
+
+@stack_app.command("down")
+def stack_down_cmd(workdir: Path = typer.Option(Path(".baynet-stack"), "--dir", help="The stack's directory.")
+                   ) -> None:
+    """Stop exactly the processes `baynet stack up` started in --dir."""
+    from baynet.stack import read_state, stack_down
+
+    if read_state(workdir) is None:
+        _err(f"no stack recorded in {workdir} (nothing to stop)", 1)
+    stopped = stack_down(workdir)
+    typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@stack_app.command("status")
+def stack_status_cmd(workdir: Path = typer.Option(Path(".baynet-stack"), "--dir", help="The stack's directory.")
+                     ) -> None:
+    """Show what the stack in --dir runs, and whether each process is alive."""
+    from baynet.stack import _alive, read_state
+
+    state = read_state(workdir)
+    if state is None:
+        _err(f"no stack recorded in {workdir}", 1)
+    for proc in state["processes"]:
+        typer.echo(f"{proc['name']:<16} pid {proc['pid']:<8} {'up' if _alive(proc['pid']) else 'DOWN'}  {proc['log']}")
+    typer.echo(json.dumps(state["urls"], indent=1))
 
 
 @app.command("serve")

@@ -62,6 +62,7 @@ class Consumer:
         self.in_flight: set[str] = set()
         self.done: set[str] = set()
         self._lock = threading.Lock()
+        self.current = threading.local()  # the message being handled on this thread (id, receive count)
         self.stop = threading.Event()
         self.outcomes: list[Outcome] = []
 
@@ -160,6 +161,8 @@ class Consumer:
             log.info("message %s: %s event(s) %s; deleted", mid, result, ", ".join(ids))
             return Outcome(mid, result, ids)
         heartbeat = _Heartbeat(self.sqs, self.queue_url, receipt, self.visibility_s)
+        self.current.message_id = mid
+        self.current.receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1))
         heartbeat.start()
         try:
             for event in todo:

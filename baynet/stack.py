@@ -5,6 +5,7 @@ backfilled by ``promtool tsdb create-blocks-from openmetrics``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -158,3 +159,204 @@ class LocalStack:
 
     def __exit__(self, *exc: Any) -> None:
         self._stack.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# `baynet stack up/down`: the same pieces as separate, detached processes that outlive the command,
+# plus a Prefect server, the deployments of prefect.yaml with their worker(s), the SQS listener that
+# triggers the incident deployment, and the report pages. What was started is recorded in
+# <dir>/stack.json so that `down` stops exactly that.
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = "stack.json"
+
+
+def _spawn(name: str, argv: list[str], workdir: Path, env: dict[str, str], cwd: Path | None = None
+           ) -> dict[str, Any]:
+    logs = workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_file = open(logs / f"{name}.log", "ab")  # noqa: SIM115 (handed to the child)
+    proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=env, cwd=str(cwd or workdir), start_new_session=True)
+    log_file.close()
+    return {"name": name, "pid": proc.pid, "argv": argv, "log": str(logs / f"{name}.log")}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def read_state(workdir: Path) -> dict[str, Any] | None:
+    path = Path(workdir) / STATE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def stack_down(workdir: Path, timeout_s: float = 20.0) -> list[str]:
+    """Stop the processes `stack_up` recorded in ``workdir`` (their whole process groups); newest first."""
+    import signal
+
+    state = read_state(workdir)
+    if state is None:
+        return []
+    stopped = []
+    for proc in reversed(state["processes"]):
+        pid = proc["pid"]
+        if not _alive(pid):
+            continue
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + timeout_s
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        stopped.append(proc["name"])
+    (Path(workdir) / STATE).unlink(missing_ok=True)
+    return stopped
+
+
+def stack_up(workdir: Path, *, traces: Path | None = None, openmetrics: Path | None = None,
+             prefect_port: int = 4200, sqs_port: int = 5000, tempo_port: int = 3200, prometheus_port: int = 9090,
+             report_port: int = 8080, workers: int = 1, listener: bool = True, refresh_interval_s: int | None = None,
+             extra_env: dict[str, str] | None = None, progress: Any = None) -> dict[str, Any]:
+    """Start the local stack as detached processes; return the recorded state (urls, env, processes)."""
+    import sys
+
+    workdir = Path(workdir).resolve()
+    if read_state(workdir) is not None:
+        raise RuntimeError(f"a stack is already recorded in {workdir / STATE}: run `baynet stack down` first")
+    workdir.mkdir(parents=True, exist_ok=True)
+    say = progress or (lambda text: None)
+    py = sys.executable
+    state: dict[str, Any] = {"dir": str(workdir), "processes": [], "urls": {}}
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("BAYNET_", "PREFECT_"))}
+    base_env.update(FAKE_AWS)
+    base_env.update({"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+                     "GX_ANALYTICS_ENABLED": "False"})
+
+    def record(proc: dict[str, Any]) -> None:
+        state["processes"].append(proc)
+        atomic_json(workdir / STATE, state)
+
+    try:
+        prefect_url = f"http://127.0.0.1:{prefect_port}"
+        prefect_env = {**base_env, "PREFECT_HOME": str(workdir / "prefect"),
+                       "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "10",
+                       "PREFECT_UI_API_URL": f"{prefect_url}/api"}
+        record(_spawn("prefect-server", [py, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                         "--port", str(prefect_port)], workdir, prefect_env))
+        moto_url = f"http://127.0.0.1:{sqs_port}"
+        record(_spawn("moto", [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(sqs_port)], workdir, base_env))
+        tempo_url = f"http://127.0.0.1:{tempo_port}"
+        traces_dir = traces or (workdir / "no-traces")
+        traces_dir.mkdir(parents=True, exist_ok=True)
+        record(_spawn("tempo", [py, "-m", "baynet.cli", "tempo", "serve", str(traces_dir), "--port",
+                                str(tempo_port)], workdir, base_env))
+        prom_url = None
+        if openmetrics and prometheus_available():
+            data = workdir / "prometheus" / "data"
+            data.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(openmetrics), str(data)],
+                           check=True, capture_output=True, text=True)
+            config = workdir / "prometheus" / "prometheus.yml"
+            config.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
+            record(_spawn("prometheus", ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={data}",
+                                         f"--web.listen-address=127.0.0.1:{prometheus_port}",
+                                         "--storage.tsdb.retention.time=30d"], workdir, base_env))
+            prom_url = f"http://127.0.0.1:{prometheus_port}"
+        wait_http(f"{moto_url}/moto-api/", 60)
+        wait_http(f"{tempo_url}/ready", 120)
+        say(f"SQS/S3 (moto) {moto_url}; Tempo-compatible {tempo_url}")
+        if prom_url:
+            wait_http(f"{prom_url}/-/ready", 60)
+            say(f"Prometheus {prom_url}")
+        import boto3
+
+        from baynet.sqs import create_queues
+
+        sqs = boto3.client("sqs", endpoint_url=moto_url, region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        queue_url, dlq_url = create_queues(sqs, "baynet-anomalies", visibility_timeout=300)
+        env = {"BAYNET_SQS_QUEUE_URL": queue_url, "BAYNET_SQS_DLQ_URL": dlq_url, "BAYNET_AWS_ENDPOINT_URL": moto_url,
+               "BAYNET_TEMPO_URL": tempo_url, "BAYNET_ARTIFACTS_DIR": str(workdir / "artifacts"),
+               "PREFECT_API_URL": f"{prefect_url}/api", **FAKE_AWS}
+        if prom_url:
+            env["BAYNET_PROMETHEUS_URL"] = prom_url
+        env.update(extra_env or {})
+        state["env"] = env
+        state["urls"] = {"prefect": prefect_url, "sqs": moto_url, "tempo": tempo_url, "prometheus": prom_url,
+                         "report": f"http://127.0.0.1:{report_port}/baynet", "queue": queue_url, "dlq": dlq_url}
+        atomic_json(workdir / STATE, state)
+        wait_http(f"{prefect_url}/api/health", 180)
+        say(f"Prefect server and UI {prefect_url}")
+        run_env = {**base_env, **env}
+        prefect = [py, "-m", "prefect"]
+        subprocess.run(prefect + ["work-pool", "create", "baynet", "--type", "process", "--overwrite"],
+                       env=run_env, cwd=ROOT, check=True, capture_output=True, text=True, timeout=120)
+        deploy = subprocess.run(prefect + ["--no-prompt", "deploy", "--all"], env=run_env, cwd=ROOT,
+                                capture_output=True, text=True, timeout=300)
+        if deploy.returncode != 0:
+            raise RuntimeError(f"prefect deploy failed:\n{deploy.stdout[-2000:]}{deploy.stderr[-2000:]}")
+        if refresh_interval_s:
+            set_refresh_interval(f"{prefect_url}/api", refresh_interval_s)
+        say("deployments from prefect.yaml: incident-rca, topology-refresh, backfill")
+        for i in range(1, workers + 1):
+            # Workers poll every few seconds, each at its own pace and start: Prefect 3.8's SQLite server can
+            # deadlock for its 60 s busy timeout when two polls collide (PrefectHQ/prefect#23051).
+            worker_env = {**run_env, "PREFECT_WORKER_QUERY_SECONDS": str(3 + 2 * i)}
+            record(_spawn(f"worker-{i}", prefect + ["worker", "start", "--pool", "baynet", "--name",
+                                                    f"baynet-worker-{i}"], workdir, worker_env, cwd=ROOT))
+            time.sleep(1.3)
+        say(f"{workers} worker(s) on work pool 'baynet'")
+        if listener:
+            record(_spawn("listener", [py, "-m", "baynet.cli", "listen", "--deployment", "incident-rca/incident-rca"],
+                          workdir, run_env, cwd=ROOT))
+            say("SQS listener -> deployment incident-rca")
+        record(_spawn("report", [py, "-m", "baynet.cli", "serve", "--port", str(report_port)], workdir, run_env))
+        wait_http(f"http://127.0.0.1:{report_port}/healthz", 60)
+        say(f"incident reports {state['urls']['report']}")
+    except BaseException:
+        stack_down(workdir)
+        raise
+    env_file = workdir / "env.sh"
+    env_file.write_text("".join(f"export {k}={json.dumps(v)}\n" for k, v in env.items()))
+    state["env_file"] = str(env_file)
+    atomic_json(workdir / STATE, state)
+    return state
+
+
+def set_refresh_interval(api_url: str, seconds: int) -> None:
+    """Replace the topology-refresh deployment's schedule with one every ``seconds``."""
+    from datetime import timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.schedules import IntervalSchedule
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        dep = client.read_deployment_by_name("topology-refresh/topology-refresh")
+        for sched in client.read_deployment_schedules(dep.id):
+            client.delete_deployment_schedule(dep.id, sched.id)
+        client.create_deployment_schedules(dep.id, [(IntervalSchedule(interval=timedelta(seconds=seconds)), True)])
+
+
+def atomic_json(path: Path, obj: Any) -> None:
+    from baynet.topology import atomic_write
+
+    atomic_write(path, json.dumps(obj, indent=1).encode())

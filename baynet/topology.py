@@ -7,12 +7,14 @@ request rate (req/s) and the error rate (share of 5xx / no-response / gRPC serve
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import random
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +35,10 @@ GRPC_SERVER_ERRORS = {"2", "4", "8", "10", "13", "14", "15"}
 
 class TopologyError(Exception):
     """The topology source could not be read."""
+
+
+class TopologyMissing(TopologyError):
+    """The source answered but holds no graph for that namespace and time (e.g. past its retention)."""
 
 
 @dataclass
@@ -230,8 +236,13 @@ class PrometheusClient:
         raise TopologyError(f"Prometheus at {self.http.base_url} unreachable: {problem}")
 
     def topology(self, namespace: str, window_s: int, at: float | None = None) -> Topology:
-        return topology_from_prometheus_result(
-            self.query(PROM_EDGE_QUERY.format(ns=namespace, window=window_s), at), namespace)
+        result = self.query(PROM_EDGE_QUERY.format(ns=namespace, window=window_s), at)
+        if not result:
+            when = "now" if at is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+            raise TopologyMissing(f"Prometheus at {self.http.base_url} has no Istio requests in namespace "
+                                  f"{namespace!r} in the {window_s}s before {when} (outside its retention, or no "
+                                  f"traffic)")
+        return topology_from_prometheus_result(result, namespace)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,6 +325,18 @@ class SnapshotStore:
 
     def __init__(self, directory: Path):
         self.dir = Path(directory) / "topology"
+
+    @contextmanager
+    def locked(self, namespace: str) -> Any:
+        """Hold the namespace's snapshot lock (read latest, diff, save as one step across processes)."""
+        path = self.dir / namespace / ".lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def latest(self, namespace: str) -> Topology | None:
         path = self.dir / namespace / "latest.json"

@@ -34,7 +34,10 @@ def incident_rca(message: str | dict[str, Any]) -> dict[str, Any]:
         logger.warning("topology source unavailable (%s); using the last snapshot", exc)
         fetch_stats["topology"] = f"live topology unavailable ({exc}); {snapshot_age(settings)}"
         live = None
-    topology, diff, _ = diff_with_snapshot(live, edges, settings, windows.incident[1] - windows.incident[0])
+    # The scheduled refresh keeps the snapshots; an incident (perhaps a past one, in a backfill) only
+    # diffs against them, and stores its graph only when there is no snapshot at all yet.
+    topology, diff, _ = diff_with_snapshot(live, edges, settings, windows.incident[1] - windows.incident[0],
+                                           store_changes=False)
     model = load_persisted_model(settings)                                       # 4. re-estimate the DBN
     model, changes = reestimate_dbn(model, topology, edges)
     ranking, path = run_inference(model, event, evidence, topology, settings)    # 5. run inference

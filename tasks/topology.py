@@ -34,9 +34,10 @@ def read_live_topology(settings: Settings, at: float | None = None) -> Topology 
 
 @task(name="diff-topology", cache_policy=NO_CACHE)
 def diff_with_snapshot(live: Topology | None, trace_edges: pd.DataFrame, settings: Settings,
-                       window_s: float) -> tuple[Topology, TopologyDiff, bool]:
-    """Diff the live graph with the last snapshot (stored when changed); add call edges seen in traces,
-    which the mesh telemetry may lack (e.g. services outside the mesh)."""
+                       window_s: float, store_changes: bool = True) -> tuple[Topology, TopologyDiff, bool]:
+    """Diff the live graph with the last snapshot (stored when changed, or with ``store_changes=False``
+    only when there is none yet); add call edges seen in traces, which the mesh telemetry may lack
+    (e.g. services outside the mesh)."""
     snapshots = SnapshotStore(settings.artifacts_dir)
     if live is None:
         previous = snapshots.latest(settings.namespace)
@@ -48,7 +49,7 @@ def diff_with_snapshot(live: Topology | None, trace_edges: pd.DataFrame, setting
             log.warning("no live topology: using the snapshot taken at %s (%.0f s old)", previous.taken_at,
                         age.total_seconds())
             live = previous
-    diff, stored = diff_and_snapshot(live, snapshots)
+    diff, stored = diff_and_snapshot(live, snapshots, store_changes=store_changes)
     merged = live.merged(trace_topology(trace_edges, settings.namespace, window_s))
     _validate_edges(merged)
     return merged, diff, stored
