@@ -44,8 +44,12 @@ test: install system-deps
 test-fast: install
 	$(BIN)/pytest -m "not slow and not integration and not e2e"
 
-bench: install
+# Benchmarks print figures beside a baseline from the same run (minutes; the load run is ~15 min).
+bench: install system-deps
 	$(BIN)/pytest -m slow
+	$(BIN)/python benchmarks/inference.py
+	$(BIN)/python benchmarks/evidence.py
+	$(BIN)/python benchmarks/load.py
 
 clean:
 	rm -rf $(VENV) demo-run artifacts .pytest_cache .baynet-stack test-output

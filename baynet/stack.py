@@ -341,6 +341,37 @@ def stack_up(workdir: Path, *, traces: Path | None = None, openmetrics: Path | N
     return state
 
 
+class PrefectServer:
+    """A real ``prefect server start`` (SQLite under ``workdir``) for tools that need a shared API."""
+
+    def __init__(self, workdir: Path, port: int | None = None):
+        self.workdir, self.port = Path(workdir), port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api_url = f"{self.url}/api"
+        self.proc: dict[str, Any] | None = None
+
+    def start(self) -> "PrefectServer":
+        import sys
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update({"PREFECT_HOME": str(self.workdir / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+        self.proc = _spawn("prefect-server", [sys.executable, "-m", "prefect", "server", "start", "--host",
+                                              "127.0.0.1", "--port", str(self.port)], self.workdir, env)
+        wait_http(f"{self.api_url}/health", 180)
+        return self
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc and _alive(self.proc["pid"]):
+            os.killpg(self.proc["pid"], signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            while _alive(self.proc["pid"]) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _alive(self.proc["pid"]):
+                os.killpg(self.proc["pid"], signal.SIGKILL)
+
+
 def set_refresh_interval(api_url: str, seconds: int) -> None:
     """Replace the topology-refresh deployment's schedule with one every ``seconds``."""
     from datetime import timedelta

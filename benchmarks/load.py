@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from baynet.generator import generate, write_incident  # noqa: E402
-from baynet.stack import LocalStack  # noqa: E402
+from baynet.stack import LocalStack, PrefectServer  # noqa: E402
 
 
 def messages(event: dict, n: int, tag: str) -> tuple[list[str], set[str], int]:
@@ -67,22 +66,26 @@ def dlq_bodies(sqs, url: str) -> list[str]:
             sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
 
 
-def run_listen(stack: LocalStack, event: dict, n: int, concurrency: int, tag: str) -> dict:
+def run_listen(stack: LocalStack, prefect: PrefectServer, event: dict, n: int, concurrency: int, tag: str
+               ) -> dict:
     bodies, unique, bad = messages(event, n, tag)
     for start in range(0, len(bodies), 10):
         stack.sqs.send_message_batch(QueueUrl=stack.queue_url, Entries=[
             {"Id": str(k), "MessageBody": b} for k, b in enumerate(bodies[start:start + 10])])
-    env = {**os.environ, **stack.env, "BAYNET_SQS_WAIT_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "WARNING"}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    env = {**os.environ, **stack.env, "BAYNET_SQS_WAIT_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "WARNING",
+           "PREFECT_API_URL": prefect.api_url}
+    out_file, err_file = stack.workdir / f"{tag}.out", stack.workdir / f"{tag}.err"
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "baynet.cli", "listen", "--concurrency", str(concurrency),
-                           "--idle-polls", "3", "--retry-after", "5"], env=env, cwd=ROOT,
-                          capture_output=True, text=True)
+    with open(out_file, "w") as out, open(err_file, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "baynet.cli", "listen", "--concurrency", str(concurrency),
+                                 "--idle-polls", "3", "--retry-after", "5"], env=env, cwd=ROOT, stdout=out,
+                                stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
     took = time.monotonic() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"baynet listen failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    counts = json.loads(proc.stdout.strip().splitlines()[-1])
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"baynet listen failed ({status}):\n{err_file.read_text()[-3000:]}")
+    peak_kb = usage.ru_maxrss
+    counts = json.loads(out_file.read_text().strip().splitlines()[-1])
     dead = dlq_bodies(stack.sqs, stack.dlq_url)
     dead_valid = sum(1 for b in dead if _valid(b))
     artifacts = Path(stack.env["BAYNET_ARTIFACTS_DIR"]) / "incidents"
@@ -94,7 +97,7 @@ def run_listen(stack: LocalStack, event: dict, n: int, concurrency: int, tag: st
             "lost": len(unique - complete) + left, "left_on_queue": left, "concurrency": concurrency,
             "seconds": round(took, 1), "events_per_min": round(len(bodies) / took * 60, 1),
             "analyses_per_min": round(counts.get("analysed", 0) / took * 60, 1),
-            "peak_mb": round(max(peak_kb, before) / 1024, 1)}
+            "peak_mb": round(peak_kb / 1024, 1)}
 
 
 def _valid(body: str) -> bool:
@@ -121,13 +124,18 @@ def main() -> None:
                             after_s=300, rate_per_s=1.0)
         paths = write_incident(incident, work / "incident")
         event = json.loads(paths["event"].read_text())
-        with LocalStack(work, traces=paths["traces"], openmetrics=paths["openmetrics"], visibility_s=120) as stack:
-            out: dict = {}
-            if args.baseline_events:
-                base = run_listen(stack, event, args.baseline_events, 1, f"base-{uuid.uuid4().hex[:6]}")
-                out["baseline"] = base
-                print(f"baseline: {base}", file=sys.stderr)
-            main_run = run_listen(stack, event, args.events, args.concurrency, f"load-{uuid.uuid4().hex[:6]}")
+        prefect = PrefectServer(work).start()
+        try:
+            with LocalStack(work, traces=paths["traces"], openmetrics=paths["openmetrics"], visibility_s=120) as stack:
+                out: dict = {}
+                if args.baseline_events:
+                    base = run_listen(stack, prefect, event, args.baseline_events, 1, f"base-{uuid.uuid4().hex[:6]}")
+                    out["baseline"] = base
+                    print(f"baseline: {base}", file=sys.stderr)
+                main_run = run_listen(stack, prefect, event, args.events, args.concurrency,
+                                      f"load-{uuid.uuid4().hex[:6]}")
+        finally:
+            prefect.stop()
     out = {**main_run, **out}
     if args.baseline_events:
         out["speedup_vs_one_at_a_time"] = round(main_run["analyses_per_min"] /

@@ -104,3 +104,33 @@ def test_long_analysis_keeps_message_invisible(queues):
     consumer = Consumer(sqs, url, slow, dlq_url=dlq, wait_s=1, visibility_s=2)
     outcomes = consumer.run(max_messages=1)
     assert outcomes[0].result == "analysed" and stolen == []
+
+
+def test_concurrent_analyses_collapse_bursts_of_the_same_event(queues):
+    sqs, url, dlq = queues
+    body = json.loads(VALID)
+    ids = [f"burst-{i}" for i in range(8)]
+    for i, event_id in enumerate(ids):  # bursts: the detector re-fires the same incident 1-3 times
+        for _ in range(1 + i % 3):
+            sqs.send_message(QueueUrl=url, MessageBody=json.dumps({**body, "id": event_id}))
+    sqs.send_message(QueueUrl=url, MessageBody="{broken")
+    lock, running, peak, analysed = threading.Lock(), [0], [0], []
+
+    def handler(event):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.4)
+        with lock:
+            running[0] -= 1
+            analysed.append(event.id)
+
+    consumer = Consumer(sqs, url, handler, dlq_url=dlq, wait_s=1, visibility_s=30, concurrency=3)
+    outcomes = consumer.run(idle_polls=2)
+    results = [o.result for o in outcomes]
+    assert sorted(analysed) == sorted(ids)  # each incident once
+    sent = sum(1 + i % 3 for i in range(8))
+    assert results.count("analysed") == 8 and results.count("duplicate") == sent - 8
+    assert results.count("dead-lettered") == 1 and len(drain(sqs, dlq)) == 1
+    assert peak[0] == 3  # three at once, never more
+    assert drain(sqs, url) == []

@@ -50,3 +50,43 @@ def test_structure_html_escapes_names_and_needs_no_network():
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page
     assert page.count('class="node"') == 2
     json.loads(page.split("const EVIDENCE = ")[1].split(";\n")[0])
+
+
+def test_event_archive_is_listed_by_day_range(tmp_path):
+    from datetime import UTC, datetime
+
+    from baynet.artifacts import LocalStore
+    from baynet.events import parse_object
+
+    store = LocalStore(tmp_path)
+    for day in (1, 2, 5):
+        (event,) = parse_object({"service": "carts", "event_type": "latency", "id": f"e{day}",
+                                 "timestamp": f"2026-11-0{day}T10:00:00Z"})
+        store.archive_event(event)
+    keys = store.list_events(datetime(2026, 11, 2, tzinfo=UTC), datetime(2026, 11, 5, tzinfo=UTC))
+    assert keys == ["events/2026-11-02/e2.json", "events/2026-11-05/e5.json"]
+    again = parse_object(store.get_json(keys[0]))  # an archived event reads back as the same event
+    assert again[0].id == "e2" and again[0].service == "carts"
+    assert len(store.list_events()) == 3
+
+
+def test_report_index_lists_only_complete_incidents_escaped(tmp_path):
+    from baynet.artifacts import COMPLETE, LocalStore
+    from baynet.report import ReportServer
+
+    store = LocalStore(tmp_path)
+    store.put_json("incidents/a/ranking.json", {"event": {"service": "<i>x</i>", "timestamp": "2026-11-01T00:00:00Z"},
+                                                "ranking": [{"service": "<script>", "posterior": 0.5}]})
+    store.put("incidents/a/" + COMPLETE, "t")
+    store.put_json("incidents/b/ranking.json", {"event": {}, "ranking": []})  # interrupted: no marker
+    server = ReportServer(store, port=0)
+    try:
+        status, _, body = server.route("/baynet")
+        page = body.decode()
+        assert status == 200 and page.count('class="incident"') == 1
+        assert "&lt;script&gt;" in page and "<script>" not in page and "&lt;i&gt;x&lt;/i&gt;" in page
+        assert server.route("/baynet/incidents/b")[0] == 404
+        assert server.route("/baynet/incidents/a/model.json")[0] == 404  # not written: not served
+        assert server.route("/baynet/incidents/a/../../x")[0] == 404
+    finally:
+        server.httpd.server_close()
