@@ -134,3 +134,29 @@ def test_concurrent_analyses_collapse_bursts_of_the_same_event(queues):
     assert results.count("dead-lettered") == 1 and len(drain(sqs, dlq)) == 1
     assert peak[0] == 3  # three at once, never more
     assert drain(sqs, url) == []
+
+
+def test_hostile_corpus_ends_in_the_dlq_with_reasons_and_a_valid_event_still_runs(queues):
+    """Every message of the hostile corpus that SQS itself accepts goes to the DLQ with a reason; the
+    consumer keeps running and analyses the valid message sent after them."""
+    from botocore.exceptions import ClientError
+
+    from tests.unit.test_hostile_input import CORPUS
+
+    sqs, url, dlq = queues
+    sent, refused_by_sqs = 0, 0
+    for body in CORPUS:
+        try:
+            sqs.send_message(QueueUrl=url, MessageBody=body)
+            sent += 1
+        except ClientError:  # empty, over 256 KiB or with characters SQS does not allow: never delivered
+            refused_by_sqs += 1
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({**json.loads(VALID), "id": "after-the-storm"}))
+    analysed = []
+    consumer = Consumer(sqs, url, lambda e: analysed.append(e.id), dlq_url=dlq, wait_s=1, concurrency=2)
+    outcomes = consumer.run(idle_polls=2)
+    dead = drain(sqs, dlq)
+    assert sent >= 50 and analysed == ["after-the-storm"]
+    assert sum(o.result == "dead-lettered" for o in outcomes) == sent == len(dead)
+    assert all(m["MessageAttributes"]["baynet-reason"]["StringValue"].strip() for m in dead)
+    assert drain(sqs, url) == []
