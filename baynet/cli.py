@@ -42,10 +42,8 @@ def _logging(verbose: bool) -> None:
         logging.getLogger(ours).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-@event_app.command("check")
-def event_check(file: Path = typer.Argument(..., help="A message body (JSON) as it would arrive on the queue; "
-                                                      "'-' reads standard input.")) -> None:
-    """Print the normalised event(s) as JSON lines, or exit 2 naming the field and value that are wrong."""
+def _read_events(file: Path) -> tuple[bytes, list[Any]]:
+    """The message body in ``file`` ('-': stdin) and its events; exit 2 naming what is wrong."""
     from baynet.events import EventError, parse_message
 
     try:
@@ -53,9 +51,17 @@ def event_check(file: Path = typer.Argument(..., help="A message body (JSON) as 
     except OSError as exc:
         _err(f"cannot read {file}: {exc.strerror}")
     try:
-        events = parse_message(body)
+        return body, parse_message(body)
     except EventError as exc:
         _err(str(exc))
+    raise AssertionError("unreachable")
+
+
+@event_app.command("check")
+def event_check(file: Path = typer.Argument(..., help="A message body (JSON) as it would arrive on the queue; "
+                                                      "'-' reads standard input.")) -> None:
+    """Print the normalised event(s) as JSON lines, or exit 2 naming the field and value that are wrong."""
+    _, events = _read_events(file)
     for event in events:
         typer.echo(event.model_dump_json())
 
@@ -66,21 +72,13 @@ def event_send(file: Path = typer.Argument(..., help="A message body (JSON) to p
     """Check a message and put it on the SQS queue (BAYNET_AWS_ENDPOINT_URL for a local queue)."""
     import boto3
 
-    from baynet.events import EventError, parse_message
     from baynet.settings import Settings
 
     settings = Settings()
     url = queue_url or settings.sqs_queue_url
     if not url:
         _err("no queue: pass --queue-url or set BAYNET_SQS_QUEUE_URL")
-    try:
-        body = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
-    except OSError as exc:
-        _err(f"cannot read {file}: {exc.strerror}")
-    try:
-        events = parse_message(body)
-    except EventError as exc:
-        _err(str(exc))
+    body, events = _read_events(file)
     sqs = boto3.client("sqs", endpoint_url=settings.aws_endpoint_url, region_name=settings.aws_region)
     sent = sqs.send_message(QueueUrl=url, MessageBody=body.decode())
     typer.echo(json.dumps({"message_id": sent["MessageId"], "events": [e.id for e in events]}))
