@@ -116,11 +116,16 @@ class LocalStack:
     """Start what an incident analysis talks to; ``env`` holds the BAYNET_* settings that point at it."""
 
     def __init__(self, workdir: Path, traces: Path | None = None, openmetrics: Path | None = None,
-                 queue_name: str = "baynet-anomalies", max_receive_count: int = 3, visibility_s: int = 120,
+                 queue_name: str | None = None, max_receive_count: int = 3, visibility_s: int = 120,
                  use_prometheus: bool = True):
         self.workdir = Path(workdir)
         self.traces, self.openmetrics = traces, openmetrics
-        self.queue_name, self.max_receive_count, self.visibility_s = queue_name, max_receive_count, visibility_s
+        # One queue per stack: moto keeps queues for the life of the process, and SQS refuses to create a
+        # queue again under the same name with other attributes.
+        import uuid
+
+        self.queue_name = queue_name or f"baynet-anomalies-{uuid.uuid4().hex[:8]}"
+        self.max_receive_count, self.visibility_s = max_receive_count, visibility_s
         self.use_prometheus = use_prometheus
         self._stack = ExitStack()
         self.env: dict[str, str] = {}

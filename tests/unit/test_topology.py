@@ -70,3 +70,26 @@ def test_diff_and_snapshots(tmp_path):
     again = snaps.latest("ns")
     assert set(again.edges) == set(new.edges) and diff_topology(again, new).empty
     assert new.downstream("a", 1) == {"a", "b", "d"}
+
+
+def test_snapshot_stored_only_on_change_and_never_twice_at_once(tmp_path):
+    import threading
+
+    from baynet.analysis import diff_and_snapshot
+
+    graph = Topology("ns", "t")
+    graph.add_edge("a", "b", 10, 0.0)
+    snaps = SnapshotStore(tmp_path)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(diff_and_snapshot(graph, snaps)[1])) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False, False, False, True]  # four refreshes at once: one snapshot
+    assert diff_and_snapshot(graph, snaps) == (diff_and_snapshot(graph, snaps)[0], False)  # unchanged
+    moved = Topology("ns", "t")
+    moved.add_edge("a", "b", 30, 0.0)  # rate x3
+    assert diff_and_snapshot(moved, snaps, store_changes=False)[1] is False  # an incident only diffs
+    assert diff_and_snapshot(moved, snaps)[1] is True  # the refresh stores the change
+    assert len([p for p in (tmp_path / "topology" / "ns").glob("*.json") if p.name != "latest.json"]) == 2
