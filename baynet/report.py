@@ -68,7 +68,7 @@ def incident_html(store: ArtifactStore, event_id: str) -> str | None:
         return None
     links = " · ".join(f'<a href="/baynet/incidents/{quote(event_id, safe="")}/{name}">{name}</a>'
                        for name in RAW if name != "structure.html")
-    nav = (f'<p><a href="/baynet">← all incidents</a></p>')
+    nav = '<p><a href="/baynet">← all incidents</a></p>'
     text = page.decode()
     return text.replace("<body>", f"<body>{nav}", 1).replace("</body>", f"<p>Artifacts: {links}</p></body>", 1)
 

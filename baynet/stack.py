@@ -77,6 +77,20 @@ def prometheus_available() -> bool:
     return shutil.which("prometheus") is not None and shutil.which("promtool") is not None
 
 
+def prometheus_argv(openmetrics: Path, workdir: Path, port: int) -> list[str]:
+    """Backfill a TSDB under ``workdir`` from ``openmetrics`` with promtool; the command that serves it."""
+    if not prometheus_available():
+        raise RuntimeError("prometheus/promtool not installed (apt-get install -y prometheus)")
+    data = Path(workdir) / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(openmetrics), str(data)],
+                   check=True, capture_output=True, text=True)
+    config = Path(workdir) / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
+    return ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={data}",
+            f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=30d"]
+
+
 class PrometheusServer:
     """Debian's Prometheus over a TSDB backfilled from an OpenMetrics file."""
 
@@ -87,19 +101,9 @@ class PrometheusServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "PrometheusServer":
-        if not prometheus_available():
-            raise RuntimeError("prometheus/promtool not installed (apt-get install -y prometheus)")
-        data = self.workdir / "data"
-        data.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(self.openmetrics), str(data)],
-                       check=True, capture_output=True, text=True)
-        config = self.workdir / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
         log_file = open(self.workdir / "prometheus.log", "w")  # noqa: SIM115 (kept open for the process)
-        self.proc = subprocess.Popen(
-            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={data}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=30d"],
-            stdout=log_file, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(prometheus_argv(self.openmetrics, self.workdir, self.port),
+                                     stdout=log_file, stderr=subprocess.STDOUT)
         wait_http(f"{self.url}/-/ready", 60)
         return self
 
@@ -275,15 +279,8 @@ def stack_up(workdir: Path, *, traces: Path | None = None, openmetrics: Path | N
                                 str(tempo_port)], workdir, base_env))
         prom_url = None
         if openmetrics and prometheus_available():
-            data = workdir / "prometheus" / "data"
-            data.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(openmetrics), str(data)],
-                           check=True, capture_output=True, text=True)
-            config = workdir / "prometheus" / "prometheus.yml"
-            config.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
-            record(_spawn("prometheus", ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={data}",
-                                         f"--web.listen-address=127.0.0.1:{prometheus_port}",
-                                         "--storage.tsdb.retention.time=30d"], workdir, base_env))
+            argv = prometheus_argv(openmetrics, workdir / "prometheus", prometheus_port)
+            record(_spawn("prometheus", argv, workdir, base_env))
             prom_url = f"http://127.0.0.1:{prometheus_port}"
         wait_http(f"{moto_url}/moto-api/", 60)
         wait_http(f"{tempo_url}/ready", 120)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 
 import pytest
 
@@ -54,22 +55,15 @@ def stack(tmp_path_factory):
         assert "prefect-server" in stopped and "worker-2" in stopped
 
 
+@contextmanager
 def prefect_client(state):
+    """A client of the stack's Prefect server (not the test process's default API)."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    class Ctx:
-        def __enter__(self):
-            self.settings = temporary_settings({PREFECT_API_URL: state["env"]["PREFECT_API_URL"]})
-            self.settings.__enter__()
-            self.client = get_client(sync_client=True).__enter__()
-            return self.client
-
-        def __exit__(self, *exc):
-            self.client.__exit__(*exc)
-            self.settings.__exit__(*exc)
-
-    return Ctx()
+    with temporary_settings({PREFECT_API_URL: state["env"]["PREFECT_API_URL"]}), \
+            get_client(sync_client=True) as client:
+        yield client
 
 
 def runs_of(client, flow_name):
