@@ -101,9 +101,9 @@ class PrometheusServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "PrometheusServer":
+        argv = prometheus_argv(self.openmetrics, self.workdir, self.port)  # creates the workdir
         log_file = open(self.workdir / "prometheus.log", "w")  # noqa: SIM115 (kept open for the process)
-        self.proc = subprocess.Popen(prometheus_argv(self.openmetrics, self.workdir, self.port),
-                                     stdout=log_file, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT)
         wait_http(f"{self.url}/-/ready", 60)
         return self
 
