@@ -159,6 +159,14 @@ def normalize_id(raw: Any, nbytes: int, *, encoding: str = "auto") -> str:
     raise TempoParseError(f"id {raw!r} is neither {nbytes}-byte base64 nor hex")
 
 
+NO_PARENT_HEX = "0" * 16  # an all-zero span id is invalid in OTLP: such a "parent" means none
+
+
+def _parent_id(raw: Any) -> str:
+    hex_id = normalize_id(raw, 8)
+    return "" if hex_id == NO_PARENT_HEX else hex_id
+
+
 def _get(obj: dict, camel: str, snake: str, default: Any = None) -> Any:
     if camel in obj:
         return obj[camel]
@@ -171,6 +179,8 @@ def _status_code(status: Any) -> str:
     if not isinstance(status, dict):
         raise TempoParseError(f"span status must be an object, got {status!r}")
     code = status.get("code", 0)
+    if isinstance(code, str) and code.isdigit():  # "2": an int64-as-string producer
+        code = int(code)
     if code not in STATUS:
         raise TempoParseError(f"unknown span status code {code!r}")
     return STATUS[code]
@@ -246,7 +256,7 @@ def _span(raw: dict, service: str, res_ns: str, resource: dict) -> Span:
     return Span(
         trace_id=trace_id,
         span_id=span_id,
-        parent_span_id=normalize_id(_get(raw, "parentSpanId", "parent_span_id", ""), 8),
+        parent_span_id=_parent_id(_get(raw, "parentSpanId", "parent_span_id", "")),
         service=str(attrs.get("istio.canonical_service") or service),
         name=str(raw.get("name", "")),
         kind=KINDS[kind],
@@ -510,6 +520,8 @@ def trace_columns(body: Any, out: dict[str, list], ids: IdTable | dict) -> int:
                 thex, tcode = code(tid, 16)
                 shex, scode = code(sid, 8)
                 phex, pcode = code(pid, 8)
+                if phex == NO_PARENT_HEX:
+                    phex, pcode = code("", 8)
                 if not thex or not shex:
                     raise TempoParseError(f"span {get('name', '')!r} has no traceId or spanId")
                 svc, bad = service, False

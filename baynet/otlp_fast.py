@@ -1,32 +1,46 @@
-"""Typed decoding of Tempo trace bodies straight into span columns (the evidence hot path).
+"""Batch decoding of Tempo trace bodies straight into the span frame (the evidence hot path).
 
-msgspec decodes the camelCase shapes Tempo emits (v1 ``batches``, OTLP ``resourceSpans``, the v2
-``trace`` wrapper, ``scopeSpans`` or ``instrumentationLibrarySpans``) into small structs, skipping every
-field evidence does not use, which is faster than building the whole dict tree. Any other shape
-(snake_case producers, odd values) falls back to :func:`baynet.otlp.trace_columns` on the generic
-decode, so results are the same either way (tests hold them equal on every genuine sample).
+:class:`SpanBatch` takes raw trace bodies one by one and builds one frame at the end. Per span it does
+only what cannot be done per column, and does it while the body is fresh in memory:
+
+- msgspec decodes the camelCase shapes Tempo emits (v1 ``batches``, OTLP ``resourceSpans``, the v2
+  ``trace`` wrapper, ``scopeSpans`` or ``instrumentationLibrarySpans``) into small structs, skipping
+  every field evidence does not use; in C it decodes the base64 ids to bytes (checking their length),
+  converts int64-as-string times and checks status codes;
+- attributes are scanned for the few keys evidence reads, and their effect is memoised per value;
+- ids become columns at the end: each distinct id is turned into hex once, and the id columns are
+  categoricals whose codes are the integer join keys evidence uses (span and parent ids share one
+  set of categories).
+
+A body of any other shape (hex ids, snake_case producers, odd values) goes through the generic
+:func:`baynet.otlp.trace_columns`, so results are the same either way (tests hold them equal on every
+genuine sample).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections import defaultdict
+from itertools import count
+from typing import Annotated, Any, Literal
 
 import msgspec
+import numpy as np
+import pandas as pd
 
 from baynet.otlp import (
     GRPC_STATUS_KEYS,
     HTTP_STATUS_KEYS,
     STATUS,
-    IdTable,
     TempoParseError,
     attribute_effect,
+    NO_PARENT_HEX,
     loads,
-    span_appender,
+    new_columns,
     trace_columns,
 )
 
 
-class _Value(msgspec.Struct, rename="camel", gc=False):
+class _Value(msgspec.Struct, rename="camel", frozen=True, gc=False):
     string_value: str | None = None
     int_value: str | int | None = None
     double_value: float | None = None
@@ -36,116 +50,263 @@ class _Value(msgspec.Struct, rename="camel", gc=False):
     bytes_value: Any = None
 
 
+_NO_VALUE = _Value()
+
+
 class _KeyValue(msgspec.Struct, gc=False):
     key: str
-    value: _Value | None = None
+    value: _Value = _NO_VALUE
+
+
+_StatusCode = Literal[0, 1, 2, "STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"]
+_ERROR_CODES = frozenset(k for k, v in STATUS.items() if v == "error")
 
 
 class _Status(msgspec.Struct, gc=False):
-    code: str | int = 0
-    message: str = ""
+    code: _StatusCode = 0
+
+
+# Ids are decoded from Tempo's base64 by msgspec, in C; any other form (hex, wrong length) fails the
+# typed decode and the body goes through the generic parser instead.
+_TraceId = Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
+_SpanId = Annotated[bytes, msgspec.Meta(min_length=8, max_length=8)]
+_ParentId = Annotated[bytes, msgspec.Meta(max_length=8)]
+_NO_PARENT = bytes(8)  # OTLP: an all-zero span id is invalid, so it stands for "no parent"
 
 
 class _Span(msgspec.Struct, rename="camel", gc=False):
-    trace_id: str = ""
-    span_id: str = ""
-    parent_span_id: str = ""
+    trace_id: _TraceId
+    span_id: _SpanId
+    parent_span_id: _ParentId = b""
     name: str = ""
-    kind: str | int = 0
-    start_time_unix_nano: str | int = 0
-    end_time_unix_nano: str | int = 0
-    attributes: list[_KeyValue] | None = None
+    start_time_unix_nano: int = 0
+    end_time_unix_nano: int = 0
+    attributes: tuple[_KeyValue, ...] | None = None
     status: _Status | None = None
 
 
 class _Scope(msgspec.Struct, gc=False):
-    spans: list[_Span] | None = None
+    spans: tuple[_Span, ...] | None = None
 
 
 class _Resource(msgspec.Struct, gc=False):
-    attributes: list[_KeyValue] | None = None
+    attributes: tuple[_KeyValue, ...] | None = None
 
 
 class _ResourceSpans(msgspec.Struct, rename="camel", gc=False):
     resource: _Resource | None = None
-    scope_spans: list[_Scope] | None = None
-    instrumentation_library_spans: list[_Scope] | None = None
+    scope_spans: tuple[_Scope, ...] | None = None
+    instrumentation_library_spans: tuple[_Scope, ...] | None = None
 
 
 class _Inner(msgspec.Struct, rename="camel", gc=False):
-    batches: list[_ResourceSpans] | None = None
-    resource_spans: list[_ResourceSpans] | None = None
+    batches: tuple[_ResourceSpans, ...] | None = None
+    resource_spans: tuple[_ResourceSpans, ...] | None = None
 
 
 class _Body(msgspec.Struct, rename="camel", gc=False):
-    batches: list[_ResourceSpans] | None = None
-    resource_spans: list[_ResourceSpans] | None = None
+    batches: tuple[_ResourceSpans, ...] | None = None
+    resource_spans: tuple[_ResourceSpans, ...] | None = None
     trace: _Inner | None = None
     status: str | None = None
     message: str | None = None
 
 
-_DECODER = msgspec.json.Decoder(_Body)
+class _StatusOnly(msgspec.Struct, gc=False):
+    status: str | None = None
+    message: str | None = None
+
+
+# strict=False: int64 fields arrive as JSON strings ("1795392796880962563") and are converted in C.
+_DECODER = msgspec.json.Decoder(_Body, strict=False)
+_STATUS_DECODER = msgspec.json.Decoder(_StatusOnly)
 _WANTED = frozenset(HTTP_STATUS_KEYS + GRPC_STATUS_KEYS + ("istio.canonical_service", "response_flags"))
+_FRAME_COLUMNS = ("trace_id", "span_id", "parent_span_id", "service", "name", "start_ns", "end_ns", "failed",
+                  "trace_code", "span_code", "parent_code")
 
 
-def _scalar(v: _Value | None) -> Any:
-    if v is None:
-        return None
+def _scalar(v: _Value) -> Any:
+    """An attribute's value as the generic parser reads it (string or int; other kinds count as absent)."""
     return v.string_value if v.string_value is not None else v.int_value
 
 
 def body_status(raw: bytes) -> tuple[str, str]:
     """``(status, message)`` of a v2 body (``COMPLETE`` when absent)."""
     try:
-        body = _DECODER.decode(raw)
+        body = _STATUS_DECODER.decode(raw)
     except msgspec.DecodeError:
         return "COMPLETE", ""
     return body.status or "COMPLETE", body.message or ""
 
 
-def trace_bytes_columns(raw: bytes, out: dict[str, list], ids: IdTable) -> int:
-    """Append the spans of one raw trace body to ``out``; same result as :func:`trace_columns`."""
-    try:
-        body = _DECODER.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        return trace_columns(loads(raw), out, ids)
-    groups = body.batches if body.batches is not None else body.resource_spans
-    if groups is None and body.trace is not None:
-        groups = body.trace.batches if body.trace.batches is not None else body.trace.resource_spans
-    if groups is None:  # not a camelCase trace body: let the generic parser read it or say why not
-        return trace_columns(loads(raw), out, ids)
-    append = span_appender(out)
-    code, known = ids.code, ids.get
-    added = 0
-    for rs in groups:
-        service = "unknown"
-        if rs.resource is not None and rs.resource.attributes:
-            for kv in rs.resource.attributes:
-                if kv.key == "service.name" and kv.value is not None:
-                    val = _scalar(kv.value)
-                    service = str(val if val is not None else kv.value.double_value)
-        scopes = rs.scope_spans if rs.scope_spans is not None else rs.instrumentation_library_spans
-        for scope in scopes or ():
-            for sp in scope.spans or ():
-                thex, tcode = known(sp.trace_id) or code(sp.trace_id, 16)
-                shex, scode = known(sp.span_id) or code(sp.span_id, 8)
-                phex, pcode = known(sp.parent_span_id) or code(sp.parent_span_id, 8)
-                if not thex or not shex:
-                    raise TempoParseError(f"span {sp.name!r} has no traceId or spanId")
-                svc, bad = service, False
-                if sp.attributes:
-                    for kv in sp.attributes:
-                        if kv.key in _WANTED:
-                            svc, bad = attribute_effect(kv.key, _scalar(kv.value), svc, bad)
-                if sp.status is not None:
-                    if sp.status.code not in STATUS:
-                        raise TempoParseError(f"unknown span status code {sp.status.code!r}")
-                    bad |= STATUS[sp.status.code] == "error"
-                try:
-                    start, end = int(sp.start_time_unix_nano), int(sp.end_time_unix_nano)
-                except ValueError:
-                    raise TempoParseError(f"span times must be integers, got {sp.start_time_unix_nano!r}") from None
-                append(thex, tcode, shex, scode, phex, pcode, svc, sp.name, start, end, bad)
-                added += 1
-    return added
+# --- ids, column-wise -------------------------------------------------------------------------------
+
+
+def _id_codes(ids: list[bytes], nbytes: int) -> tuple[np.ndarray, pd.Index]:
+    """Raw ids (``nbytes`` each) -> ``(codes, lowercase hex categories)``, each distinct id once."""
+    n = len(ids)
+    if n == 0:
+        return np.zeros(0, np.int64), pd.Index([], dtype=object)
+    blob = b"".join(ids)
+    if len(blob) != n * nbytes:  # cannot happen: the decoder checks lengths
+        raise TempoParseError(f"ids of {nbytes} bytes expected, got {len(blob)} bytes for {n} ids")
+    words = np.frombuffer(blob, np.uint64).reshape(n, nbytes // 8)
+    if nbytes == 8:
+        uniques, codes = np.unique(words[:, 0], return_inverse=True)
+    else:  # trace ids come in runs (one trace per body): unique the runs, then spread
+        starts = np.flatnonzero(np.r_[True, (words[1:] != words[:-1]).any(axis=1)])
+        uniques, run_codes = np.unique(words[starts], axis=0, return_inverse=True)
+        codes = np.repeat(run_codes.ravel(), np.diff(np.r_[starts, n]))
+    hexed = uniques.tobytes().hex()
+    width = 2 * nbytes
+    return codes.ravel().astype(np.int64), pd.Index([hexed[i:i + width] for i in range(0, len(hexed), width)],
+                                                    dtype=object)
+
+
+# --- the batch -----------------------------------------------------------------------------------
+
+_NO_EFFECT = (None, False)
+_WIDTH = 6  # values per span in SpanBatch._rows
+
+
+class SpanBatch:
+    """Accumulates raw trace bodies; :meth:`frame` returns the span frame evidence is built from.
+
+    Each body's spans become row tuples while the body is fresh in memory (the decoded structs are
+    then freed), and the few attributes evidence reads are scanned then; ids, times and strings become
+    columns once, in :meth:`frame`."""
+
+    def __init__(self) -> None:
+        self._rows: list = []  # flat: trace_id, span_id, parent_span_id, name code, start, end per span
+        self._names: defaultdict[str, int] = defaultdict(count().__next__)
+        self._group_sizes: list[int] = []  # spans per resource scope, in row order ...
+        self._group_services: list[str] = []  # ... and their service
+        self._overrides: list[tuple[int, str]] = []  # (row, service) from istio.canonical_service
+        self._failed: list[int] = []  # rows failed by status or attributes
+        self._effects: dict[tuple, tuple[str | None, bool]] = {}
+
+    def __len__(self) -> int:
+        return len(self._rows) // _WIDTH
+
+    def add(self, raw: bytes) -> int:
+        """Take one trace body; return how many spans it holds. Raises :class:`TempoParseError` when
+        the body is not a trace body or its spans cannot be read (nothing of it is kept then)."""
+        try:
+            body = _DECODER.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return self._add_generic(raw)
+        groups = body.batches if body.batches is not None else body.resource_spans
+        if groups is None and body.trace is not None:
+            groups = body.trace.batches if body.trace.batches is not None else body.trace.resource_spans
+        if groups is None:  # not a camelCase trace body: let the generic parser read it or say why not
+            return self._add_generic(raw)
+        rows, effects, names = self._rows, self._effects, self._names
+        first = len(rows) // _WIDTH
+        errors, wanted, no_parent = _ERROR_CODES, _WANTED, _NO_PARENT
+        failed: list[int] = []
+        overrides: list[tuple[int, str]] = []
+        sizes: list[int] = []
+        services: list[str] = []
+        for rs in groups:
+            service = "unknown"
+            if rs.resource is not None and rs.resource.attributes:
+                for kv in rs.resource.attributes:
+                    if kv.key == "service.name":
+                        val = _scalar(kv.value)
+                        service = str(val if val is not None else kv.value.double_value)
+            scopes = rs.scope_spans if rs.scope_spans is not None else rs.instrumentation_library_spans
+            for scope in scopes or ():
+                spans = scope.spans
+                if not spans:
+                    continue
+                base = len(rows) // _WIDTH
+                rows += [x for sp in spans for x in (sp.trace_id, sp.span_id, sp.parent_span_id or no_parent,
+                                                     names[sp.name], sp.start_time_unix_nano,
+                                                     sp.end_time_unix_nano)]
+                sizes.append(len(spans))
+                services.append(service)
+                failed += [base + j for j, sp in enumerate(spans)
+                           if sp.status is not None and sp.status.code in errors]
+                hits = [(base + j, kv.key, kv.value, e) for j, sp in enumerate(spans) if sp.attributes
+                        for kv in sp.attributes if kv.key in wanted
+                        for e in (effects.get((kv.key, kv.value.string_value, kv.value.int_value)),)
+                        if e is not _NO_EFFECT]
+                for row, key, value, effect in hits:  # in attribute order: the last canonical service wins
+                    override, bad = effect or self._effect(key, value)
+                    if override is not None:
+                        overrides.append((row, override))
+                    if bad:
+                        failed.append(row)
+        self._group_sizes += sizes
+        self._group_services += services
+        self._failed += failed
+        self._overrides += overrides
+        return len(rows) // _WIDTH - first
+
+    def _effect(self, key: str, value: _Value) -> tuple[str | None, bool]:
+        """(service override or None, failed) for one wanted attribute, memoised per value."""
+        scalar = _scalar(value)
+        if key == "istio.canonical_service":
+            effect = (str(scalar) if scalar else None), False
+        else:
+            effect = None, attribute_effect(key, scalar, "", False)[1]
+        effect = _NO_EFFECT if effect == _NO_EFFECT else effect
+        if not isinstance(value.int_value, bool):  # True == 1 as a dict key: keep bools out of the memo
+            self._effects[(key, value.string_value, value.int_value)] = effect
+        return effect
+
+    def _add_generic(self, raw: bytes) -> int:
+        cols = new_columns()
+        added = trace_columns(loads(raw), cols, {})
+        base, names = len(self), self._names
+        self._rows += [x for t, s, p, name, start, end in zip(cols["trace_id"], cols["span_id"], cols["parent_span_id"],
+                                                              cols["name"], cols["start_ns"], cols["end_ns"])
+                       for x in (bytes.fromhex(t), bytes.fromhex(s), bytes.fromhex(p) if p else _NO_PARENT, names[name],
+                                 start, end)]
+        self._group_sizes += [1] * added
+        self._group_services += cols["service"]
+        self._failed += [base + j for j, bad in enumerate(cols["failed"]) if bad]
+        return added
+
+    def frame(self) -> pd.DataFrame:
+        """The span frame: ``trace_id``, ``span_id``, ``parent_span_id`` (lowercase hex, ``""`` for no
+        parent), ``service``, ``name`` (categoricals), ``start_ns``, ``end_ns``, ``failed``, and the
+        integer codes of the ids (``trace_code``, ``span_code``, ``parent_code``: equal ids, equal codes;
+        span and parent ids share one numbering) that evidence joins on."""
+        rows, n = self._rows, len(self)
+        tids, sids, pids, name_codes, starts, ends = (rows[i::_WIDTH] for i in range(_WIDTH))
+        tcode, thex = _id_codes(tids, 16)
+        idcode, idhex = _id_codes(sids + pids, 8)
+        if len(idhex) and idhex[0] == NO_PARENT_HEX:  # zeros sort first: the "no parent" id reads ""
+            idhex = pd.Index([""] + list(idhex[1:]), dtype=object)
+        start = np.fromiter(starts, np.int64, n)
+        end = np.fromiter(ends, np.int64, n)
+        group_codes, service_names = pd.factorize(np.array(self._group_services, dtype=object))
+        service_codes = np.repeat(group_codes, self._group_sizes)
+        if self._overrides:
+            rows, values = zip(*self._overrides)
+            extra, extra_names = pd.factorize(np.array(values, dtype=object))
+            service_codes[list(rows)] = extra + len(service_names)
+            service_codes, service_names = _compact(service_codes, list(service_names) + list(extra_names))
+        failed = np.zeros(n, bool)
+        failed[self._failed] = True
+        id_type = pd.CategoricalDtype(idhex)  # one set of categories: span and parent codes join
+        name_type = pd.CategoricalDtype(pd.Index(list(self._names), dtype=object))
+        return pd.DataFrame({
+            "trace_id": pd.Categorical.from_codes(tcode, dtype=pd.CategoricalDtype(thex)),
+            "span_id": pd.Categorical.from_codes(idcode[:n], dtype=id_type),
+            "parent_span_id": pd.Categorical.from_codes(idcode[n:], dtype=id_type),
+            "service": pd.Categorical.from_codes(service_codes, categories=pd.Index(service_names, dtype=object)),
+            "name": pd.Categorical.from_codes(np.fromiter(name_codes, np.int64, n), dtype=name_type),
+            "start_ns": start, "end_ns": np.maximum(end, start), "failed": failed,
+            "trace_code": tcode, "span_code": idcode[:n], "parent_code": idcode[n:],
+        }, columns=list(_FRAME_COLUMNS))
+
+
+def _compact(codes: np.ndarray, names: Any) -> tuple[np.ndarray, list[str]]:
+    """Merge equal names (an override equal to a resource's service) and drop unused ones."""
+    merged, index = pd.factorize(np.array(names, dtype=object))
+    used = np.unique(merged[codes])
+    remap = np.full(len(index), -1, np.int64)
+    remap[used] = np.arange(len(used))
+    return remap[merged[codes]], list(np.asarray(index, dtype=object)[used])

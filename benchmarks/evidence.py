@@ -3,7 +3,7 @@
     python benchmarks/evidence.py [--json] [--traces N]
 
 Payloads are Tempo v1 trace-by-id bodies (base64 ids, int64 as strings, as Tempo sends them) of a
-generated sock-shop incident. ``extract`` = typed decode (msgspec) + span columns + the evidence frame
+generated sock-shop incident. ``extract`` = typed decode (msgspec) + the span frame (``SpanBatch``) + the evidence frame
 and the per-edge counts, exactly what the incident flow runs; ``decode_floor`` = the fastest generic
 decode of the same payloads into Python objects (orjson and msgspec both timed, the faster counts),
 nothing else.
@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from baynet.evidence import build_evidence  # noqa: E402
 from baynet.generator import generate  # noqa: E402
-from baynet.otlp import IdTable, frame_from_columns, new_columns, render_resource_spans  # noqa: E402
-from baynet.otlp_fast import trace_bytes_columns  # noqa: E402
+from baynet.otlp import render_resource_spans  # noqa: E402
+from baynet.otlp_fast import SpanBatch  # noqa: E402
 
 
 def payloads(n_traces: int) -> tuple[list[bytes], tuple, list]:
@@ -46,10 +46,11 @@ def payloads(n_traces: int) -> tuple[list[bytes], tuple, list]:
 
 
 def extract(bodies: list[bytes], baseline: tuple, slices: list):
-    cols, ids = new_columns(), IdTable()
+    batch = SpanBatch()
     for body in bodies:
-        trace_bytes_columns(body, cols, ids)
-    return build_evidence(frame_from_columns(cols), baseline, slices), len(cols["span_id"])
+        batch.add(body)
+    spans = batch.frame()
+    return build_evidence(spans, baseline, slices), len(spans)
 
 
 def decode_only(bodies: list[bytes], decode) -> None:

@@ -21,17 +21,14 @@ import httpx
 import pandas as pd
 
 from baynet.otlp import (
-    IdTable,
     SearchTrace,
     Span,
     TempoParseError,
-    frame_from_columns,
     loads,
-    new_columns,
     parse_search,
     parse_trace,
 )
-from baynet.otlp_fast import body_status, trace_bytes_columns
+from baynet.otlp_fast import SpanBatch, body_status
 
 log = logging.getLogger(__name__)
 
@@ -242,17 +239,18 @@ class TempoClient:
     def fetch_frame(self, trace_ids: list[str], concurrency: int = 8) -> pd.DataFrame:
         """Fetch many traces with bounded concurrency (one pooled connection per worker) straight into
         the columnar span frame evidence is built from; 404s and unreadable traces are counted."""
-        cols, ids = new_columns(), IdTable()
+        batch = SpanBatch()
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             for raw in pool.map(self._trace_raw_or_skip, trace_ids):
                 if raw is None:
                     continue
                 try:
-                    self.stats.spans += trace_bytes_columns(raw, cols, ids)
+                    batch.add(raw)
                 except TempoParseError as exc:
                     self.stats.failed += 1
                     self.stats.notes.append(f"unreadable trace skipped: {exc}")
-        return frame_from_columns(cols)
+        self.stats.spans += len(batch)
+        return batch.frame()
 
 
 def _retry_after(value: str | None) -> float:

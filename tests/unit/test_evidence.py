@@ -1,3 +1,4 @@
+import orjson
 import pandas as pd
 import pytest
 
@@ -70,3 +71,12 @@ def test_columnar_frame_gives_the_same_evidence(incident):
     b, eb = build_evidence(plain, w.baseline, w.slices)
     pd.testing.assert_frame_equal(a, b)
     pd.testing.assert_frame_equal(ea, eb)
+    # the hot path the client uses: bodies -> SpanBatch (categorical ids, codes) -> the same evidence
+    from baynet.otlp_fast import SpanBatch
+
+    batch = SpanBatch()
+    for group in by_trace.values():
+        batch.add(orjson.dumps({"batches": render_resource_spans(group)}))
+    c, ec = build_evidence(batch.frame(), w.baseline, w.slices)
+    pd.testing.assert_frame_equal(a, c)
+    pd.testing.assert_frame_equal(ea, ec)
