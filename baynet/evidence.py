@@ -80,12 +80,13 @@ def spans_frame(spans: list[Span]) -> pd.DataFrame:
 
 
 def _annotate(df: pd.DataFrame) -> pd.DataFrame:
-    """Add duration, self time, child counts and the parent's service to each span.
+    """Add duration, self time, child counts, the parent's row and service to each span.
 
-    Spans are joined to their parents through integer keys (trace code x id code), not strings: the
-    joins are the hot path of evidence building."""
+    Spans are matched to their parents through integer keys (trace code x id code), not strings, and
+    per-parent sums are bincounts over the parent's row (``prow``, -1 when the parent is not here):
+    this is the hot path of evidence building."""
     n = len(df)
-    if "span_code" in df:  # codes from the columnar parser (baynet.otlp.trace_columns)
+    if "span_code" in df:  # codes from the columnar parsers (baynet.otlp_fast.SpanBatch, otlp.trace_columns)
         tcode = df["trace_code"].to_numpy()
         scode, pcode = df["span_code"].to_numpy(), df["parent_code"].to_numpy()
         width = int(max(scode.max(initial=0), pcode.max(initial=0))) + 1
@@ -94,33 +95,59 @@ def _annotate(df: pd.DataFrame) -> pd.DataFrame:
         icode, uniques = pd.factorize(pd.concat([df["span_id"], df["parent_span_id"]], ignore_index=True))
         scode, pcode, width = icode[:n], icode[n:], max(1, len(uniques))
     key = tcode * width + scode
-    first = np.zeros(n, dtype=bool)
-    first[np.unique(key, return_index=True)[1]] = True  # a span reported twice counts once
-    df = df[first].reset_index(drop=True)
-    key, tcode, pcode = key[first], tcode[first], pcode[first]
-    df["key"] = key
-    df["pkey"] = tcode * width + pcode
-    df["service"] = df["service"].astype("category")  # grouped on again and again: factorise once
-    df["name"] = df["name"].astype("category")
-    df["dur_ns"] = (df["end_ns"] - df["start_ns"]).clip(lower=0)
+    rows = np.argsort(key, kind="stable")  # keys[i] is the key of row rows[i]
+    keys = key[rows]
+    first = np.r_[True, keys[1:] != keys[:-1]] if n else np.zeros(0, dtype=bool)
+    if not first.all():  # a span reported twice counts once (its first report)
+        keep = np.zeros(n, dtype=bool)
+        keep[rows[first]] = True
+        df = df[keep].reset_index(drop=True)
+        key, tcode, pcode = key[keep], tcode[keep], pcode[keep]
+        rows = np.argsort(key, kind="stable")
+        keys = key[rows]
+    n = len(df)
     has_parent = (df["parent_span_id"] != "").to_numpy()
-    children = df[has_parent]
-    agg = pd.DataFrame({"dur": children["dur_ns"].to_numpy(), "failed": children["failed"].to_numpy()},
-                       index=children["pkey"].to_numpy()).groupby(level=0).agg(
-        child_dur=("dur", "sum"), children=("dur", "size"), child_failed=("failed", "any")).reindex(key)
-    df["children"] = agg["children"].fillna(0).to_numpy().astype(np.int64)
-    df["child_failed"] = agg["child_failed"].fillna(False).to_numpy().astype(bool)
-    df["self_ns"] = (df["dur_ns"].to_numpy() - agg["child_dur"].fillna(0).to_numpy()).clip(min=0)
-    by_key = pd.Series(df["service"].to_numpy(), index=key)
-    parent_service = by_key.reindex(df["pkey"].to_numpy()).to_numpy()
-    df["parent_service"] = pd.Series(parent_service, dtype=object).fillna("").to_numpy()
-    df["entry"] = df["parent_service"].to_numpy() != df["service"].astype(str).to_numpy()
+    dur = np.clip(df["end_ns"].to_numpy() - df["start_ns"].to_numpy(), 0, None)
+    # Only what evidence (and the baselines: trace and parent ids) read from here on: every later row
+    # selection copies every column.
+    df = df[["trace_id", "parent_span_id", "service", "name", "start_ns", "failed"]].copy()
+    pkey = tcode * width + pcode
+    pos = np.minimum(np.searchsorted(keys, pkey), len(keys) - 1)
+    found = has_parent & (keys[pos] == pkey)
+    prow = np.where(found, rows[pos], -1)
+    df["prow"] = prow
+    service = df["service"].astype("category")  # grouped on again and again: factorise once
+    df["service"] = service
+    df["name"] = df["name"].astype("category")
+    df["dur_ns"] = dur
+    parents = prow[found]
+    df["children"] = np.bincount(parents, minlength=n).astype(np.int64)
+    df["child_failed"] = np.bincount(parents, weights=df["failed"].to_numpy()[found], minlength=n) > 0
+    df["self_ns"] = np.clip(dur - np.bincount(parents, weights=dur[found], minlength=n), 0, None)
+    svc = service.cat.codes.to_numpy()
+    parent_svc = np.where(found, svc[np.maximum(prow, 0)], -1)
+    names = np.asarray(service.cat.categories, dtype=object)
+    df["parent_service"] = np.where(found, names[np.maximum(parent_svc, 0)], "")
+    entry = parent_svc != svc
+    df["entry"] = entry
     # A client span: every child is another service's entry. Its self time is the network gap, which
     # is judged per call edge (_gap_evidence), not as the caller's own work.
-    remote = pd.Series(df.loc[has_parent & df["entry"].to_numpy(), "pkey"].to_numpy()).value_counts()
-    remote_children = remote.reindex(key).fillna(0).to_numpy()
-    df["client"] = (df["children"].to_numpy() > 0) & (remote_children == df["children"].to_numpy())
+    remote = np.bincount(prow[found & entry], minlength=n)
+    df["client"] = (df["children"].to_numpy() > 0) & (remote == df["children"].to_numpy())
     return df
+
+
+def _keep(df: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
+    """Rows of ``df`` where ``mask``, with ``prow`` renumbered (a parent dropped reads -1)."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.all():
+        return df
+    new_row = np.cumsum(mask) - 1
+    prow = df["prow"].to_numpy()
+    kept_parent = (prow >= 0) & mask[np.maximum(prow, 0)]
+    out = df[mask].copy()
+    out["prow"] = np.where(kept_parent, new_row[np.maximum(prow, 0)], -1)[mask]
+    return out.reset_index(drop=True)
 
 
 def _window_index(start_ns: pd.Series, baseline: tuple[float, float], slices: list[tuple[float, float]]
@@ -145,7 +172,7 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
         return pd.DataFrame(columns=EVIDENCE_COLUMNS), pd.DataFrame(columns=EDGE_COLUMNS)
     df = _annotate(df)
     df["window"] = _window_index(df["start_ns"], baseline, slices)
-    df = df[df["window"] >= -1].copy()
+    df = _keep(df, df["window"].to_numpy() >= -1)
     # A slice with no spans at all is a gap in the data, not silence of every service: drop it.
     present = sorted(w for w in df["window"].unique() if w >= 0)
     if len(present) < len(slices):
@@ -155,31 +182,46 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     th = thresholds
 
     # Baseline per operation: log-duration and log-self-time mean/sd, usual child count.
-    df["log_dur"] = np.log(df["dur_ns"].to_numpy(dtype=float) + 1e3)
-    df["log_self"] = np.log(df["self_ns"].to_numpy(dtype=float) + 1e3)
-    base = df[df["window"] == -1]
-    if base.empty:  # no baseline: judge the incident slices against the first slice
-        base = df[df["window"] == 0]
-    op = ["service", "name"]
-    stats = base.groupby(op).agg(mu=("log_dur", "mean"), sd=("log_dur", "std"), mu_self=("log_self", "mean"),
-                                 sd_self=("log_self", "std"),
-                                 usual_children=("children", lambda c: int(c.mode().iloc[0])))
-    df = df.join(stats, on=op)
-    known = df["mu"].notna()
-    sd = df["sd"].fillna(0).clip(lower=th.log_sd_floor)
-    sd_self = df["sd_self"].fillna(0).clip(lower=th.log_sd_floor)
-    df["slow"] = known & ((df["log_dur"] - df["mu"]) / sd > th.z_slow)
-    # Far shorter than usual: an early return or a wrong answer (exceptions rarely show as slowness).
-    df["fast"] = known & ~df["client"] & ((df["log_dur"] - df["mu"]) / sd < -th.z_slow)
-    df["self_slow"] = known & ~df["client"] & ((df["log_self"] - df["mu_self"]) / sd_self > th.z_slow)
-    # A failed child explains an early return, so only spans whose children were fine count here.
-    df["odd_shape"] = known & (df["children"] != df["usual_children"]) & ~df["child_failed"]
-    df["bad"] = df["failed"] | df["slow"]
-    df["own_error"] = df["failed"] & ~df["child_failed"]
+    log_dur = np.log(df["dur_ns"].to_numpy(dtype=float) + 1e3)
+    log_self = np.log(df["self_ns"].to_numpy(dtype=float) + 1e3)
+    window = df["window"].to_numpy()
+    in_base = window == -1
+    if not in_base.any():  # no baseline: judge the incident slices against the first slice
+        in_base = window == 0
+    n_names = len(df["name"].cat.categories)
+    op = df["service"].cat.codes.to_numpy().astype(np.int64) * n_names + df["name"].cat.codes.to_numpy()
+    children = df["children"].to_numpy()
+    stats = pd.DataFrame({"op": op[in_base], "log_dur": log_dur[in_base], "log_self": log_self[in_base],
+                          "children": children[in_base]}).groupby("op").agg(
+        mu=("log_dur", "mean"), sd=("log_dur", "std"), mu_self=("log_self", "mean"), sd_self=("log_self", "std"),
+        usual_children=("children", lambda c: int(c.mode().iloc[0])))
 
-    entry = df[df["entry"]]
-    g_entry = entry.groupby(["service", "window"])
-    g_all = df.groupby(["service", "window"])
+    def per_span(column: str, fill: float) -> np.ndarray:
+        dense = np.full(int(op.max(initial=0)) + 1, fill, dtype=float)
+        dense[stats.index.to_numpy()] = stats[column].to_numpy(dtype=float)
+        return dense[op]
+
+    mu, mu_self = per_span("mu", np.nan), per_span("mu_self", np.nan)
+    known = ~np.isnan(mu)
+    sd = np.maximum(np.nan_to_num(per_span("sd", 0.0)), th.log_sd_floor)
+    sd_self = np.maximum(np.nan_to_num(per_span("sd_self", 0.0)), th.log_sd_floor)
+    client, failed = df["client"].to_numpy(), df["failed"].to_numpy()
+    child_failed = df["child_failed"].to_numpy()
+    with np.errstate(invalid="ignore"):
+        z = (log_dur - mu) / sd
+        z_self = (log_self - mu_self) / sd_self
+    df["slow"] = known & (z > th.z_slow)
+    # Far shorter than usual: an early return or a wrong answer (exceptions rarely show as slowness).
+    df["fast"] = known & ~client & (z < -th.z_slow)
+    df["self_slow"] = known & ~client & (z_self > th.z_slow)
+    # A failed child explains an early return, so only spans whose children were fine count here.
+    df["odd_shape"] = known & (children != per_span("usual_children", -1.0)) & ~child_failed
+    df["bad"] = failed | df["slow"].to_numpy()
+    df["own_error"] = failed & ~child_failed
+
+    entry = df.loc[df["entry"].to_numpy(), ["service", "window", "failed", "dur_ns", "slow"]]
+    g_entry = entry.groupby(["service", "window"], observed=True)
+    g_all = df.groupby(["service", "window"], observed=True)
     ev = pd.DataFrame({
         "requests": g_entry.size(),
         "errors": g_entry["failed"].sum(),
@@ -188,7 +230,8 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
         "slow_frac": g_entry["slow"].mean(),
         "slow_n": g_entry["slow"].sum(),
     })
-    own_work = df[~df["client"]].groupby(["service", "window"])
+    own_work = df.loc[~client, ["service", "window", "self_ns", "self_slow", "fast"]].groupby(
+        ["service", "window"], observed=True)
     ev = ev.join(pd.DataFrame({
         "self_p95_ms": own_work["self_ns"].quantile(0.95) / 1e6,
         "self_slow_frac": own_work["self_slow"].mean(),
@@ -245,7 +288,7 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     for col in ("p50_ms", "p95_ms", "self_p95_ms"):
         ev[col] = ev[col].fillna(0.0)
 
-    edges = _edge_counts(df[df["window"] >= 0])
+    edges = _edge_counts(_keep(df, df["window"].to_numpy() >= 0))
     return ev[EVIDENCE_COLUMNS].copy(), edges
 
 
@@ -279,14 +322,14 @@ def _gap_evidence(df: pd.DataFrame, th: Thresholds) -> dict[tuple[str, int], tup
     """Network gaps: per call edge, the caller's span minus the callee's span. A delayed service delays
     every edge it touches, a neighbour only the one edge to it, so per service and window this returns
     (share of its judged edges whose gap grew, number of such edges)."""
-    cross = df[df["entry"] & (df["parent_service"] != "")]
-    if cross.empty:
+    prow = df["prow"].to_numpy()
+    cross = df["entry"].to_numpy() & (prow >= 0)
+    if not cross.any():
         return {}
-    dur = pd.Series(df["dur_ns"].to_numpy(), index=df["key"].to_numpy())
-    parent_dur = dur.reindex(cross["pkey"].to_numpy()).to_numpy()
-    gap = pd.DataFrame({"caller": cross["parent_service"].to_numpy(), "callee": cross["service"].astype(str).to_numpy(),
-                        "window": cross["window"].to_numpy(),
-                        "gap_ms": np.clip(parent_dur - cross["dur_ns"].to_numpy(), 0, None) / 1e6}).dropna()
+    dur = df["dur_ns"].to_numpy()
+    gap = pd.DataFrame({"caller": df["parent_service"].to_numpy()[cross], "callee": _names(df["service"])[cross],
+                        "window": df["window"].to_numpy()[cross],
+                        "gap_ms": np.clip(dur[prow[cross]] - dur[cross], 0, None) / 1e6})
     med = gap.groupby(["caller", "callee", "window"])["gap_ms"].agg(["median", "size"])
     out: dict[tuple[str, int], tuple[float, int]] = {}
     windows = sorted(w for w in gap["window"].unique() if w >= 0)
@@ -318,23 +361,31 @@ def _gap_evidence(df: pd.DataFrame, th: Thresholds) -> dict[tuple[str, int], tup
     return out
 
 
+def _names(column: pd.Series) -> np.ndarray:
+    """A categorical column as an object array of its (shared, not copied) category strings."""
+    return np.asarray(column.cat.categories, dtype=object)[column.cat.codes.to_numpy()]
+
+
 def _edge_counts(df: pd.DataFrame) -> pd.DataFrame:
     """Per caller->callee: how often a bad child came with a bad caller span (propagated) and how
     often the caller span was bad while all its children were fine (the caller's own fault)."""
-    cross = df[df["entry"] & (df["parent_service"] != "")]
-    if cross.empty:
+    caller = df["parent_service"].to_numpy()
+    cross = df["entry"].to_numpy() & (caller != "")
+    if not cross.any():
         return pd.DataFrame(columns=EDGE_COLUMNS)
-    bad_by_key = pd.Series(df["bad"].to_numpy(), index=df["key"].to_numpy())
+    bad = df["bad"].to_numpy()
+    prow = df["prow"].to_numpy()
+    parent = prow[cross]  # -1: the caller's span is outside these windows
+    here = parent >= 0
     # The parent of a cross-service span is usually the caller's client span: a slow or failed child
     # makes it slow or failed as well, so it stands for the caller here.
-    parent_bad = pd.Series(bad_by_key.reindex(cross["pkey"].to_numpy()).fillna(False).to_numpy().astype(bool),
-                           index=cross.index)
-    any_bad_child = df.groupby("pkey")["bad"].any()
-    caller_alone = parent_bad & ~pd.Series(any_bad_child.reindex(cross["pkey"].to_numpy()).fillna(False)
-                                           .to_numpy().astype(bool), index=cross.index)
-    frame = pd.DataFrame({"caller": cross["parent_service"].to_numpy(), "callee": cross["service"].astype(str).to_numpy(),
-                          "child_bad": cross["bad"].values, "both_bad": (cross["bad"] & parent_bad).values,
-                          "caller_bad_alone": caller_alone.values})
+    parent_bad = here & bad[np.maximum(parent, 0)]
+    any_bad_child = np.bincount(prow[prow >= 0], weights=bad[prow >= 0], minlength=len(df)) > 0
+    caller_alone = parent_bad & ~(here & any_bad_child[np.maximum(parent, 0)])
+    child_bad = bad[cross]
+    frame = pd.DataFrame({"caller": caller[cross], "callee": _names(df["service"])[cross],
+                          "child_bad": child_bad, "both_bad": child_bad & parent_bad,
+                          "caller_bad_alone": caller_alone})
     out = frame.groupby(["caller", "callee"]).agg(calls=("child_bad", "size"), child_bad=("child_bad", "sum"),
                                                   both_bad=("both_bad", "sum"),
                                                   caller_bad_alone=("caller_bad_alone", "sum")).reset_index()

@@ -34,28 +34,20 @@ from baynet.otlp import (
     TempoParseError,
     attribute_effect,
     NO_PARENT_HEX,
+    _any_value,
+    _scalar,
     loads,
     new_columns,
     trace_columns,
 )
 
 
-class _Value(msgspec.Struct, rename="camel", frozen=True, gc=False):
-    string_value: str | None = None
-    int_value: str | int | None = None
-    double_value: float | None = None
-    bool_value: bool | None = None
-    array_value: Any = None
-    kvlist_value: Any = None
-    bytes_value: Any = None
-
-
-_NO_VALUE = _Value()
+_NULL = msgspec.Raw(b"null")
 
 
 class _KeyValue(msgspec.Struct, gc=False):
     key: str
-    value: _Value = _NO_VALUE
+    value: msgspec.Raw = _NULL  # left undecoded: only a few keys matter, and their values repeat
 
 
 _StatusCode = Literal[0, 1, 2, "STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"]
@@ -89,12 +81,8 @@ class _Scope(msgspec.Struct, gc=False):
     spans: tuple[_Span, ...] | None = None
 
 
-class _Resource(msgspec.Struct, gc=False):
-    attributes: tuple[_KeyValue, ...] | None = None
-
-
 class _ResourceSpans(msgspec.Struct, rename="camel", gc=False):
-    resource: _Resource | None = None
+    resource: msgspec.Raw = _NULL  # read once per distinct resource (SpanBatch memoises its service)
     scope_spans: tuple[_Scope, ...] | None = None
     instrumentation_library_spans: tuple[_Scope, ...] | None = None
 
@@ -123,11 +111,6 @@ _STATUS_DECODER = msgspec.json.Decoder(_StatusOnly)
 _WANTED = frozenset(HTTP_STATUS_KEYS + GRPC_STATUS_KEYS + ("istio.canonical_service", "response_flags"))
 _FRAME_COLUMNS = ("trace_id", "span_id", "parent_span_id", "service", "name", "start_ns", "end_ns", "failed",
                   "trace_code", "span_code", "parent_code")
-
-
-def _scalar(v: _Value) -> Any:
-    """An attribute's value as the generic parser reads it (string or int; other kinds count as absent)."""
-    return v.string_value if v.string_value is not None else v.int_value
 
 
 def body_status(raw: bytes) -> tuple[str, str]:
@@ -184,6 +167,7 @@ class SpanBatch:
         self._overrides: list[tuple[int, str]] = []  # (row, service) from istio.canonical_service
         self._failed: list[int] = []  # rows failed by status or attributes
         self._effects: dict[tuple, tuple[str | None, bool]] = {}
+        self._services: dict[bytes, str] = {}
 
     def __len__(self) -> int:
         return len(self._rows) // _WIDTH
@@ -202,57 +186,55 @@ class SpanBatch:
             return self._add_generic(raw)
         rows, effects, names = self._rows, self._effects, self._names
         first = len(rows) // _WIDTH
-        errors, wanted, no_parent = _ERROR_CODES, _WANTED, _NO_PARENT
-        failed: list[int] = []
-        overrides: list[tuple[int, str]] = []
-        sizes: list[int] = []
-        services: list[str] = []
-        for rs in groups:
-            service = "unknown"
-            if rs.resource is not None and rs.resource.attributes:
-                for kv in rs.resource.attributes:
-                    if kv.key == "service.name":
-                        val = _scalar(kv.value)
-                        service = str(val if val is not None else kv.value.double_value)
-            scopes = rs.scope_spans if rs.scope_spans is not None else rs.instrumentation_library_spans
-            for scope in scopes or ():
-                spans = scope.spans
-                if not spans:
-                    continue
-                base = len(rows) // _WIDTH
-                rows += [x for sp in spans for x in (sp.trace_id, sp.span_id, sp.parent_span_id or no_parent,
-                                                     names[sp.name], sp.start_time_unix_nano,
-                                                     sp.end_time_unix_nano)]
-                sizes.append(len(spans))
-                services.append(service)
-                failed += [base + j for j, sp in enumerate(spans)
-                           if sp.status is not None and sp.status.code in errors]
-                hits = [(base + j, kv.key, kv.value, e) for j, sp in enumerate(spans) if sp.attributes
-                        for kv in sp.attributes if kv.key in wanted
-                        for e in (effects.get((kv.key, kv.value.string_value, kv.value.int_value)),)
-                        if e is not _NO_EFFECT]
-                for row, key, value, effect in hits:  # in attribute order: the last canonical service wins
-                    override, bad = effect or self._effect(key, value)
-                    if override is not None:
-                        overrides.append((row, override))
-                    if bad:
-                        failed.append(row)
-        self._group_sizes += sizes
-        self._group_services += services
-        self._failed += failed
-        self._overrides += overrides
-        return len(rows) // _WIDTH - first
+        service_of, service = self._services, self._service
+        parts = [(scope.spans, rs.resource) for rs in groups
+                 for scope in rs.scope_spans or rs.instrumentation_library_spans or () if scope.spans]
+        spans: list[_Span] = [sp for group, _ in parts for sp in group]
+        self._group_sizes += [len(group) for group, _ in parts]
+        self._group_services += [service_of.get(key) or service(key) for _, res in parts for key in (bytes(res),)]
+        no_parent, errors = _NO_PARENT, _ERROR_CODES
+        rows += [x for sp in spans for x in (sp.trace_id, sp.span_id, sp.parent_span_id or no_parent, names[sp.name],
+                                             sp.start_time_unix_nano, sp.end_time_unix_nano)]
+        # Tempo leaves unset statuses out, so most bodies have no status code to check (a body with
+        # \u escapes might spell the key otherwise: it is checked too).
+        if b'"code"' in raw or b"\\u" in raw:
+            self._failed += [first + j for j, sp in enumerate(spans)
+                             if sp.status is not None and sp.status.code in errors]
+        hits = [(first + j, memo_key, effect) for j, sp in enumerate(spans) if sp.attributes
+                for kv in sp.attributes if kv.key in _WANTED
+                if (effect := effects.get(memo_key := (kv.key, bytes(kv.value)))) is not _NO_EFFECT]
+        for row, memo_key, effect in hits:  # in attribute order: the last canonical service wins
+            override, bad = effect or self._effect(*memo_key)
+            if override is not None:
+                self._overrides.append((row, override))
+            if bad:
+                self._failed.append(row)
+        return len(spans)
 
-    def _effect(self, key: str, value: _Value) -> tuple[str | None, bool]:
-        """(service override or None, failed) for one wanted attribute, memoised per value."""
-        scalar = _scalar(value)
+    def _service(self, resource: bytes) -> str:
+        """``service.name`` of a resource (raw JSON), read as the generic parser reads it and memoised:
+        a trace repeats a handful of resources."""
+        try:
+            items = (loads(resource) or {}).get("attributes") or ()
+            service = "unknown"
+            for item in items:
+                if item.get("key") == "service.name":
+                    service = str(_any_value(item.get("value")))
+        except (AttributeError, TypeError):
+            raise TempoParseError(f"unreadable resource {resource[:200]!r}") from None
+        self._services[resource] = service
+        return service
+
+    def _effect(self, key: str, raw: bytes) -> tuple[str | None, bool]:
+        """(service override or None, failed) for one wanted attribute, read as the generic parser
+        reads it and memoised per raw value."""
+        value = _scalar(loads(raw))
         if key == "istio.canonical_service":
-            effect = (str(scalar) if scalar else None), False
+            effect = (str(value) if value else None), False
         else:
-            effect = None, attribute_effect(key, scalar, "", False)[1]
+            effect = None, attribute_effect(key, value, "", False)[1]
         effect = _NO_EFFECT if effect == _NO_EFFECT else effect
-        if not isinstance(value.int_value, bool):  # True == 1 as a dict key: keep bools out of the memo
-            self._effects[(key, value.string_value, value.int_value)] = effect
+        self._effects[(key, raw)] = effect
         return effect
 
     def _add_generic(self, raw: bytes) -> int:

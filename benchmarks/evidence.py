@@ -72,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--traces", type=int, default=20000, help="traces to generate (default 20000)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each side; the best counts")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each side; the best counts (default 5)")
     args = parser.parse_args()
     bodies, baseline, slices = payloads(args.traces)
     (evidence, edges), n_spans = extract(bodies, baseline, slices)

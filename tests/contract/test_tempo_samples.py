@@ -239,3 +239,16 @@ def test_span_batch_mixes_id_forms_and_drops_unreadable_bodies():
         if parent in by_id:
             assert code == by_id[parent]
     assert (frame["parent_span_id"] == "").sum() == sum(1 for s in spans if not s.parent_span_id)
+
+
+@pytest.mark.parametrize("status", [b'{"code":2}', b'{"code":"STATUS_CODE_ERROR"}', b'{"\\u0063ode":2}',
+                                    b'{"code":"2"}'])
+def test_span_batch_sees_an_error_status_however_it_is_spelled(status):
+    from baynet.otlp_fast import SpanBatch
+
+    span = b'{"traceId":"AAAAAAAAAAAAAAAAAAAAAQ==","spanId":"AAAAAAAAAAE=","name":"x","status":%s}' % status
+    body = b'{"batches":[{"scopeSpans":[{"spans":[%s]}]}]}' % span
+    batch = SpanBatch()
+    batch.add(body)
+    assert batch.frame()["failed"].tolist() == [True]
+    assert [s.status for s in parse_trace(loads(body))[0]] == ["error"]
