@@ -26,6 +26,15 @@ stack_app = typer.Typer(help="Start and stop the local stack (Prefect server + w
 app.add_typer(stack_app, name="stack")
 
 
+def _serve_until_interrupted(server) -> None:
+    """Block until Ctrl-C, then stop ``server`` (anything with ``stop()``)."""
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
 def _err(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -118,11 +127,7 @@ def tempo_serve(directory: Path = typer.Argument(..., help="Directory of OTLP JS
     n = store.load_dir(directory)
     server = TempoServer(store, host=host, port=port, max_trace_bytes=max_trace_bytes).start()
     typer.echo(f"serving {n} traces from {directory} at {server.url} (Ctrl-C to stop)")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        server.stop()
+    _serve_until_interrupted(server)
 
 
 @app.command("generate")
@@ -439,11 +444,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     except OSError as exc:
         _err(f"cannot listen on {host}:{port}: {exc.strerror}")
     typer.echo(f"Baynet reports at {server.url}/baynet ({len(store.list_incidents())} incidents; Ctrl-C to stop)")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        server.stop()
+    _serve_until_interrupted(server)
 
 
 @eval_app.command("nezha")

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from baynet.otlp import (
+    COLUMNS,
     GRPC_STATUS_KEYS,
     HTTP_STATUS_KEYS,
     STATUS,
@@ -109,8 +110,6 @@ class _StatusOnly(msgspec.Struct, gc=False):
 _DECODER = msgspec.json.Decoder(_Body, strict=False)
 _STATUS_DECODER = msgspec.json.Decoder(_StatusOnly)
 _WANTED = frozenset(HTTP_STATUS_KEYS + GRPC_STATUS_KEYS + ("istio.canonical_service", "response_flags"))
-_FRAME_COLUMNS = ("trace_id", "span_id", "parent_span_id", "service", "name", "start_ns", "end_ns", "failed",
-                  "trace_code", "span_code", "parent_code")
 
 
 def body_status(raw: bytes) -> tuple[str, str]:
@@ -282,7 +281,7 @@ class SpanBatch:
             "name": pd.Categorical.from_codes(np.fromiter(name_codes, np.int64, n), dtype=name_type),
             "start_ns": start, "end_ns": np.maximum(end, start), "failed": failed,
             "trace_code": tcode, "span_code": idcode[:n], "parent_code": idcode[n:],
-        }, columns=list(_FRAME_COLUMNS))
+        }, columns=list(COLUMNS))
 
 
 def _compact(codes: np.ndarray, names: Any) -> tuple[np.ndarray, list[str]]:
