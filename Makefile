@@ -9,7 +9,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]" -c constraints.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,torch]" -c constraints.txt
 	touch $@
 
 # Debian packages the demo and the tests use for real: Prometheus (topology source) and Chromium (the
@@ -28,8 +28,9 @@ system-deps:
 	  fi; \
 	fi
 
+# DEMO_ARGS=--from-metrics starts from Prometheus metrics: the detector finds the fault and sends the event.
 demo: install system-deps
-	$(BIN)/baynet demo
+	$(BIN)/baynet demo $(DEMO_ARGS)
 
 # The local stack in the background (Prefect UI http://127.0.0.1:4200, reports http://127.0.0.1:8080/baynet).
 up: install system-deps

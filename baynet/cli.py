@@ -24,6 +24,9 @@ app.add_typer(eval_app, name="eval")
 stack_app = typer.Typer(help="Start and stop the local stack (Prefect server + worker, moto SQS/S3, Tempo-compatible "
                              "server, Prometheus, listener, report pages) on 127.0.0.1.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+from baynet.detector.cli import detect_app  # noqa: E402 (typer only; the detector loads on use)
+
+app.add_typer(detect_app, name="detect")
 
 
 def _serve_until_interrupted(server) -> None:
@@ -250,10 +253,16 @@ def demo(workdir: Path = typer.Option(Path("demo-run"), help="Where the generate
          mesh: str = typer.Option("sock-shop", help="sock-shop or petclinic."),
          service: str = typer.Option("carts", help="Service to inject the fault into."),
          fault: str = typer.Option("latency", help="latency, errors or gray."),
+         from_metrics: bool = typer.Option(
+             False, "--from-metrics", help="Start from metrics instead of a ready event: the detector, trained on "
+             "generated Sock Shop incidents, finds the fault in Prometheus and puts the event on the queue "
+             "(default then: a gray failure in PetClinic's vets-service)."),
          verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Generate an incident, start the local stack (moto SQS, Tempo replay, Prometheus if installed),
     send the anomaly event to the queue and let the consumer run the incident flow on it."""
     _logging(verbose)
+    if from_metrics:
+        return _demo_from_metrics(workdir, mesh, service, fault)
     from baynet.generator import generate, write_incident
     from baynet.settings import Settings
     from baynet.stack import LocalStack
@@ -298,6 +307,70 @@ def demo(workdir: Path = typer.Option(Path("demo-run"), help="Where the generate
                f"from {paths['truth']})")
     step("done")
     if top != service:
+        raise typer.Exit(1)
+
+
+def _demo_from_metrics(workdir: Path, mesh: str, service: str, fault: str) -> None:
+    from baynet.artifacts import LocalStore
+    from baynet.detector import demo as metrics_demo
+    from baynet.settings import Settings
+    from baynet.stack import LocalStack, prometheus_available
+
+    if (mesh, service, fault) == ("sock-shop", "carts", "latency"):  # the trace demo's defaults
+        mesh, service, fault = "petclinic", "vets-service", "gray"
+    if not prometheus_available():
+        _err("the metrics demo reads Prometheus: install Debian's prometheus (make system-deps)")
+    started = time.monotonic()
+
+    def step(text: str) -> None:
+        typer.echo(f"[{time.monotonic() - started:6.1f}s] {text}", err=True)
+
+    workdir = workdir.resolve()
+    if workdir.exists():
+        import shutil
+
+        shutil.rmtree(workdir)
+    try:
+        target, train, paths = metrics_demo.prepare(workdir, mesh=mesh, service=service, fault=fault, step=step)
+    except ValueError as exc:
+        _err(str(exc))
+    with LocalStack(workdir, traces=paths["traces"], openmetrics=paths["openmetrics"]) as stack:
+        os.environ.update(stack.env)
+        os.environ.update({
+            "BAYNET_NAMESPACE": target.namespace, "BAYNET_DETECTOR_STEP_S": str(metrics_demo.STEP_S),
+            "BAYNET_DETECTOR_BASELINE_S": str(metrics_demo.REFERENCE_S), "BAYNET_DETECTOR_LOOKBACK_S": "420",
+            "BAYNET_DETECTOR_WARMUP_WINDOWS": "10"})
+        step(f"stack up: Prometheus {stack.prometheus.url}, SQS {stack.moto.url}, Tempo {stack.tempo.url}")
+        settings = Settings(sqs_wait_seconds=2)
+        store = LocalStore(settings.artifacts_dir)
+        metrics_demo.train_from_prometheus(stack.prometheus.url, store, train, step)
+        from flows.detect import detect_anomalies
+
+        detected = detect_anomalies(end=target.fault_start + metrics_demo.AFTER_S)
+        firing = [e for e in detected["events"] if e["data"]["status"] == "firing"]
+        step(f"detector: {len(firing)} firing event(s) on the queue "
+             f"({', '.join(e['data']['service'] + ' ' + e['data']['event_type'] for e in firing) or 'none'}); "
+             f"top scores {detected['top_scores'][:3]}")
+        if not firing:
+            _err("the detector found no anomaly in the metrics", 1)
+        outcomes = run_consumer(settings, max_messages=len(detected["events"]), idle_polls=3)
+        analysed = [o for o in outcomes if o.result == "analysed"]
+        if not analysed:
+            _err(f"no event was analysed: {[o.detail for o in outcomes]}", 1)
+        tops = []
+        for o in analysed:
+            summary = store.get_json(f"incidents/{o.event_ids[0]}/ranking.json")
+            tops.append(summary["ranking"][0]["service"])
+            step(f"event on {summary['event']['service']} analysed: top root cause {tops[-1]}")
+        _print_result({"service": summary["event"]["service"], "event_id": o.event_ids[0],
+                       "ranking": summary["ranking"], "path": summary["propagation_path"], "fetch": summary["fetch"],
+                       "artifacts": {"ranking.json": str(settings.artifacts_dir / "incidents" / o.event_ids[0]
+                                                         / "ranking.json")}})
+    first = tops[0]
+    mark = "matches" if first == service else "does NOT match"
+    typer.echo(f"injected: {fault} in {service} of {mesh} — detected from metrics; top root cause {first} {mark} "
+               f"(ground truth read only now, from {paths['truth']})")
+    if first != service:
         raise typer.Exit(1)
 
 

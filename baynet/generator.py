@@ -213,3 +213,100 @@ def write_incident(incident: Incident, directory: Path) -> dict[str, Path]:
     truth.parent.mkdir(exist_ok=True)
     truth.write_text(json.dumps(incident.truth, indent=1))
     return {"traces": directory / "traces", "openmetrics": om, "event": event, "truth": truth}
+
+
+LATENCY_BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+def _pod(service: str, rng: random.Random) -> str:
+    alphabet = "bcdfghjklmnpqrstvwxz2456789"
+    return (f"{service}-{''.join(rng.choice('0123456789abcdef') for _ in range(10))}-"
+            f"{''.join(rng.choice(alphabet) for _ in range(5))}")
+
+
+def container_openmetrics(incident: Incident, step_s: int = 15, seed: int = 11) -> str:
+    """Container and request-latency series of every service, as cAdvisor and the Istio sidecars publish
+    them: ``container_cpu_usage_seconds_total``, ``container_memory_working_set_bytes``,
+    ``container_network_{receive,transmit}_bytes_total`` and ``istio_request_duration_milliseconds_bucket``.
+
+    CPU follows the service's own work (server span time without its calls); a ``latency`` or ``gray``
+    fault is CPU contention in the faulty container (it also uses 0.3 cores more). Latency buckets count
+    the server spans by duration."""
+    rng = random.Random(seed)
+    ns = incident.namespace
+    services = sorted(MESHES[incident.mesh]["services"])
+    spans = incident.spans
+    t0 = int(min(s.start_ns for s in spans) // 10**9) // step_s * step_s
+    t1 = int(max(s.end_ns for s in spans) // 10**9) + step_s
+    steps = list(range(t0, t1, step_s))
+    child_ns: dict[tuple[str, str], int] = {}
+    for s in spans:
+        if s.kind == "client":
+            child_ns[(s.trace_id, s.parent_span_id)] = child_ns.get((s.trace_id, s.parent_span_id), 0) + (
+                s.end_ns - s.start_ns)
+    work = {svc: [0.0] * len(steps) for svc in services}
+    requests = {svc: [0] * len(steps) for svc in services}
+    buckets = {svc: [[0] * (len(LATENCY_BUCKETS_MS) + 1) for _ in steps] for svc in services}
+    for s in spans:
+        if s.kind != "server":
+            continue
+        i = (s.start_ns // 10**9 - t0) // step_s
+        if not 0 <= i < len(steps):
+            continue
+        dur = s.end_ns - s.start_ns
+        work[s.service][i] += max(dur - child_ns.get((s.trace_id, s.span_id), 0), 0) / 1e9
+        requests[s.service][i] += 1
+        ms = dur / 1e6
+        b = next((k for k, le in enumerate(LATENCY_BUCKETS_MS) if ms <= le), len(LATENCY_BUCKETS_MS))
+        buckets[s.service][i][b] += 1
+    pods = {svc: _pod(svc, rng) for svc in services}
+    lines: list[str] = []
+
+    def family(name: str, kind: str, series: list[tuple[str, list[float]]]) -> None:
+        lines.append(f"# TYPE {name} {kind}")
+        sample = f"{name}_total" if kind == "counter" else name
+        for labels, values in series:
+            lines.extend(f"{sample}{{{labels}}} {v:.6g} {ts}" for ts, v in zip(steps, values))
+
+    cpu, mem, rx, tx, lat = [], [], [], [], []
+    for svc in services:
+        labels = f'namespace="{ns}",pod="{pods[svc]}",container="{svc}"'
+        total, mem_base, values_cpu, values_mem = 0.0, rng.uniform(150e6, 400e6), [], []
+        for i, ts in enumerate(steps):
+            faulty = svc == incident.fault_service and ts >= incident.fault_start and incident.fault != "errors"
+            rate = 0.02 + work[svc][i] / step_s + abs(rng.gauss(0, 0.004)) + (0.3 if faulty else 0.0)
+            total += rate * step_s
+            values_cpu.append(total)
+            values_mem.append(mem_base * (1 + rng.gauss(0, 0.003)))
+        cpu.append((labels, values_cpu))
+        mem.append((labels, values_mem))
+        pod_labels = f'namespace="{ns}",pod="{pods[svc]}",interface="eth0"'
+        acc_rx, acc_tx, v_rx, v_tx = 0.0, 0.0, [], []
+        for i in range(len(steps)):
+            acc_rx += requests[svc][i] * rng.uniform(1800, 2200) + 500
+            acc_tx += requests[svc][i] * rng.uniform(7000, 9000) + 500
+            v_rx.append(acc_rx)
+            v_tx.append(acc_tx)
+        rx.append((pod_labels, v_rx))
+        tx.append((pod_labels, v_tx))
+        if not any(requests[svc]):
+            continue
+        base = (f'reporter="destination",destination_canonical_service="{svc}",'
+                f'destination_workload="{svc}",destination_workload_namespace="{ns}"')
+        cumulative = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+        per_le: list[list[float]] = [[] for _ in cumulative]
+        for i in range(len(steps)):
+            for b in range(len(cumulative)):
+                cumulative[b] += buckets[svc][i][b]
+            running = 0
+            for b in range(len(cumulative)):
+                running += cumulative[b]
+                per_le[b].append(running)
+        for b, le in enumerate([*LATENCY_BUCKETS_MS, "+Inf"]):
+            lat.append((f'{base},le="{le}"', per_le[b]))
+    family("container_cpu_usage_seconds", "counter", cpu)
+    family("container_memory_working_set_bytes", "gauge", mem)
+    family("container_network_receive_bytes", "counter", rx)
+    family("container_network_transmit_bytes", "counter", tx)
+    family("istio_request_duration_milliseconds_bucket", "unknown", lat)
+    return "\n".join(lines) + "\n"

@@ -67,6 +67,17 @@ class Settings(BaseSettings):
         3, ge=0, le=10, description="Downstream hops from the affected service included in the model."
     )
 
+    # --- detector (flows/detect.py) -------------------------------------------------------------------
+    detector_metric_map: str = Field(
+        "istio-cadvisor", description="Metric names the detector reads: a preset (istio-cadvisor, gala-gopher) or "
+        "a JSON file of family -> PromQL."
+    )
+    detector_step_s: int = Field(60, ge=1, le=3600, description="Scrape window the detector scores, seconds.")
+    detector_lookback_s: int = Field(900, ge=60, le=86400, description="Recent span scored on each run.")
+    detector_baseline_s: int = Field(3600, ge=300, le=7 * 86400, description="Reference (normal) span before it.")
+    detector_warmup_windows: int = Field(10, ge=0, le=100, description="Windows scored for context only.")
+    detector_clear_windows: int = Field(3, ge=1, le=100, description="Unflagged windows in a row that resolve.")
+
     # --- artifacts -------------------------------------------------------------------------------
     artifacts_dir: Path = Field(Path("artifacts"), description="Local artifact directory.")
     s3_bucket: str | None = Field(None, description="Store artifacts in this S3 bucket instead of locally.")

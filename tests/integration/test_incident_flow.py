@@ -169,9 +169,10 @@ def test_prefect_deploy_accepts_prefect_yaml(stack):
 
     with get_client(sync_client=True) as client:
         names = {d.name for d in client.read_deployments()}
-        assert {"incident-rca", "topology-refresh", "backfill"} <= names
-        refresh = client.read_deployment_by_name("topology-refresh/topology-refresh")
-        assert refresh.schedules and refresh.schedules[0].schedule.interval.total_seconds() == 300
+        assert {"incident-rca", "topology-refresh", "detect-anomalies", "backfill"} <= names
+        for name in ("topology-refresh/topology-refresh", "detect-anomalies/detect-anomalies"):
+            scheduled = client.read_deployment_by_name(name)
+            assert scheduled.schedules and scheduled.schedules[0].schedule.interval.total_seconds() == 300
 
 
 def test_failed_validation_stops_the_run_with_a_report_and_no_retry(stack, monkeypatch):

@@ -1,0 +1,129 @@
+"""``baynet detect …``: evaluate, train and run the gray-failure detector."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+detect_app = typer.Typer(help="The upstream gray-failure detector: metrics -> anomaly events on the queue.",
+                         no_args_is_help=True)
+DATASETS = ("rcd-sockshop", "nezha")
+
+
+def _err(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _say(quiet: bool):
+    def say(line: str) -> None:
+        if not quiet:
+            typer.echo(f"  {line}", err=True)
+    return say
+
+
+def _cases(dataset: str, path: Path, fault_minutes: float):
+    from baynet.detector.datasets import DatasetError, nezha_cases, rcd_cases
+
+    if dataset not in DATASETS:
+        _err(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if not path.is_dir():
+        _err(f"{path} is not a directory")
+    try:
+        return rcd_cases(path) if dataset == "rcd-sockshop" else nezha_cases(path, fault_s=fault_minutes * 60)
+    except DatasetError as exc:
+        _err(str(exc))
+
+
+def _models(models: str) -> tuple[str, ...]:
+    from baynet.detector.models import ESTIMATORS, torch_available
+
+    names = tuple(m.strip() for m in models.split(",") if m.strip())
+    for m in names:
+        if m not in ESTIMATORS:
+            _err(f"unknown model {m!r}; choose from {', '.join(ESTIMATORS)}")
+    if "lstm" in names and not torch_available():
+        _err("the lstm model needs PyTorch: pip install 'baynet[torch]' (or pass --models gbm)")
+    return names
+
+
+@detect_app.command("eval")
+def detect_eval(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '.join(DATASETS)}."),
+                path: Path = typer.Argument(..., help="The dataset's directory."),
+                as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+                models: str = typer.Option("gbm,lstm", help="Comma-separated models to compare: gbm, lstm."),
+                folds: int = typer.Option(5, min=2, max=20, help="Held-out folds (whole groups held out)."),
+                fault_minutes: float = typer.Option(5.0, min=0.5, help="Nezha: how long a fault is taken to last."),
+                out: Optional[Path] = typer.Option(None, help="Also write the JSON result to this file."),
+                quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines on stderr.")) -> None:
+    """Train on some runs, score runs and services never seen in training; print point-wise precision,
+    recall, F1, accuracy, event recall and median detection delay per model, and the threshold tables."""
+    from baynet.detector.evaluate import evaluate, render
+
+    names = _models(models)
+    cases = _cases(dataset, path, fault_minutes)
+    typer.echo(f"{dataset}: {len(cases)} cases from {path}", err=True)
+    try:
+        result = evaluate(cases, names, folds=folds, progress=_say(quiet))
+    except ValueError as exc:
+        _err(str(exc))
+    result["dataset"] = dataset
+    if out:
+        out.write_text(json.dumps(result, indent=1, default=float))
+    if as_json:
+        typer.echo(json.dumps(result, default=float))
+    else:
+        typer.echo(render(result))
+
+
+@detect_app.command("train")
+def detect_train(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '.join(DATASETS)}."),
+                 path: Path = typer.Argument(..., help="The dataset's directory."),
+                 model: str = typer.Option("gbm", help="gbm or lstm."),
+                 fault_minutes: float = typer.Option(5.0, min=0.5, help="Nezha: how long a fault is taken to last."),
+                 artifacts: Optional[Path] = typer.Option(None, help="Artifact directory (default: BAYNET_* "
+                                                                      "settings: local dir or S3)."),
+                 quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+    """Train on every case of the dataset and store the model, its threshold and threshold table as a new
+    version in the artifact store (``detector/models/<version>/``); ``latest`` points to it."""
+    from baynet.artifacts import LocalStore, make_store
+    from baynet.detector.models import format_table, save_model, train_detector
+    from baynet.settings import Settings
+
+    (kind,) = _models(model)
+    cases = _cases(dataset, path, fault_minutes)
+    from baynet.detector.models import blocks_from_cases
+
+    blocks = blocks_from_cases(cases)
+    try:
+        trained = train_detector(blocks, kind, progress=_say(quiet))
+    except ValueError as exc:
+        _err(str(exc))
+    store = LocalStore(artifacts) if artifacts else make_store(Settings())
+    where = save_model(store, trained)
+    import pandas as pd
+
+    typer.echo(format_table(pd.DataFrame(trained.table), trained.threshold))
+    typer.echo(f"model {trained.version} ({kind}, {len(trained.features)} features: {', '.join(trained.features)}; "
+               f"threshold {trained.threshold:.2f}) stored at {store.location(where)}")
+
+
+@detect_app.command("run")
+def detect_run(end: Optional[float] = typer.Option(None, help="Score up to this unix time (default: now)."),
+               lookback: Optional[int] = typer.Option(None, help="Seconds scored (default: "
+                                                                  "BAYNET_DETECTOR_LOOKBACK_S)."),
+               model_version: str = typer.Option("latest", help="Stored model version."),
+               send: bool = typer.Option(True, help="Put events on the queue (--no-send: only print them).")) -> None:
+    """One run of the detect-anomalies flow against BAYNET_PROMETHEUS_URL; prints the events."""
+    from flows.detect import detect_anomalies
+
+    try:
+        result = detect_anomalies(end=end, lookback_s=lookback, model_version=model_version, send=send)
+    except (ValueError, FileNotFoundError) as exc:
+        _err(str(exc))
+    json.dump(result, sys.stdout, indent=1, default=float)
+    typer.echo("")

@@ -1,0 +1,164 @@
+"""Public fault-injection data as detector cases. Labels come from each dataset's own record of what was
+injected when; the model never reads them, only the scorer and the training step do.
+
+``rcd-sockshop`` (RCD, NeurIPS'22): per case ``normal.csv`` and ``anomalous.csv`` at 1 s, columns
+``<container>_cpu``, ``_mem``, ``<svc>_lod`` (load), ``<svc>_lat_50/90/99``. The anomalous file was recorded
+while the fault was active. Reference = the first half of the normal file; scored = its second half, then
+the anomalous file. The injected service's anomalous rows are positive; every service's normal rows are
+negative; the other services' anomalous rows are *unknown* (a fault spreads to its neighbours, and
+whether they count is not recorded), so they are neither rewarded nor punished.
+
+Nezha (FSE'23) layout: per day ``metric/<pod>_metric.csv.gz`` at 1 min and ``fault_list.json`` with each
+injection's time and pod. The list records no end: ``fault_s`` (default 300 s) is how long a fault is
+taken to last — injections are about 8.5 minutes apart. The day's quiet hours after the last fault (from
+one hour after it) are the reference; the experiment hours are scored. During any fault, pods other than
+the injected one are unknown, as above.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from baynet.datasets.nezha import service_of
+from baynet.detector.series import Case, Fault, ServiceSeries
+
+RCD_SUFFIXES = {"_cpu": "cpu", "_mem": "mem", "_lod": "load", "_lat_50": "lat_p50", "_lat_90": "lat_p90",
+                "_lat_99": "lat_p99"}
+NEZHA_COLUMNS = {"CpuUsageRate(%)": "cpu", "MemoryUsage(Mi)": "mem", "NetworkReceiveBytes": "net_rx",
+                 "NetworkTransmitBytes": "net_tx", "PodWorkload(Ops)": "load", "PodServerLatencyP90(s)": "lat_p90",
+                 "PodServerLatencyP99(s)": "lat_p99"}
+NEZHA_QUIET_AFTER_S = 3600
+log = logging.getLogger(__name__)
+
+
+class DatasetError(ValueError):
+    pass
+
+
+def _csv(directory: Path, stem: str) -> Path:
+    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
+        if (directory / name).is_file():
+            return directory / name
+    raise DatasetError(f"{directory} has no {stem}.csv or {stem}.csv.gz")
+
+
+def _rcd_by_service(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    by_service: dict[str, dict[str, pd.Series]] = {}
+    for col in frame.columns:
+        for suffix, fam in RCD_SUFFIXES.items():
+            if col.endswith(suffix):
+                by_service.setdefault(col[: -len(suffix)], {})[fam] = frame[col].astype(float)
+                break
+    index = frame["time"].astype(float).to_numpy()
+    return {svc: pd.DataFrame({k: v.to_numpy() for k, v in cols.items()}, index=index)
+            for svc, cols in by_service.items()}
+
+
+def rcd_cases(root: Path) -> list[Case]:
+    """One case per ``<service>-<fault>/<rep>`` directory; group = the injected service."""
+    root = Path(root)
+    dirs = sorted(p for p in root.glob("*/*") if p.is_dir())
+    if not dirs:
+        raise DatasetError(f"{root} holds no <service>-<fault>/<rep> directories (RCD Sock Shop layout)")
+    cases = []
+    for d in dirs:
+        target, _, fault = d.parent.name.rpartition("-")
+        if not target:
+            raise DatasetError(f"case directory {d.parent.name!r} is not <service>-<fault>")
+        normal = pd.read_csv(_csv(d, "normal"))
+        anomalous = pd.read_csv(_csv(d, "anomalous"))
+        if "time" not in normal or "time" not in anomalous:
+            raise DatasetError(f"{d}: the CSVs need a 'time' column")
+        half = len(normal) // 2
+        ref = _rcd_by_service(normal.iloc[:half])
+        obs = _rcd_by_service(pd.concat([normal.iloc[half:], anomalous], ignore_index=True))
+        n_norm, n_anom = len(normal) - half, len(anomalous)
+        if target not in obs:
+            raise DatasetError(f"{d}: no column of the injected service {target!r}")
+        services = []
+        for svc in sorted(obs):
+            labels = np.concatenate([np.zeros(n_norm, int), np.full(n_anom, 1 if svc == target else -1)])
+            services.append(ServiceSeries(svc, ref.get(svc, obs[svc].iloc[:0]), obs[svc], labels))
+        cases.append(Case(f"{d.parent.name}/{d.name}", target, 1.0, services,
+                          [Fault(target, n_norm, n_norm + n_anom, fault)]))
+    return cases
+
+
+def nezha_cases(root: Path, fault_s: float = 300.0) -> list[Case]:
+    """One case per day directory holding ``fault_list.json`` and ``metric/``; group = the day."""
+    root = Path(root)
+    days = sorted(p for p in root.iterdir() if (p / "fault_list.json").is_file() and (p / "metric").is_dir())
+    if not days:
+        raise DatasetError(f"{root} holds no <day>/fault_list.json with a metric/ directory (Nezha layout)")
+    cases = []
+    for day in days:
+        listed = json.loads((day / "fault_list.json").read_text())
+        injections = sorted((int(f["inject_timestamp"]), service_of(f["inject_pod"]), f["inject_type"])
+                            for group in listed.values() for f in group)
+        if not injections:
+            continue
+        quiet_from = injections[-1][0] + fault_s + NEZHA_QUIET_AFTER_S
+        services = []
+        faults: list[Fault] = []
+        for path in sorted((day / "metric").glob("*_metric.csv*")):
+            pod = re.sub(r"_metric\.csv(\.gz)?$", "", path.name)
+            svc = service_of(pod)
+            raw = pd.read_csv(path)
+            times = _nezha_times(raw, path, day.name)
+            order = np.argsort(times, kind="stable")
+            frame = pd.DataFrame({fam: pd.to_numeric(raw[col], errors="coerce").to_numpy()[order]
+                                  for col, fam in NEZHA_COLUMNS.items() if col in raw},
+                                 index=times[order])
+            obs, ref = frame[frame.index < quiet_from], frame[frame.index >= quiet_from]
+            t = obs.index.to_numpy()
+            labels = np.zeros(len(obs), int)
+            for ts, target, kind in injections:
+                inside = (t >= ts) & (t < ts + fault_s)
+                if target == svc:
+                    labels[inside] = 1
+                    idx = np.flatnonzero(inside)
+                    if idx.size:
+                        faults.append(Fault(svc, int(idx[0]), int(idx[-1]) + 1, kind))
+                else:
+                    labels[inside & (labels != 1)] = -1
+            services.append(ServiceSeries(svc, ref, obs, labels))
+        cases.append(Case(day.name, day.name, 60.0, services, faults))
+    return cases
+
+
+def _nezha_times(raw: pd.DataFrame, path: Path, day: str) -> np.ndarray:
+    """Unix seconds of each row. The file has them twice: ``TimeStamp`` and the ``Time`` text. Where they
+    disagree, the one inside the day the directory is named after wins (one public file carries a
+    ``TimeStamp`` column shifted by years); if neither is, the file is refused."""
+    try:
+        lo = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp() - 86400
+    except ValueError:
+        lo = None
+    candidates = []
+    if "TimeStamp" in raw:
+        candidates.append(("TimeStamp", pd.to_numeric(raw["TimeStamp"], errors="coerce").to_numpy(float)))
+    if "Time" in raw:
+        text = pd.to_datetime(raw["Time"].astype(str).str.slice(0, 19), utc=True, format="%Y-%m-%d %H:%M:%S",
+                              errors="coerce")
+        candidates.append(("Time", (text - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(float)))
+    if not candidates:
+        raise DatasetError(f"{path}: neither a TimeStamp nor a Time column")
+    for name, values in candidates:
+        ok = np.isfinite(values).all() and (lo is None or ((values >= lo) & (values < lo + 3 * 86400)).all())
+        if ok:
+            if name != candidates[0][0]:
+                log.warning("%s: TimeStamp disagrees with Time (first %s vs %s); using Time", path.name,
+                            candidates[0][1][0], values[0])
+            return values
+    raise DatasetError(f"{path}: no time column lies within day {day} (first TimeStamp "
+                       f"{candidates[0][1][0]!r})")
+
+
+ADAPTERS = {"rcd-sockshop": rcd_cases, "nezha": nezha_cases}

@@ -1,0 +1,92 @@
+"""From per-window flags to anomaly events on the queue, in the format the incident flow accepts.
+
+Each event is a CloudEvents 1.0 envelope whose ``data`` is Baynet's plain event. Its id is derived from
+(service, namespace, onset time, status), so a detector run that looks at overlapping windows again sends
+the same id and the consumer treats it as a duplicate. A service *fires* at the first flagged window and is
+*resolved* after ``clear_windows`` unflagged windows in a row; the state between runs (what is firing, the
+last window looked at) is kept in the artifact store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+EVENT_TYPES = {"cpu": "cpu", "mem": "memory", "net_rx": "network", "net_tx": "network", "load": "traffic",
+               "lat_p50": "latency", "lat_p90": "latency", "lat_p99": "latency", "errors": "errors"}
+SOURCE = "baynet/detector"
+STATE_KEY = "detector/state.json"
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def event_id(service: str, namespace: str, onset: float, status: str) -> str:
+    return hashlib.sha256(f"{service}|{namespace}|{_iso(onset)}|{status}".encode()).hexdigest()[:32]
+
+
+def cloud_event(service: str, namespace: str, event_type: str, at: float, onset: float, status: str,
+                score: float, model_version: str) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": event_id(service, namespace, onset, status),
+        "source": SOURCE,
+        "type": f"io.baynet.anomaly.{event_type}",
+        "subject": service,
+        "time": _iso(at),
+        "datacontenttype": "application/json",
+        "data": {"service": service, "namespace": namespace, "event_type": event_type, "timestamp": _iso(at),
+                 "severity": "critical" if score >= 0.9 else "warning", "score": round(float(score), 4),
+                 "status": status, "labels": {"detector": SOURCE, "model_version": model_version,
+                                              "onset": _iso(onset)}},
+    }
+
+
+@dataclass
+class ServiceScores:
+    service: str
+    times: np.ndarray      # window end times (unix s), ascending
+    scores: np.ndarray     # model probability per window
+    kinds: list[str]       # the family deviating most per window (-> event type)
+
+
+def plan_events(s: ServiceScores, threshold: float, state: dict[str, Any] | None, *, namespace: str,
+                model_version: str, clear_windows: int = 3, not_before: float | None = None
+                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Events for the windows of ``s`` not yet seen (after ``state['last']``), and the new state."""
+    state = dict(state or {})
+    last = state.get("last", float("-inf"))
+    firing = state.get("onset")
+    quiet = int(state.get("quiet", 0))
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    for t, score, kind in zip(s.times, s.scores, s.kinds):
+        if t <= last or (not_before is not None and t < not_before):
+            continue
+        flagged = score >= threshold
+        if firing is None and flagged:
+            firing, quiet = float(t), 0
+            current = cloud_event(s.service, namespace, EVENT_TYPES.get(kind, "anomaly"), t, firing, "firing",
+                                  score, model_version)
+            events.append(current)
+        elif firing is not None:
+            quiet = 0 if flagged else quiet + 1
+            if flagged and current is not None and quiet == 0:
+                # still firing in this run: the event reports the latest window that shows the anomaly, so
+                # the analysis it triggers looks at the anomaly rather than at its first minute
+                current["time"] = current["data"]["timestamp"] = _iso(t)
+                current["data"]["score"] = round(max(current["data"]["score"], float(score)), 4)
+            if quiet >= clear_windows:
+                events.append(cloud_event(s.service, namespace, state.get("type", "anomaly"), t, firing,
+                                          "resolved", score, model_version))
+                firing, quiet, current = None, 0, None
+        if events and firing is not None and events[-1]["data"]["status"] == "firing":
+            state["type"] = events[-1]["data"]["event_type"]
+        last = float(t)
+    state.update({"last": last, "onset": firing, "quiet": quiet})
+    return events, state

@@ -1,0 +1,122 @@
+"""Features per service and window, the same for every mesh (no service names, no time position).
+
+Each family is first denoised (``denoise``), then expressed against the service's own reference data as a
+robust z-score ``(x - median) / scale`` compressed by ``sign(z) * log1p(|z|)``. From that:
+
+* ``<family>_z``: the level now; ``_lag1``, ``_lag2``: the level one and two windows ago;
+* ``<family>_slope``: least-squares slope over the last five windows (the trend);
+* ``<family>_ewm``: an exponentially smoothed level (span 4);
+* ``<family>_diff``: now minus the median of the ten windows before (a smoothed difference: onsets);
+* cross features ``lat_per_load_z`` and ``cpu_per_load_z``: log latency per request and log CPU per
+  request against their reference — a gray failure raises them while the load stays flat;
+* ``max_abs_z`` and ``n_out``: the largest deviation over families and how many exceed 3.
+
+A family the mesh does not publish gives zeros (no deviation), so one model serves meshes with different
+metric sets. Nothing here encodes which experiment, service or time the row came from.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from baynet.detector.denoise import denoise_frame
+from baynet.detector.series import FAMILIES, ServiceSeries
+
+PER_FAMILY = ("z", "lag1", "lag2", "slope", "ewm", "diff")
+CROSS = ("lat_per_load_z", "cpu_per_load_z", "max_abs_z", "n_out")
+FEATURES: tuple[str, ...] = tuple(f"{f}_{k}" for f in FAMILIES for k in PER_FAMILY) + CROSS
+_SLOPE = np.array([2.0, 1.0, 0.0, -1.0, -2.0]) / 10.0  # np.convolve flips the kernel
+_LATENCY_PREFERENCE = ("lat_p90", "lat_p99", "lat_p50")
+
+
+def _robust(ref: np.ndarray, fallback: np.ndarray) -> tuple[float, float]:
+    data = ref[np.isfinite(ref)]
+    if data.size < 3:
+        data = fallback[np.isfinite(fallback)]
+    if data.size == 0:
+        return 0.0, 1.0
+    med = float(np.median(data))
+    mad = float(np.median(np.abs(data - med)))
+    scale = max(1.4826 * mad, 0.01 * abs(med), 1e-9)
+    return med, scale
+
+
+def _compressed_z(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    med, scale = _robust(ref, x)
+    z = (x - med) / scale
+    return np.sign(z) * np.log1p(np.abs(z))
+
+
+def _fill(values: np.ndarray, default: float) -> np.ndarray:
+    s = pd.Series(values).ffill().bfill()
+    return s.fillna(default).to_numpy(float)
+
+
+def _shift(a: np.ndarray, k: int) -> np.ndarray:
+    out = np.empty_like(a)
+    out[:k] = a[0] if a.size else 0.0
+    out[k:] = a[:-k] if k else a
+    return out
+
+
+def family_features(zc: np.ndarray) -> dict[str, np.ndarray]:
+    n = zc.size
+    padded = np.concatenate([np.full(4, zc[0] if n else 0.0), zc])
+    slope = np.convolve(padded, _SLOPE, mode="valid")[:n]
+    s = pd.Series(zc)
+    ewm = s.ewm(span=4, adjust=False).mean().to_numpy()
+    past = s.shift(1).rolling(10, min_periods=1).median().to_numpy()
+    diff = np.nan_to_num(zc - past, nan=0.0)
+    return {"z": zc, "lag1": _shift(zc, 1), "lag2": _shift(zc, 2), "slope": slope, "ewm": ewm, "diff": diff}
+
+
+def service_features(series: ServiceSeries) -> pd.DataFrame:
+    """The feature frame of one service: one row per observed window, columns ``FEATURES``."""
+    obs, ref = series.observed, series.reference
+    n = len(obs)
+    cols = [c for c in obs.columns if c in FAMILIES and obs[c].notna().any()]
+    ref = ref.reindex(columns=cols)
+    obs = obs[cols].copy()
+    for c in cols:  # gaps: carry the last value; a series that starts late starts at its reference median
+        ref_med = float(np.nanmedian(ref[c])) if ref[c].notna().any() else float(np.nanmedian(obs[c]))
+        obs[c] = _fill(obs[c].to_numpy(float), ref_med)
+        if ref[c].notna().any():
+            ref[c] = _fill(ref[c].to_numpy(float), ref_med)
+    ref_d, obs_d, _ = denoise_frame(ref, obs)
+    out: dict[str, np.ndarray] = {name: np.zeros(n) for name in FEATURES}
+    zs = []
+    for c in cols:
+        zc = _compressed_z(obs_d[c].to_numpy(float), ref_d[c].to_numpy(float))
+        zs.append(zc)
+        for k, v in family_features(zc).items():
+            out[f"{c}_{k}"] = v
+    eps = 1e-9
+    if "load" in cols:
+        load_o, load_r = obs_d["load"].to_numpy(float), ref_d["load"].to_numpy(float)
+        lat = next((c for c in _LATENCY_PREFERENCE if c in cols), None)
+        if lat:
+            out["lat_per_load_z"] = _compressed_z(np.log((obs_d[lat].to_numpy(float) + eps) / (load_o + eps)),
+                                                  np.log((ref_d[lat].to_numpy(float) + eps) / (load_r + eps)))
+        if "cpu" in cols:
+            out["cpu_per_load_z"] = _compressed_z(np.log((obs_d["cpu"].to_numpy(float) + eps) / (load_o + eps)),
+                                                  np.log((ref_d["cpu"].to_numpy(float) + eps) / (load_r + eps)))
+    if zs:
+        stacked = np.abs(np.vstack(zs))
+        out["max_abs_z"] = stacked.max(axis=0)
+        out["n_out"] = (stacked > np.log1p(3.0)).sum(axis=0).astype(float)
+    frame = pd.DataFrame(out, index=obs.index)
+    return frame.replace([np.inf, -np.inf], 0.0).fillna(0.0)
+
+
+def case_matrix(services: list[ServiceSeries]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Stack the services of a case: features, labels (-1 when unknown) and the service of each row."""
+    frames, labels, owners = [], [], []
+    for s in services:
+        f = service_features(s)
+        frames.append(f.reset_index(drop=True))
+        labels.append(s.labels if s.labels is not None else np.full(len(f), -1))
+        owners.append(np.full(len(f), s.service, dtype=object))
+    if not frames:
+        return pd.DataFrame(columns=list(FEATURES)), np.array([], int), np.array([], object)
+    return pd.concat(frames, ignore_index=True), np.concatenate(labels).astype(int), np.concatenate(owners)

@@ -1,0 +1,422 @@
+"""Classifiers, the threshold table and the versioned model.
+
+Two models, evaluated side by side: gradient boosting (scikit-learn's ``HistGradientBoostingClassifier``)
+on the window's features, and an LSTM (PyTorch, the ``torch`` extra) over the last ``SEQ_LEN`` windows.
+Both weight the classes inversely to their frequency (positives are rare; missing a gray failure costs
+more than a false alarm). Training (``train_detector``):
+
+1. mRMR orders the features on the training rows;
+2. K, the number kept, is chosen by grouped cross-validation inside the training data (average precision
+   of a gradient-boosting probe; groups = experiment runs / services, so no run is in both sides);
+3. the threshold comes from the same inner folds' out-of-fold scores, as the row of the threshold table
+   ``Thresh | Prec | Rec | F1 | Acc`` with the best F1 (ties: the lower threshold, for recall);
+4. the model is refitted on all training rows. Scalers (LSTM) are fitted on training rows only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import json
+import pickle
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.metrics import average_precision_score
+from sklearn.model_selection import GroupKFold
+from threadpoolctl import threadpool_limits
+
+from baynet.detector.features import FEATURES
+from baynet.detector.mrmr import mrmr_order
+
+SEQ_LEN = 8
+K_CHOICES = (4, 8, 12, 16, 24)
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 1.0, 0.05))
+MAX_TRAIN_ROWS = 40000
+PROBE_ROWS = 12000  # rows per fit of the gradient-boosting probe that picks K
+
+
+@dataclass
+class Block:
+    """Consecutive windows of one service in one case: features ``X`` (rows x FEATURES) and labels."""
+
+    X: np.ndarray
+    y: np.ndarray
+    service: str
+    case: str
+    group: str
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --- threshold table ---------------------------------------------------------------------------------
+
+def threshold_table(y: np.ndarray, p: np.ndarray, thresholds: tuple[float, ...] = THRESHOLDS) -> pd.DataFrame:
+    """Point-wise precision, recall, F1 and accuracy at each threshold (rows with label 0/1 only)."""
+    y = np.asarray(y)
+    p = np.asarray(p, float)
+    keep = y >= 0
+    y, p = y[keep].astype(bool), p[keep]
+    rows = []
+    for t in thresholds:
+        pred = p >= t
+        tp = int(np.sum(pred & y))
+        fp = int(np.sum(pred & ~y))
+        fn = int(np.sum(~pred & y))
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        acc = float(np.mean(pred == y)) if len(y) else 0.0
+        rows.append({"Thresh": t, "Prec": prec, "Rec": rec, "F1": f1, "Acc": acc})
+    return pd.DataFrame(rows)
+
+
+def choose_threshold(table: pd.DataFrame) -> float:
+    best = table["F1"].max()
+    return float(table.loc[table["F1"] >= best - 1e-12, "Thresh"].min())
+
+
+def format_table(table: pd.DataFrame, chosen: float | None = None) -> str:
+    lines = ["| Thresh | Prec | Rec | F1 | Acc |", "|---|---|---|---|---|"]
+    for r in table.itertuples():
+        mark = " ←" if chosen is not None and abs(r.Thresh - chosen) < 1e-9 else ""
+        lines.append(f"| {r.Thresh:.2f}{mark} | {r.Prec:.3f} | {r.Rec:.3f} | {r.F1:.3f} | {r.Acc:.3f} |")
+    return "\n".join(lines)
+
+
+# --- estimators ----------------------------------------------------------------------------------------
+
+def _rows(blocks: list[Block], cols: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    X = np.vstack([b.X[:, cols] for b in blocks])
+    y = np.concatenate([b.y for b in blocks])
+    return X, y
+
+
+def _cap(y: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of labelled rows, at most ``limit`` (all positives kept while they fit)."""
+    labelled = np.flatnonzero(y >= 0)
+    if labelled.size <= limit:
+        return labelled
+    pos, neg = labelled[y[labelled] == 1], labelled[y[labelled] == 0]
+    pos = pos if pos.size <= limit // 2 else rng.choice(pos, limit // 2, replace=False)
+    neg = rng.choice(neg, min(neg.size, limit - pos.size), replace=False)
+    return np.sort(np.concatenate([pos, neg]))
+
+
+class GradientBoosting:
+    kind = "gbm"
+
+    def __init__(self, random_state: int = 0, max_rows: int = MAX_TRAIN_ROWS, max_iter: int = 150):
+        self.random_state, self.max_rows, self.max_iter = random_state, max_rows, max_iter
+        self.model: HistGradientBoostingClassifier | None = None
+
+    def fit(self, blocks: list[Block], cols: list[int]) -> "GradientBoosting":
+        X, y = _rows(blocks, cols)
+        idx = _cap(y, self.max_rows, np.random.default_rng(self.random_state))
+        self.model = HistGradientBoostingClassifier(max_iter=self.max_iter, learning_rate=0.1, max_leaf_nodes=15,
+                                                    l2_regularization=1.0, class_weight="balanced",
+                                                    random_state=self.random_state)
+        with threadpool_limits(1):  # small trees: OpenMP threads cost more than they give (12x under load)
+            self.model.fit(X[idx], y[idx])
+        return self
+
+    def predict(self, blocks: list[Block], cols: list[int]) -> list[np.ndarray]:
+        assert self.model is not None
+        with threadpool_limits(1):
+            return [self.model.predict_proba(b.X[:, cols])[:, 1] if len(b.y) else np.array([]) for b in blocks]
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "GradientBoosting":
+        obj = cls()
+        obj.model = state["model"]
+        return obj
+
+
+def _sequences(X: np.ndarray, seq_len: int) -> np.ndarray:
+    """Row t -> the windows t-seq_len+1 .. t (the first row repeated before the start)."""
+    if len(X) == 0:
+        return np.zeros((0, seq_len, X.shape[1]), np.float32)
+    padded = np.concatenate([np.repeat(X[:1], seq_len - 1, axis=0), X]).astype(np.float32)
+    view = np.lib.stride_tricks.sliding_window_view(padded, seq_len, axis=0)  # (n, F, L)
+    return np.ascontiguousarray(view.transpose(0, 2, 1))
+
+
+class LSTM:
+    """One-layer LSTM over the last ``SEQ_LEN`` windows, a linear head on the last hidden state."""
+
+    kind = "lstm"
+
+    def __init__(self, random_state: int = 0, hidden: int = 32, epochs: int = 10, batch: int = 512,
+                 lr: float = 3e-3):
+        self.random_state, self.hidden, self.epochs, self.batch, self.lr = random_state, hidden, epochs, batch, lr
+        self.mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
+        self.weights: dict[str, np.ndarray] | None = None
+        self.n_features = 0
+
+    def _net(self):
+        import torch
+
+        class Net(torch.nn.Module):
+            def __init__(self, n_in: int, hidden: int):
+                super().__init__()
+                self.lstm = torch.nn.LSTM(n_in, hidden, batch_first=True)
+                self.head = torch.nn.Linear(hidden, 1)
+
+            def forward(self, x):
+                out, _ = self.lstm(x)
+                return self.head(out[:, -1, :]).squeeze(-1)
+
+        return Net(self.n_features, self.hidden)
+
+    def fit(self, blocks: list[Block], cols: list[int]) -> "LSTM":
+        import torch
+
+        torch.manual_seed(self.random_state)
+        rng = np.random.default_rng(self.random_state)
+        X, y = _rows(blocks, cols)
+        labelled = y >= 0
+        self.mean = X[labelled].mean(axis=0)
+        self.std = X[labelled].std(axis=0) + 1e-6
+        seqs = np.concatenate([_sequences((b.X[:, cols] - self.mean) / self.std, SEQ_LEN) for b in blocks])
+        idx = _cap(y, MAX_TRAIN_ROWS, rng)
+        seqs, target = seqs[idx], y[idx].astype(np.float32)
+        self.n_features = len(cols)
+        net = self._net()
+        pos = max(float(target.sum()), 1.0)
+        loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(target) - pos) / pos))
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+        xs, ts = torch.from_numpy(seqs), torch.from_numpy(target)
+        net.train()
+        for _ in range(self.epochs):
+            order = torch.from_numpy(rng.permutation(len(ts)))
+            for start in range(0, len(ts), self.batch):
+                sel = order[start:start + self.batch]
+                opt.zero_grad()
+                loss = loss_fn(net(xs[sel]), ts[sel])
+                loss.backward()
+                opt.step()
+        self.weights = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+        return self
+
+    def predict(self, blocks: list[Block], cols: list[int]) -> list[np.ndarray]:
+        import torch
+
+        net = self._net()
+        net.load_state_dict({k: torch.from_numpy(v) for k, v in self.weights.items()})
+        net.eval()
+        out = []
+        with torch.no_grad():
+            for b in blocks:
+                if not len(b.y):
+                    out.append(np.array([]))
+                    continue
+                seqs = torch.from_numpy(_sequences((b.X[:, cols] - self.mean) / self.std, SEQ_LEN))
+                out.append(torch.sigmoid(net(seqs)).numpy().astype(float))
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "weights": self.weights, "n_features": self.n_features,
+                "hidden": self.hidden}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "LSTM":
+        obj = cls(hidden=state["hidden"])
+        obj.mean, obj.std, obj.weights, obj.n_features = (state["mean"], state["std"], state["weights"],
+                                                          state["n_features"])
+        return obj
+
+
+ESTIMATORS = {"gbm": GradientBoosting, "lstm": LSTM}
+
+
+def make_estimator(kind: str, random_state: int = 0):
+    if kind not in ESTIMATORS:
+        raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(ESTIMATORS)}")
+    if kind == "lstm" and not torch_available():
+        raise ValueError("the lstm model needs PyTorch: pip install 'baynet[torch]'")
+    return ESTIMATORS[kind](random_state=random_state)
+
+
+# --- training ------------------------------------------------------------------------------------------
+
+def _folds(blocks: list[Block], n: int) -> list[tuple[list[int], list[int]]]:
+    groups = np.array([b.group for b in blocks])
+    uniq = np.unique(groups)
+    if len(uniq) >= 2:
+        splitter = GroupKFold(n_splits=min(n, len(uniq)))
+        return [(list(a), list(b)) for a, b in splitter.split(np.zeros(len(blocks)), groups=groups)]
+    # one group: split its cases in two halves by order, never a random row split
+    half = len(blocks) // 2
+    return [(list(range(half)), list(range(half, len(blocks))))] if half else []
+
+
+def _has_both(blocks: list[Block]) -> bool:
+    y = np.concatenate([b.y for b in blocks]) if blocks else np.array([])
+    return bool((y == 1).any() and (y == 0).any())
+
+
+def choose_k(blocks: list[Block], order: list[int], ks: tuple[int, ...] = K_CHOICES, folds: int = 3,
+             random_state: int = 0) -> tuple[int, dict[int, float]]:
+    """K with the best mean average precision over grouped inner folds (ties: the smaller K)."""
+    candidates = sorted({min(k, len(order)) for k in ks if k > 0})
+    splits = [(a, b) for a, b in _folds(blocks, folds)
+              if _has_both([blocks[i] for i in a]) and _has_both([blocks[i] for i in b])]
+    if not splits or len(candidates) == 1:
+        return candidates[-1], {}
+    scores: dict[int, float] = {}
+    for k in candidates:
+        cols = order[:k]
+        aps = []
+        for train_idx, test_idx in splits:
+            est = GradientBoosting(random_state, max_rows=PROBE_ROWS, max_iter=60).fit([blocks[i] for i in train_idx], cols)
+            test = [blocks[i] for i in test_idx]
+            p = np.concatenate(est.predict(test, cols))
+            y = np.concatenate([b.y for b in test])
+            keep = y >= 0
+            aps.append(average_precision_score(y[keep], p[keep]))
+        scores[k] = float(np.mean(aps))
+    best = max(scores.values())
+    return min(k for k, s in scores.items() if s >= best - 1e-9), scores
+
+
+@dataclass
+class DetectorModel:
+    kind: str
+    features: list[str]
+    threshold: float
+    table: list[dict[str, float]]
+    k_scores: dict[int, float]
+    relevance: dict[str, float]
+    trained_on: dict[str, Any]
+    estimator: Any = field(repr=False)
+    version: str = ""
+    created: float = 0.0
+
+    @property
+    def cols(self) -> list[int]:
+        return [FEATURES.index(f) for f in self.features]
+
+    def score(self, blocks: list[Block]) -> list[np.ndarray]:
+        return self.estimator.predict(blocks, self.cols)
+
+    def meta(self) -> dict[str, Any]:
+        return {"version": self.version, "kind": self.kind, "features": self.features,
+                "threshold": self.threshold, "threshold_table": self.table,
+                "k_scores": {str(k): v for k, v in self.k_scores.items()}, "relevance": self.relevance,
+                "trained_on": self.trained_on, "created": self.created, "seq_len": SEQ_LEN}
+
+    def to_bytes(self) -> bytes:
+        meta = self.meta()
+        return pickle.dumps({"meta": meta, "state": self.estimator.state()})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "DetectorModel":
+        obj = pickle.loads(data)  # noqa: S301 (our own artifact store, written by to_bytes)
+        meta, state = obj["meta"], obj["state"]
+        estimator = ESTIMATORS[meta["kind"]].from_state(state)
+        return cls(kind=meta["kind"], features=meta["features"], threshold=meta["threshold"],
+                   table=meta["threshold_table"], k_scores={int(k): v for k, v in meta["k_scores"].items()},
+                   relevance=meta["relevance"], trained_on=meta["trained_on"], estimator=estimator,
+                   version=meta["version"], created=meta["created"])
+
+
+def train_detector(blocks: list[Block], kind: str = "gbm", *, ks: tuple[int, ...] = K_CHOICES,
+                   inner_folds: int = 3, random_state: int = 0, progress=None) -> DetectorModel:
+    """mRMR order -> K by grouped CV -> threshold from out-of-fold scores -> refit on everything."""
+    say = progress or (lambda _msg: None)
+    if not _has_both(blocks):
+        raise ValueError("training data needs both anomalous and normal windows")
+    X, y = _rows(blocks, list(range(len(FEATURES))))
+    keep = y >= 0
+    say(f"mRMR over {int(keep.sum())} labelled windows")
+    order, relevance = mrmr_order(X[keep], y[keep], max(ks), random_state=random_state)
+    if not order:
+        raise ValueError("no feature varies in the training data")
+    k, k_scores = choose_k(blocks, order, ks, inner_folds, random_state)
+    cols = order[:k]
+    say(f"K = {k} by cross-validation ({', '.join(f'{kk}: AP {v:.3f}' for kk, v in k_scores.items())})")
+    oof_y, oof_p = [], []
+    for train_idx, test_idx in _folds(blocks, inner_folds):
+        train = [blocks[i] for i in train_idx]
+        if not _has_both(train):
+            continue
+        test = [blocks[i] for i in test_idx]
+        est = make_estimator(kind, random_state).fit(train, cols)
+        oof_p.append(np.concatenate(est.predict(test, cols)))
+        oof_y.append(np.concatenate([b.y for b in test]))
+    if oof_y:
+        table = threshold_table(np.concatenate(oof_y), np.concatenate(oof_p))
+        threshold = choose_threshold(table)
+    else:
+        table, threshold = threshold_table(np.array([]), np.array([])), 0.5
+    say(f"threshold {threshold:.2f} from {len(oof_y)} inner folds; refitting {kind} on all training windows")
+    estimator = make_estimator(kind, random_state).fit(blocks, cols)
+    model = DetectorModel(kind=kind, features=[FEATURES[i] for i in cols], threshold=threshold,
+                          table=table.to_dict("records"), k_scores=k_scores,
+                          relevance={FEATURES[i]: float(relevance[i]) for i in order},
+                          trained_on={"blocks": len(blocks), "groups": sorted({b.group for b in blocks}),
+                                      "windows": int(keep.sum()), "positives": int((y == 1).sum())},
+                          estimator=estimator, created=time.time())
+    model.version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(model.created)) + "-" + hashlib.sha256(
+        model.to_bytes()).hexdigest()[:10]
+    return model
+
+
+# --- the model store -------------------------------------------------------------------------------------
+
+MODEL_PREFIX = "detector/models"
+
+
+def save_model(store: Any, model: DetectorModel) -> str:
+    """``detector/models/<version>/{model.pkl,meta.json,threshold_table.md}`` and the ``latest`` pointer."""
+    base = f"{MODEL_PREFIX}/{model.version}"
+    store.put(f"{base}/model.pkl", model.to_bytes())
+    store.put_json(f"{base}/meta.json", model.meta())
+    store.put(f"{base}/threshold_table.md", format_table(pd.DataFrame(model.table), model.threshold) + "\n")
+    store.put_json(f"{MODEL_PREFIX}/latest.json", {"version": model.version, "kind": model.kind})
+    return base
+
+
+def load_model(store: Any, version: str = "latest") -> DetectorModel:
+    if version == "latest":
+        pointer = store.get_json(f"{MODEL_PREFIX}/latest.json")
+        if not pointer:
+            raise FileNotFoundError("no detector model in the artifact store: run 'baynet detect train' first")
+        version = pointer["version"]
+    data = store.get(f"{MODEL_PREFIX}/{version}/model.pkl")
+    if data is None:
+        raise FileNotFoundError(f"detector model version {version!r} is not in the artifact store")
+    return DetectorModel.from_bytes(data)
+
+
+def blocks_from_cases(cases: list[Any]) -> list[Block]:
+    """Feature blocks of every service of every case (labels as the dataset gives them)."""
+    from baynet.detector.features import service_features
+
+    blocks = []
+    for case in cases:
+        for s in case.services:
+            X = service_features(s).to_numpy(float)
+            y = s.labels if s.labels is not None else np.full(len(X), -1)
+            blocks.append(Block(X, np.asarray(y, int), s.service, case.name, case.group))
+    return blocks
+
+
+def dumps_meta(model: DetectorModel) -> str:
+    return json.dumps(model.meta(), indent=1, default=float)
+
+

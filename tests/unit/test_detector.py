@@ -1,0 +1,239 @@
+"""The detector's parts on small data: denoising, features, mRMR, the threshold table, the model store
+and the event hand-off (plan -> CloudEvents -> the incident flow's parser)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from baynet.detector.denoise import calibrate, denoise
+from baynet.detector.emit import ServiceScores, plan_events
+from baynet.detector.features import FEATURES, service_features
+from baynet.detector.models import (Block, DetectorModel, choose_threshold, format_table, load_model, save_model,
+                                    threshold_table, torch_available, train_detector)
+from baynet.detector.mrmr import mrmr_order
+from baynet.detector.series import ServiceSeries
+from baynet.events import parse_message
+
+RNG = np.random.default_rng(3)
+
+
+# --- denoising -------------------------------------------------------------------------------------
+
+def test_a_single_window_burst_is_replaced_by_the_window_median():
+    ref = 100 + RNG.normal(0, 1, 300)
+    p = calibrate(ref)
+    x = 100 + RNG.normal(0, 1, 60)
+    x[30] = 400.0
+    out = denoise(x, p)
+    assert out[30] < 110 and x[30] == 400.0
+    assert np.array_equal(np.delete(out, 30), np.delete(x, 30))  # nothing else touched
+
+
+def test_a_shift_passes_through_one_window_late():
+    ref = 100 + RNG.normal(0, 1, 300)
+    p = calibrate(ref)
+    x = np.concatenate([100 + RNG.normal(0, 1, 30), 300 + RNG.normal(0, 1, 30)])
+    out = denoise(x, p)
+    assert out[30] < 110          # the first shifted window is held back as a possible burst ...
+    assert np.all(out[31:] > 290)  # ... and from the second on the shift is kept
+
+
+def test_a_stable_oscillation_is_left_alone():
+    t = np.arange(400)
+    ref = 100 + 20 * np.sin(t / 3)
+    p = calibrate(ref)
+    x = 100 + 20 * np.sin(np.arange(200) / 3 + 0.5)
+    assert np.mean(denoise(x, p) != x) <= 0.02  # the threshold is a high quantile of the same rhythm
+    x[100] = 180.0  # a burst on top of the rhythm is still cut
+    assert denoise(x, p)[100] < 125
+
+
+def test_window_and_threshold_follow_the_series_volatility():
+    volatile = calibrate(np.abs(50 + RNG.normal(0, 20, 500)))
+    steady = calibrate(1000 + RNG.normal(0, 0.5, 500))
+    assert volatile.window < steady.window
+    assert volatile.threshold > steady.threshold
+    assert steady.threshold >= 0.05  # the absolute floor
+
+
+# --- features ---------------------------------------------------------------------------------------
+
+def _series(values: dict[str, np.ndarray], n_ref: int = 200, start: float = 1.7e9) -> ServiceSeries:
+    n = len(next(iter(values.values())))
+    idx = start + np.arange(n, dtype=float)
+    df = pd.DataFrame(values, index=idx)
+    return ServiceSeries("svc", df.iloc[:n_ref], df.iloc[n_ref:])
+
+
+def test_features_rise_with_an_anomaly_and_ignore_time_and_absent_families():
+    cpu = np.concatenate([0.5 + RNG.normal(0, 0.02, 260), 0.95 + RNG.normal(0, 0.02, 40)])
+    mem = 3e8 + RNG.normal(0, 1e6, 300)
+    s = _series({"cpu": cpu, "mem": mem})
+    f = service_features(s)
+    assert list(f.columns) == list(FEATURES) and len(f) == 100
+    assert f["cpu_z"].iloc[-30:].min() > 2 > f["cpu_z"].iloc[:50].abs().max()
+    assert (f[[c for c in FEATURES if c.startswith("lat_p99")]] == 0).all().all()  # family not published
+    later = service_features(_series({"cpu": cpu, "mem": mem}, start=1.9e9))
+    assert np.allclose(f.to_numpy(), later.to_numpy())  # the clock position changes nothing
+
+
+# --- mRMR -------------------------------------------------------------------------------------------
+
+def test_mrmr_prefers_a_new_signal_over_a_copy_of_the_first():
+    n = 3000
+    a, b = RNG.normal(size=n), RNG.normal(size=n)
+    y = ((a + 0.8 * b) > 0.5).astype(int)
+    copy_of_a = a + RNG.normal(0, 0.01, n)
+    X = np.column_stack([a, copy_of_a, b, RNG.normal(size=n), np.ones(n)])
+    order, relevance = mrmr_order(X, y, 3)
+    assert order[0] in (0, 1)
+    assert order[1] == 2  # b adds information; the copy of a adds none
+    assert 4 not in order and relevance[4] == 0  # a constant is never selected
+    with pytest.raises(ValueError, match="both classes"):
+        mrmr_order(X, np.zeros(n, int), 3)
+
+
+# --- threshold table ----------------------------------------------------------------------------------
+
+def test_threshold_table_counts_and_choice():
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0, -1])
+    p = np.array([0.9, 0.8, 0.6, 0.2, 0.7, 0.3, 0.1, 0.1, 0.1, 0.1, 0.99])
+    table = threshold_table(y, p, (0.25, 0.5, 0.75))
+    row = table.set_index("Thresh").loc[0.5]
+    assert row["Prec"] == pytest.approx(3 / 4) and row["Rec"] == pytest.approx(3 / 4)
+    assert row["Acc"] == pytest.approx(8 / 10)  # the unknown (-1) window is not counted
+    high = table.set_index("Thresh").loc[0.75]
+    assert high["Prec"] == 1.0 and high["Rec"] == 0.5
+    assert choose_threshold(table) == 0.5
+    text = format_table(table, 0.5)
+    assert text.splitlines()[0] == "| Thresh | Prec | Rec | F1 | Acc |" and "0.50 ←" in text
+
+
+# --- training and the model store ---------------------------------------------------------------------
+
+def _blocks(n_groups: int = 4) -> list[Block]:
+    blocks = []
+    for g in range(n_groups):
+        for svc in range(3):
+            X = RNG.normal(0, 0.3, (120, len(FEATURES)))
+            y = np.zeros(120, int)
+            if svc == 0:
+                y[80:] = 1
+                X[80:, FEATURES.index("cpu_z")] += 3
+                X[80:, FEATURES.index("max_abs_z")] += 3
+            blocks.append(Block(X, y, f"s{svc}", f"case{g}", f"g{g}"))
+    return blocks
+
+
+def test_training_selects_informative_features_and_the_store_round_trips(tmp_path):
+    from baynet.artifacts import LocalStore
+
+    blocks = _blocks()
+    model = train_detector(blocks, "gbm", ks=(2, 4))
+    assert {"cpu_z", "max_abs_z"} & set(model.features)
+    assert 0 < model.threshold < 1 and len(model.table) == 19
+    store = LocalStore(tmp_path)
+    save_model(store, model)
+    loaded = load_model(store)
+    assert loaded.version == model.version and loaded.features == model.features
+    assert np.allclose(np.concatenate(loaded.score(blocks)), np.concatenate(model.score(blocks)))
+    stored_table = store.get(f"detector/models/{model.version}/threshold_table.md").decode()
+    assert stored_table.startswith("| Thresh | Prec | Rec | F1 | Acc |")
+    preds = np.concatenate(loaded.score(blocks)) >= loaded.threshold
+    y = np.concatenate([b.y for b in blocks])
+    assert (preds == y).mean() > 0.95
+    with pytest.raises(FileNotFoundError, match="not in the artifact store"):
+        load_model(store, "nope")
+
+
+@pytest.mark.skipif(not torch_available(), reason="torch extra not installed")
+def test_lstm_learns_the_same_small_problem():
+    blocks = _blocks(3)
+    model = train_detector(blocks, "lstm", ks=(2,), inner_folds=2)
+    p = np.concatenate(model.score(blocks))
+    y = np.concatenate([b.y for b in blocks])
+    assert p[y == 1].mean() > p[y == 0].mean() + 0.3
+    again = DetectorModel.from_bytes(model.to_bytes())
+    assert np.allclose(np.concatenate(again.score(blocks)), p, atol=1e-6)
+
+
+# --- events -------------------------------------------------------------------------------------------
+
+def _scores(flags: list[int], start: float = 1.79e9, step: float = 60.0) -> ServiceScores:
+    times = start + step * np.arange(len(flags))
+    return ServiceScores("vets-service", times, np.array(flags, float) * 0.9 + 0.05, ["lat_p90"] * len(flags))
+
+
+def test_events_fire_once_resolve_after_clear_windows_and_are_deterministic():
+    s = _scores([0, 0, 1, 1, 0, 1, 0, 0, 0, 0])
+    events, state = plan_events(s, 0.5, None, namespace="petclinic", model_version="v1", clear_windows=3)
+    assert [e["data"]["status"] for e in events] == ["firing", "resolved"]
+    firing, resolved = events
+    assert firing["data"]["timestamp"] == firing["time"]
+    assert firing["data"]["labels"]["onset"].startswith("2026-")
+    assert firing["id"] != resolved["id"]
+    again, _ = plan_events(s, 0.5, None, namespace="petclinic", model_version="v1", clear_windows=3)
+    assert [e["id"] for e in again] == [firing["id"], resolved["id"]]  # a re-sent event is a duplicate
+    nothing, _ = plan_events(s, 0.5, state, namespace="petclinic", model_version="v1", clear_windows=3)
+    assert nothing == []  # windows already seen by an earlier run
+    for ev in events:  # what the incident flow's parser makes of them
+        (parsed,) = parse_message(json.dumps(ev))
+        assert parsed.service == "vets-service" and parsed.namespace == "petclinic"
+        assert parsed.event_type == "latency" and parsed.id == ev["id"]
+    assert parse_message(json.dumps(resolved))[0].status == "resolved"
+
+
+def test_a_firing_event_carries_the_latest_anomalous_window_and_state_spans_runs():
+    s = _scores([0, 1, 1, 1, 1, 1])
+    events, state = plan_events(s, 0.5, None, namespace="default", model_version="v1")
+    assert len(events) == 1 and state["onset"] == s.times[1]
+    assert events[0]["data"]["timestamp"] == events[0]["time"]
+    assert events[0]["time"].startswith("2026-") and events[0]["data"]["labels"]["onset"] < events[0]["time"]
+    later = _scores([1, 0, 0, 0], start=float(s.times[-1]) + 60)
+    events2, state2 = plan_events(later, 0.5, state, namespace="default", model_version="v1")
+    assert [e["data"]["status"] for e in events2] == ["resolved"] and state2["onset"] is None
+    assert events2[0]["data"]["labels"]["onset"] == events[0]["data"]["labels"]["onset"]
+
+
+# --- dataset adapters on hand-made files ------------------------------------------------------------
+
+def _nezha_day(root, stamps_shift: int = 0, text_shift_days: int = 0):
+    from datetime import UTC, datetime, timedelta
+
+    day = root / "2022-08-22"
+    (day / "metric").mkdir(parents=True)
+    t0 = int(datetime(2022, 8, 22, 3, 0, tzinfo=UTC).timestamp())
+    (day / "fault_list.json").write_text(json.dumps({"03": [{"inject_time": "x", "inject_timestamp": str(t0 + 1800),
+                                                             "inject_pod": "cart-abc12345-xyz12",
+                                                             "inject_type": "cpu_contention"}]}))
+    rows = []
+    for i in range(400):
+        ts = t0 + 60 * i
+        text = (datetime.fromtimestamp(ts, UTC) + timedelta(days=text_shift_days)).strftime("%Y-%m-%d %H:%M:%S")
+        cpu = 90.0 if t0 + 1800 <= ts < t0 + 2100 else 10.0 + (i % 3)
+        rows.append(f"{text}.1 +0000 UTC m=+1,{ts + stamps_shift},cart-abc12345-xyz12,{cpu},1.0")
+    (day / "metric" / "cart-abc12345-xyz12_metric.csv").write_text(
+        "Time,TimeStamp,PodName,CpuUsageRate(%),MemoryUsage(Mi)\n" + "\n".join(rows) + "\n")
+    return root
+
+
+def test_nezha_adapter_trusts_the_time_column_that_lies_in_the_day(tmp_path, caplog):
+    from baynet.detector.datasets import nezha_cases
+
+    (case,) = nezha_cases(_nezha_day(tmp_path / "a", stamps_shift=200_000_000))
+    assert "TimeStamp disagrees with Time" in caplog.text
+    (svc,) = case.services
+    (fault,) = case.faults
+    assert svc.service == "cart" and fault.end - fault.start == 5
+    assert (svc.observed["cpu"].iloc[fault.start:fault.end] == 90).all()
+
+
+def test_nezha_adapter_refuses_a_file_with_no_believable_time(tmp_path):
+    from baynet.detector.datasets import DatasetError, nezha_cases
+
+    with pytest.raises(DatasetError, match="no time column lies within day 2022-08-22"):
+        nezha_cases(_nezha_day(tmp_path / "b", stamps_shift=200_000_000, text_shift_days=400))
