@@ -237,3 +237,36 @@ def test_nezha_adapter_refuses_a_file_with_no_believable_time(tmp_path):
 
     with pytest.raises(DatasetError, match="no time column lies within day 2022-08-22"):
         nezha_cases(_nezha_day(tmp_path / "b", stamps_shift=200_000_000, text_shift_days=400))
+
+
+# --- metric maps and the CLI's refusals -----------------------------------------------------------------
+
+def test_metric_maps_presets_files_and_errors(tmp_path):
+    from baynet.detector.series import FAMILIES, MetricMapError, load_metric_map
+
+    for preset in ("istio-cadvisor", "gala-gopher"):
+        mapping = load_metric_map(preset)
+        assert set(mapping) <= set(FAMILIES) and {"cpu", "mem", "lat_p99"} <= set(mapping)
+    good = tmp_path / "map.json"
+    good.write_text(json.dumps({"cpu": 'sum by (service) (rate(cpu_seconds{ns="$namespace"}[$window]))'}))
+    assert list(load_metric_map(str(good))) == ["cpu"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"disk": "x"}))
+    with pytest.raises(MetricMapError, match="unknown family 'disk'"):
+        load_metric_map(str(bad))
+    with pytest.raises(MetricMapError, match="neither a preset"):
+        load_metric_map("no-such-map")
+
+
+def test_detect_eval_refuses_unknown_datasets_and_paths(tmp_path):
+    from typer.testing import CliRunner
+
+    from baynet.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["detect", "eval", "nosuch", str(tmp_path), "--models", "gbm"])
+    assert res.exit_code == 2 and "unknown dataset 'nosuch'" in res.output
+    res = runner.invoke(app, ["detect", "eval", "rcd-sockshop", str(tmp_path), "--models", "gbm"])
+    assert res.exit_code == 2 and "no <service>-<fault>/<rep> directories" in res.output
+    res = runner.invoke(app, ["detect", "eval", "rcd-sockshop", str(tmp_path), "--models", "svm"])
+    assert res.exit_code == 2 and "unknown model 'svm'" in res.output
