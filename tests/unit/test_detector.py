@@ -270,3 +270,43 @@ def test_detect_eval_refuses_unknown_datasets_and_paths(tmp_path):
     assert res.exit_code == 2 and "no <service>-<fault>/<rep> directories" in res.output
     res = runner.invoke(app, ["detect", "eval", "rcd-sockshop", str(tmp_path), "--models", "svm"])
     assert res.exit_code == 2 and "unknown model 'svm'" in res.output
+
+
+def _rcd_layout(root, reps: int = 2):
+    """A tiny RCD-layout dataset: two services, CPU faults, 1 s rows."""
+    for target in ("carts", "user"):
+        for rep in range(1, reps + 1):
+            d = root / f"{target}-cpu" / str(rep)
+            d.mkdir(parents=True)
+            for name, t0, faulty in (("normal", 1.65e9, False), ("anomalous", 1.66e9, True)):
+                n = 120
+                cols = {"time": t0 + np.arange(n)}
+                for svc in ("carts", "user", "front-end"):
+                    busy = faulty and svc == target
+                    cols[f"{svc}_cpu"] = (95.0 if busy else 5.0) + RNG.normal(0, 0.5, n)
+                    cols[f"{svc}_mem"] = 2e8 + RNG.normal(0, 1e5, n)
+                    cols[f"{svc}_lat_90"] = 0.01 + RNG.normal(0, 0.001, n) + (0.02 if busy else 0)
+                pd.DataFrame(cols).to_csv(d / f"{name}.csv", index=False)
+    return root
+
+
+def test_detect_eval_json_and_train_store_a_version(tmp_path):
+    from typer.testing import CliRunner
+
+    from baynet.cli import app
+
+    data = _rcd_layout(tmp_path / "rcd")
+    runner = CliRunner()
+    res = runner.invoke(app, ["detect", "eval", "rcd-sockshop", str(data), "--json", "--models", "gbm", "-q"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    m = result["models"]["gbm"]
+    for key in ("precision", "recall", "f1", "accuracy", "event_recall", "median_delay_windows"):
+        assert key in m
+    assert result["groups"] == ["carts", "user"] and m["events"] == 4
+    assert m["event_recall"] == 1.0 and m["f1"] > 0.8  # a CPU jump of 90 points on an unseen service
+    res = runner.invoke(app, ["detect", "train", "rcd-sockshop", str(data), "--artifacts", str(tmp_path / "a"), "-q"])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("| Thresh | Prec | Rec | F1 | Acc |")
+    latest = json.loads((tmp_path / "a" / "detector" / "models" / "latest.json").read_text())
+    assert (tmp_path / "a" / "detector" / "models" / latest["version"] / "model.pkl").stat().st_size > 0
