@@ -128,6 +128,7 @@ def _annotate(df: pd.DataFrame) -> pd.DataFrame:
     parent_svc = np.where(found, svc[np.maximum(prow, 0)], -1)
     names = np.asarray(service.cat.categories, dtype=object)
     df["parent_service"] = np.where(found, names[np.maximum(parent_svc, 0)], "")
+    df["parent_svc"] = parent_svc  # the same as a code of the service categories (-1: none); joins use it
     entry = parent_svc != svc
     df["entry"] = entry
     # A client span: every child is another service's entry. Its self time is the network gap, which
@@ -327,10 +328,13 @@ def _gap_evidence(df: pd.DataFrame, th: Thresholds) -> dict[tuple[str, int], tup
     if not cross.any():
         return {}
     dur = df["dur_ns"].to_numpy()
-    gap = pd.DataFrame({"caller": df["parent_service"].to_numpy()[cross], "callee": _names(df["service"])[cross],
+    names = np.asarray(df["service"].cat.categories, dtype=object)
+    gap = pd.DataFrame({"caller": df["parent_svc"].to_numpy()[cross],  # integer codes: cheap to group
+                        "callee": df["service"].cat.codes.to_numpy()[cross],
                         "window": df["window"].to_numpy()[cross],
                         "gap_ms": np.clip(dur[prow[cross]] - dur[cross], 0, None) / 1e6})
     med = gap.groupby(["caller", "callee", "window"])["gap_ms"].agg(["median", "size"])
+    med.index = med.index.set_levels([names[med.index.levels[0]], names[med.index.levels[1]]], level=[0, 1])
     out: dict[tuple[str, int], tuple[float, int]] = {}
     windows = sorted(w for w in gap["window"].unique() if w >= 0)
     for w in windows:
@@ -361,16 +365,11 @@ def _gap_evidence(df: pd.DataFrame, th: Thresholds) -> dict[tuple[str, int], tup
     return out
 
 
-def _names(column: pd.Series) -> np.ndarray:
-    """A categorical column as an object array of its (shared, not copied) category strings."""
-    return np.asarray(column.cat.categories, dtype=object)[column.cat.codes.to_numpy()]
-
-
 def _edge_counts(df: pd.DataFrame) -> pd.DataFrame:
     """Per caller->callee: how often a bad child came with a bad caller span (propagated) and how
     often the caller span was bad while all its children were fine (the caller's own fault)."""
-    caller = df["parent_service"].to_numpy()
-    cross = df["entry"].to_numpy() & (caller != "")
+    caller = df["parent_svc"].to_numpy()
+    cross = df["entry"].to_numpy() & (caller >= 0)
     if not cross.any():
         return pd.DataFrame(columns=EDGE_COLUMNS)
     bad = df["bad"].to_numpy()
@@ -383,10 +382,12 @@ def _edge_counts(df: pd.DataFrame) -> pd.DataFrame:
     any_bad_child = np.bincount(prow[prow >= 0], weights=bad[prow >= 0], minlength=len(df)) > 0
     caller_alone = parent_bad & ~(here & any_bad_child[np.maximum(parent, 0)])
     child_bad = bad[cross]
-    frame = pd.DataFrame({"caller": caller[cross], "callee": _names(df["service"])[cross],
-                          "child_bad": child_bad, "both_bad": child_bad & parent_bad,
-                          "caller_bad_alone": caller_alone})
-    out = frame.groupby(["caller", "callee"]).agg(calls=("child_bad", "size"), child_bad=("child_bad", "sum"),
-                                                  both_bad=("both_bad", "sum"),
-                                                  caller_bad_alone=("caller_bad_alone", "sum")).reset_index()
-    return out[EDGE_COLUMNS]
+    n_svc = len(df["service"].cat.categories)
+    edge = caller[cross].astype(np.int64) * n_svc + df["service"].cat.codes.to_numpy()[cross]
+    keys, inverse = np.unique(edge, return_inverse=True)  # sorted by caller code, then callee code
+    names = np.asarray(df["service"].cat.categories, dtype=object)
+    counts = {col: np.bincount(inverse, weights=w, minlength=len(keys)).astype(np.int64)
+              for col, w in (("calls", None), ("child_bad", child_bad), ("both_bad", child_bad & parent_bad),
+                             ("caller_bad_alone", caller_alone))}
+    out = pd.DataFrame({"caller": names[keys // n_svc], "callee": names[keys % n_svc], **counts})
+    return out.sort_values(["caller", "callee"], kind="stable").reset_index(drop=True)[EDGE_COLUMNS]

@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from baynet.detector.emit import STATE_KEY, plan_events
+from baynet.detector.emit import send_events
 from baynet.detector.models import load_model
 from baynet.detector.run import score_series, split_frames
 from baynet.detector.series import fetch_series, load_metric_map
@@ -39,25 +39,9 @@ def score_windows(store: Any, frames: dict[str, Any], observed_from: float, mode
 @task
 def plan_and_send(store: Any, scored: dict[str, Any], *, namespace: str, not_before: float, clear_windows: int,
                   sqs: Any, queue_url: str) -> list[dict[str, Any]]:
-    """Events for windows not seen before; sent first, then the state saved (a crash re-sends, which the
-    consumer drops as a duplicate, rather than losing an event)."""
-    import json
-
-    model = scored["model"]
-    state_all = store.get_json(STATE_KEY) or {}
-    ns_state = dict(state_all.get(namespace, {}))
-    events = []
-    for s in scored["scores"]:
-        evs, ns_state[s.service] = plan_events(s, model.threshold, ns_state.get(s.service), namespace=namespace,
-                                               model_version=model.version, clear_windows=clear_windows,
-                                               not_before=not_before)
-        events += evs
-    log = get_run_logger()
+    events = send_events(store, scored["model"], scored["scores"], namespace=namespace, not_before=not_before,
+                         clear_windows=clear_windows, sqs=sqs, queue_url=queue_url)
     for ev in events:
-        if sqs is not None and queue_url:
-            sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(ev))
-        log.info("%s %s %s at %s (score %.2f)", ev["data"]["status"], ev["data"]["event_type"],
-                 ev["data"]["service"], ev["time"], ev["data"]["score"])
-    state_all[namespace] = ns_state
-    store.put_json(STATE_KEY, state_all)
+        get_run_logger().info("%s %s %s at %s (score %.2f)", ev["data"]["status"], ev["data"]["event_type"],
+                              ev["data"]["service"], ev["time"], ev["data"]["score"])
     return events

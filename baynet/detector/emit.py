@@ -10,6 +10,7 @@ last window looked at) is kept in the artifact store.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -90,3 +91,25 @@ def plan_events(s: ServiceScores, threshold: float, state: dict[str, Any] | None
         last = float(t)
     state.update({"last": last, "onset": firing, "quiet": quiet})
     return events, state
+
+
+def send_events(store: Any, model: Any, scores: list[ServiceScores], *, namespace: str, not_before: float,
+                clear_windows: int, sqs: Any, queue_url: str | None) -> list[dict[str, Any]]:
+    """Plan the events of windows not seen before and put them on the queue; then save the state.
+
+    Sent first, saved second: a crash in between re-sends, which the consumer drops as a duplicate,
+    rather than losing an event."""
+    state_all = store.get_json(STATE_KEY) or {}
+    ns_state = dict(state_all.get(namespace, {}))
+    events: list[dict[str, Any]] = []
+    for s in scores:
+        planned, ns_state[s.service] = plan_events(s, model.threshold, ns_state.get(s.service), namespace=namespace,
+                                                   model_version=model.version, clear_windows=clear_windows,
+                                                   not_before=not_before)
+        events += planned
+    for ev in events:
+        if sqs is not None and queue_url:
+            sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(ev))
+    state_all[namespace] = ns_state
+    store.put_json(STATE_KEY, state_all)
+    return events

@@ -160,3 +160,38 @@ def test_hostile_corpus_ends_in_the_dlq_with_reasons_and_a_valid_event_still_run
     assert sum(o.result == "dead-lettered" for o in outcomes) == sent == len(dead)
     assert all(m["MessageAttributes"]["baynet-reason"]["StringValue"].strip() for m in dead)
     assert drain(sqs, url) == []
+
+
+def test_detector_events_hand_off_firing_once_resent_as_duplicate_resolved_acknowledged(queues, tmp_path):
+    """The detector's send task against moto: a re-run over the same windows sends nothing new; the
+    same events sent again are duplicates; the resolved event is acknowledged without an analysis."""
+    import numpy as np
+
+    from baynet.artifacts import LocalStore
+    from baynet.detector.emit import ServiceScores, send_events
+
+    sqs, url, dlq = queues
+    store = LocalStore(tmp_path)
+
+    class Model:
+        threshold, version = 0.5, "test-model"
+
+    times = time.time() - 3600 + 60 * np.arange(10)
+    flags = np.array([0, 0, 1, 1, 1, 0, 0, 0, 0, 0], float)
+    scores = [ServiceScores("visits-service", times, flags * 0.9, ["lat_p99"] * 10)]
+    sent = send_events(store, Model(), scores, namespace="petclinic", not_before=times[0], clear_windows=3, sqs=sqs,
+                       queue_url=url)
+    assert [e["data"]["status"] for e in sent] == ["firing", "resolved"]
+    assert send_events(store, Model(), scores, namespace="petclinic", not_before=times[0], clear_windows=3, sqs=sqs,
+                       queue_url=url) == []  # the state remembers what was seen
+    drain_first = drain(sqs, url)
+    assert [json.loads(m["Body"])["id"] for m in drain_first] == [e["id"] for e in sent]
+    for ev in sent + sent:  # as delivered, and again by a detector restarted without its state
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(ev))
+    seen = []
+    consumer = Consumer(sqs, url, seen.append, dlq_url=dlq, wait_s=1)
+    outcomes = consumer.run(max_messages=4)
+    assert sorted(o.result for o in outcomes) == ["analysed", "duplicate", "resolved", "resolved"]
+    assert len(seen) == 1 and seen[0].service == "visits-service" and seen[0].event_type == "latency"
+    assert seen[0].namespace == "petclinic" and seen[0].labels["model_version"] == "test-model"
+    assert drain(sqs, url) == [] and drain(sqs, dlq) == []

@@ -74,3 +74,27 @@ def test_garbage_is_a_clear_error():
         parse_trace({"hello": 1})
     with pytest.raises(TempoParseError, match="kind"):
         parse_trace(span_body(kind=42))
+
+
+def _one_span_body(parent: str = "", start: str = "1000") -> bytes:
+    import orjson
+
+    span = {"traceId": base64.b64encode(bytes(range(16))).decode(), "spanId": base64.b64encode(bytes(range(8))).decode(),
+            "parentSpanId": parent, "name": "op", "startTimeUnixNano": start, "endTimeUnixNano": "2000"}
+    return orjson.dumps({"batches": [{"resource": {"attributes": [
+        {"key": "service.name", "value": {"stringValue": "carts"}}]}, "scopeSpans": [{"spans": [span]}]}]})
+
+
+@pytest.mark.parametrize("body, message", [
+    (_one_span_body(parent=base64.b64encode(b"abcd").decode()), "neither 8-byte base64 nor hex"),
+    (_one_span_body(start=str(2**70)), "does not fit in 64 bits"),
+])
+def test_span_batch_refuses_a_short_parent_id_or_an_oversized_time_and_keeps_nothing(body, message):
+    from baynet.otlp_fast import SpanBatch
+
+    batch = SpanBatch()
+    assert batch.add(_one_span_body()) == 1
+    with pytest.raises(TempoParseError, match=message):
+        batch.add(body)
+    frame = batch.frame()
+    assert len(frame) == 1 and frame["parent_span_id"].iloc[0] == "" and frame["start_ns"].iloc[0] == 1000
