@@ -19,7 +19,7 @@ import pandas as pd
 
 from baynet.detector.models import (Block, blocks_from_cases, format_table, threshold_table, torch_available,
                                     train_detector)
-from baynet.detector.series import Case
+from baynet.detector.series import Case, Fault
 
 
 def _point_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -33,7 +33,7 @@ def _point_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
             "positives": int(y.sum())}
 
 
-def blocks_time(case: Case, f) -> tuple[float, float]:
+def _fault_times(case: Case, f: Fault) -> tuple[float, float]:
     """Start and end time of a fault, from its own service's rows."""
     s = next(s for s in case.services if s.service == f.service)
     t = s.observed.index.to_numpy(float)
@@ -51,7 +51,7 @@ def _events(cases: list[Case], blocks: list[Block], preds: list[np.ndarray]) -> 
             hits = np.flatnonzero(preds[i][f.start:f.end])
             # any service of the case flagged in the fault's windows (the incident flow then localises)
             anywhere = False
-            start_t, end_t = blocks_time(case, f)
+            start_t, end_t = _fault_times(case, f)
             for s in case.services:
                 j = index.get((case.name, s.service))
                 t = s.observed.index.to_numpy(float)

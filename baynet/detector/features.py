@@ -107,16 +107,3 @@ def service_features(series: ServiceSeries) -> pd.DataFrame:
         out["n_out"] = (stacked > np.log1p(3.0)).sum(axis=0).astype(float)
     frame = pd.DataFrame(out, index=obs.index)
     return frame.replace([np.inf, -np.inf], 0.0).fillna(0.0)
-
-
-def case_matrix(services: list[ServiceSeries]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Stack the services of a case: features, labels (-1 when unknown) and the service of each row."""
-    frames, labels, owners = [], [], []
-    for s in services:
-        f = service_features(s)
-        frames.append(f.reset_index(drop=True))
-        labels.append(s.labels if s.labels is not None else np.full(len(f), -1))
-        owners.append(np.full(len(f), s.service, dtype=object))
-    if not frames:
-        return pd.DataFrame(columns=list(FEATURES)), np.array([], int), np.array([], object)
-    return pd.concat(frames, ignore_index=True), np.concatenate(labels).astype(int), np.concatenate(owners)

@@ -16,8 +16,6 @@ more than a false alarm). Training (``train_detector``):
 from __future__ import annotations
 
 import hashlib
-
-import json
 import pickle
 import time
 from dataclasses import dataclass, field
@@ -414,9 +412,3 @@ def blocks_from_cases(cases: list[Any]) -> list[Block]:
             y = s.labels if s.labels is not None else np.full(len(X), -1)
             blocks.append(Block(X, np.asarray(y, int), s.service, case.name, case.group))
     return blocks
-
-
-def dumps_meta(model: DetectorModel) -> str:
-    return json.dumps(model.meta(), indent=1, default=float)
-
-
