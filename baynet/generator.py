@@ -227,7 +227,8 @@ def _pod(service: str, rng: random.Random) -> str:
 def container_openmetrics(incident: Incident, step_s: int = 15, seed: int = 11) -> str:
     """Container and request-latency series of every service, as cAdvisor and the Istio sidecars publish
     them: ``container_cpu_usage_seconds_total``, ``container_memory_working_set_bytes``,
-    ``container_network_{receive,transmit}_bytes_total`` and ``istio_request_duration_milliseconds_bucket``.
+    ``container_network_{receive,transmit}_bytes_total`` and ``istio_request_duration_milliseconds_bucket``
+    (both reporters: the service's server spans, and its callers' client spans).
 
     CPU follows the service's own work (server span time without its calls); a ``latency`` or ``gray``
     fault is CPU contention in the faulty container (it also uses 0.3 cores more). Latency buckets count
@@ -246,19 +247,21 @@ def container_openmetrics(incident: Incident, step_s: int = 15, seed: int = 11) 
                 s.end_ns - s.start_ns)
     work = {svc: [0.0] * len(steps) for svc in services}
     requests = {svc: [0] * len(steps) for svc in services}
-    buckets = {svc: [[0] * (len(LATENCY_BUCKETS_MS) + 1) for _ in steps] for svc in services}
+    # per reporter: "destination" counts the service's server spans, "source" its callers' client spans
+    buckets = {(rep, svc): [[0] * (len(LATENCY_BUCKETS_MS) + 1) for _ in steps]
+               for rep in ("destination", "source") for svc in services}
     for s in spans:
-        if s.kind != "server":
-            continue
+        callee = s.service if s.kind == "server" else (s.attributes or {}).get("peer.service")
         i = (s.start_ns // 10**9 - t0) // step_s
-        if not 0 <= i < len(steps):
+        if s.kind not in ("server", "client") or callee not in work or not 0 <= i < len(steps):
             continue
         dur = s.end_ns - s.start_ns
-        work[s.service][i] += max(dur - child_ns.get((s.trace_id, s.span_id), 0), 0) / 1e9
-        requests[s.service][i] += 1
+        if s.kind == "server":
+            work[s.service][i] += max(dur - child_ns.get((s.trace_id, s.span_id), 0), 0) / 1e9
+            requests[s.service][i] += 1
         ms = dur / 1e6
         b = next((k for k, le in enumerate(LATENCY_BUCKETS_MS) if ms <= le), len(LATENCY_BUCKETS_MS))
-        buckets[s.service][i][b] += 1
+        buckets[("destination" if s.kind == "server" else "source", callee)][i][b] += 1
     pods = {svc: _pod(svc, rng) for svc in services}
     lines: list[str] = []
 
@@ -291,19 +294,20 @@ def container_openmetrics(incident: Incident, step_s: int = 15, seed: int = 11) 
         tx.append((pod_labels, v_tx))
         if not any(requests[svc]):
             continue
-        base = (f'reporter="destination",destination_canonical_service="{svc}",'
-                f'destination_workload="{svc}",destination_workload_namespace="{ns}"')
-        cumulative = [0] * (len(LATENCY_BUCKETS_MS) + 1)
-        per_le: list[list[float]] = [[] for _ in cumulative]
-        for i in range(len(steps)):
-            for b in range(len(cumulative)):
-                cumulative[b] += buckets[svc][i][b]
-            running = 0
-            for b in range(len(cumulative)):
-                running += cumulative[b]
-                per_le[b].append(running)
-        for b, le in enumerate([*LATENCY_BUCKETS_MS, "+Inf"]):
-            lat.append((f'{base},le="{le}"', per_le[b]))
+        for reporter in ("destination", "source"):
+            counts = buckets[(reporter, svc)]
+            base = (f'reporter="{reporter}",destination_canonical_service="{svc}",'
+                    f'destination_workload="{svc}",destination_workload_namespace="{ns}"')
+            cumulative = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+            per_le: list[list[float]] = [[] for _ in cumulative]
+            for i in range(len(steps)):
+                running = 0
+                for b in range(len(cumulative)):
+                    cumulative[b] += counts[i][b]
+                    running += cumulative[b]
+                    per_le[b].append(running)
+            for b, le in enumerate([*LATENCY_BUCKETS_MS, "+Inf"]):
+                lat.append((f'{base},le="{le}"', per_le[b]))
     family("container_cpu_usage_seconds", "counter", cpu)
     family("container_memory_working_set_bytes", "gauge", mem)
     family("container_network_receive_bytes", "counter", rx)

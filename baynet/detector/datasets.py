@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -129,8 +130,40 @@ def nezha_cases(root: Path, fault_s: float = 300.0) -> list[Case]:
                 else:
                     labels[inside & (labels != 1)] = -1
             services.append(ServiceSeries(svc, ref, obs, labels))
+        _add_edge_latency(day, services)
         cases.append(Case(day.name, day.name, 60.0, services, faults))
     return cases
+
+
+def _add_edge_latency(day: Path, services: list[ServiceSeries]) -> None:
+    """``net_lat`` from ``source_50.csv`` and ``destination_50.csv`` (per call edge ``caller_callee``, the
+    median latency measured by the caller and by the callee): per service, the mean over its incoming
+    edges of caller minus callee, put on the service's own rows (nearest time within 30 s)."""
+    try:
+        src, dst = pd.read_csv(_csv(day / "metric", "source_50")), pd.read_csv(_csv(day / "metric", "destination_50"))
+    except DatasetError:
+        return
+    src.columns = [c.strip() for c in src.columns]
+    dst.columns = [c.strip() for c in dst.columns]
+    renamed = {"time": "Time", "timestamp": "TimeStamp"}
+    src_t = _nezha_times(src.rename(columns=renamed), day / "metric" / "source_50.csv", day.name)
+    dst_t = _nezha_times(dst.rename(columns=renamed), day / "metric" / "destination_50.csv", day.name)
+    edges = [c for c in src.columns if c in dst.columns and c.lower() not in ("time", "timestamp") and "_" in c]
+    for s in services:
+        incoming = [e for e in edges if e.split("_", 1)[1] == s.service]
+        if not incoming:
+            continue
+        caller = pd.DataFrame(src[incoming].apply(pd.to_numeric, errors="coerce").to_numpy(), index=src_t)
+        callee = pd.DataFrame(dst[incoming].apply(pd.to_numeric, errors="coerce").to_numpy(), index=dst_t)
+        callee = callee[~callee.index.duplicated()].sort_index().reindex(caller.index, method="nearest", tolerance=30)
+        with warnings.catch_warnings():  # a minute where no edge has both sides is NaN, and says so
+            warnings.simplefilter("ignore", RuntimeWarning)
+            gap = pd.Series(np.nanmean((caller - callee).to_numpy(), axis=1), index=caller.index)
+        gap = gap[~gap.index.duplicated()].sort_index()
+        for frame_name in ("reference", "observed"):
+            frame = getattr(s, frame_name)
+            if len(frame):
+                frame["net_lat"] = gap.reindex(frame.index, method="nearest", tolerance=30).to_numpy()
 
 
 def _nezha_times(raw: pd.DataFrame, path: Path, day: str) -> np.ndarray:

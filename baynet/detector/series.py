@@ -2,7 +2,9 @@
 
 A *family* is a kind of measurement the detector knows how to read, whatever the metric is called in a
 given mesh: ``cpu``, ``mem``, ``net_rx``, ``net_tx``, ``load`` (requests/s), ``lat_p50``/``lat_p90``/
-``lat_p99`` (latency percentiles) and ``errors`` (share of failed requests). A metric map says, per family,
+``lat_p99`` (latency percentiles), ``errors`` (share of failed requests) and ``net_lat`` (time added between
+the callers and the service on calls into it: the median latency the callers measure minus the one the
+service measures — a network delay on the service's side shows here and nowhere else). A metric map says, per family,
 which PromQL query returns one series per service; families a mesh does not have are simply absent.
 """
 
@@ -18,7 +20,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
-FAMILIES = ("cpu", "mem", "net_rx", "net_tx", "load", "lat_p50", "lat_p90", "lat_p99", "errors")
+FAMILIES = ("cpu", "mem", "net_rx", "net_tx", "load", "lat_p50", "lat_p90", "lat_p99", "errors", "net_lat")
 
 
 @dataclass
@@ -61,6 +63,12 @@ _CONTAINER_SVC = 'label_replace({expr}, "service", "$1", "container", "(.*)")'
 _POD_SVC = r'label_replace({expr}, "service", "$1", "pod", "^(.+?)(-[a-z0-9]{{5,10}})?-[a-z0-9]{{5}}$")'
 
 
+def _reporter_quantile(reporter: str) -> str:
+    return ('histogram_quantile(0.5, sum by (destination_canonical_service, le) (rate('
+            f'istio_request_duration_milliseconds_bucket{{reporter="{reporter}",'
+            'destination_workload_namespace="$namespace"}[$window])))')
+
+
 def _istio_quantile(q: float) -> str:
     inner = ('sum by (destination_canonical_service, le) (rate(istio_request_duration_milliseconds_bucket'
              '{reporter="destination",destination_workload_namespace="$namespace"}[$window]))')
@@ -86,6 +94,7 @@ PRESETS: dict[str, dict[str, str]] = {
         "lat_p50": _istio_quantile(0.5),
         "lat_p90": _istio_quantile(0.9),
         "lat_p99": _istio_quantile(0.99),
+        "net_lat": _ISTIO_SVC.format(expr=f"({_reporter_quantile('source')} - {_reporter_quantile('destination')})"),
         "errors": _ISTIO_SVC.format(
             expr='(sum by (destination_canonical_service) (rate(istio_requests_total{reporter="destination",'
                  'destination_workload_namespace="$namespace",response_code=~"5.."}[$window])) / '

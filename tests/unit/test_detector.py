@@ -218,6 +218,10 @@ def _nezha_day(root, stamps_shift: int = 0, text_shift_days: int = 0):
         rows.append(f"{text}.1 +0000 UTC m=+1,{ts + stamps_shift},cart-abc12345-xyz12,{cpu},1.0")
     (day / "metric" / "cart-abc12345-xyz12_metric.csv").write_text(
         "Time,TimeStamp,PodName,CpuUsageRate(%),MemoryUsage(Mi)\n" + "\n".join(rows) + "\n")
+    for name, extra in (("source_50", 0.1), ("destination_50", 0.0)):  # callers see 100 ms more in the fault
+        lines = [f"{datetime.fromtimestamp(t0 + 60 * i, UTC):%Y-%m-%d %H:%M:%S}.2 +0000 UTC,{t0 + 60 * i},"
+                 f"{0.005 + (extra if t0 + 1800 <= t0 + 60 * i < t0 + 2100 else 0.0)}" for i in range(400)]
+        (day / "metric" / f"{name}.csv").write_text("time,timestamp,front_cart\n" + "\n".join(lines) + "\n")
     return root
 
 
@@ -230,6 +234,8 @@ def test_nezha_adapter_trusts_the_time_column_that_lies_in_the_day(tmp_path, cap
     (fault,) = case.faults
     assert svc.service == "cart" and fault.end - fault.start == 5
     assert (svc.observed["cpu"].iloc[fault.start:fault.end] == 90).all()
+    gap = svc.observed["net_lat"].to_numpy()  # the incoming edge's caller-minus-callee latency
+    assert np.allclose(gap[fault.start:fault.end], 0.1) and np.allclose(np.delete(gap, range(fault.start, fault.end)), 0)
 
 
 def test_nezha_adapter_refuses_a_file_with_no_believable_time(tmp_path):
