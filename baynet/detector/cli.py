@@ -90,23 +90,20 @@ def detect_train(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '
                  quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
     """Train on every case of the dataset and store the model, its threshold and threshold table as a new
     version in the artifact store (``detector/models/<version>/``); ``latest`` points to it."""
+    import pandas as pd
+
     from baynet.artifacts import LocalStore, make_store
-    from baynet.detector.models import format_table, save_model, train_detector
+    from baynet.detector.models import blocks_from_cases, format_table, save_model, train_detector
     from baynet.settings import Settings
 
     (kind,) = _models(model)
-    cases = _cases(dataset, path, fault_minutes)
-    from baynet.detector.models import blocks_from_cases
-
-    blocks = blocks_from_cases(cases)
+    blocks = blocks_from_cases(_cases(dataset, path, fault_minutes))
     try:
         trained = train_detector(blocks, kind, progress=_say(quiet))
     except ValueError as exc:
         _err(str(exc))
     store = LocalStore(artifacts) if artifacts else make_store(Settings())
     where = save_model(store, trained)
-    import pandas as pd
-
     typer.echo(format_table(pd.DataFrame(trained.table), trained.threshold))
     typer.echo(f"model {trained.version} ({kind}, {len(trained.features)} features: {', '.join(trained.features)}; "
                f"threshold {trained.threshold:.2f}) stored at {store.location(where)}")

@@ -75,9 +75,10 @@ def plan_events(s: ServiceScores, threshold: float, state: dict[str, Any] | None
             current = cloud_event(s.service, namespace, EVENT_TYPES.get(kind, "anomaly"), t, firing, "firing",
                                   score, model_version)
             events.append(current)
+            state["type"] = current["data"]["event_type"]  # the resolved event, maybe in a later run, says it too
         elif firing is not None:
             quiet = 0 if flagged else quiet + 1
-            if flagged and current is not None and quiet == 0:
+            if flagged and current is not None:
                 # still firing in this run: the event reports the latest window that shows the anomaly, so
                 # the analysis it triggers looks at the anomaly rather than at its first minute
                 current["time"] = current["data"]["timestamp"] = _iso(t)
@@ -86,8 +87,6 @@ def plan_events(s: ServiceScores, threshold: float, state: dict[str, Any] | None
                 events.append(cloud_event(s.service, namespace, state.get("type", "anomaly"), t, firing,
                                           "resolved", score, model_version))
                 firing, quiet, current = None, 0, None
-        if events and firing is not None and events[-1]["data"]["status"] == "firing":
-            state["type"] = events[-1]["data"]["event_type"]
         last = float(t)
     state.update({"last": last, "onset": firing, "quiet": quiet})
     return events, state

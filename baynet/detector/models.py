@@ -143,13 +143,15 @@ class GradientBoosting:
         return obj
 
 
-def _sequences(X: np.ndarray, seq_len: int) -> np.ndarray:
-    """Row t -> the windows t-seq_len+1 .. t (the first row repeated before the start)."""
-    if len(X) == 0:
-        return np.zeros((0, seq_len, X.shape[1]), np.float32)
-    padded = np.concatenate([np.repeat(X[:1], seq_len - 1, axis=0), X]).astype(np.float32)
-    view = np.lib.stride_tricks.sliding_window_view(padded, seq_len, axis=0)  # (n, F, L)
-    return np.ascontiguousarray(view.transpose(0, 2, 1))
+def _sequences(X: np.ndarray, seq_len: int, rows: np.ndarray | None = None,
+               block_start: np.ndarray | None = None) -> np.ndarray:
+    """For each of ``rows`` (default: all) of ``X``, the windows t-seq_len+1 .. t as one sequence; before
+    the start of its block (``block_start`` per row, default 0) the block's first row is repeated.
+    Only the sequences asked for are built (training takes a sample of the rows)."""
+    rows = np.arange(len(X)) if rows is None else rows
+    idx = rows[:, None] - (seq_len - 1) + np.arange(seq_len)
+    floor = np.zeros(len(rows), np.int64) if block_start is None else block_start[rows]
+    return X[np.maximum(idx, floor[:, None])].astype(np.float32)
 
 
 class LSTM:
@@ -189,9 +191,11 @@ class LSTM:
         labelled = y >= 0
         self.mean = X[labelled].mean(axis=0)
         self.std = X[labelled].std(axis=0) + 1e-6
-        seqs = np.concatenate([_sequences((b.X[:, cols] - self.mean) / self.std, SEQ_LEN) for b in blocks])
         idx = _cap(y, MAX_TRAIN_ROWS, rng)
-        seqs, target = seqs[idx], y[idx].astype(np.float32)
+        lengths = [len(b.y) for b in blocks]
+        block_start = np.repeat(np.cumsum([0] + lengths[:-1]), lengths)
+        seqs = _sequences((X - self.mean) / self.std, SEQ_LEN, idx, block_start)
+        target = y[idx].astype(np.float32)
         self.n_features = len(cols)
         net = self._net()
         pos = max(float(target.sum()), 1.0)
