@@ -39,6 +39,20 @@ def _cases(dataset: str, path: Path, fault_minutes: float):
         _err(str(exc))
 
 
+def _also(specs: list[str], fault_minutes: float) -> dict:
+    """``--also-train DATASET=PATH`` options: their cases by spec."""
+    extra = {}
+    for spec in specs:
+        name, sep, where = spec.partition("=")
+        if not sep or not where:
+            _err(f"--also-train wants DATASET=PATH, got {spec!r}")
+        extra[spec] = _cases(name, Path(where), fault_minutes)
+    return extra
+
+
+ALSO_HELP = "Add another dataset's cases to the training data: DATASET=PATH. Repeatable."
+
+
 def _models(models: str) -> tuple[str, ...]:
     from baynet.detector.models import ESTIMATORS, torch_available
 
@@ -58,17 +72,32 @@ def detect_eval(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '.
                 models: str = typer.Option("gbm,lstm", help="Comma-separated models to compare: gbm, lstm."),
                 folds: int = typer.Option(5, min=2, max=20, help="Held-out folds (whole groups held out)."),
                 fault_minutes: float = typer.Option(5.0, min=0.5, help="Nezha: how long a fault is taken to last."),
+                hold_out: str = typer.Option("group", help="What a fold holds out: 'group' (RCD: all runs of one "
+                                             "injected service; Nezha: a day) or 'service' (a service's series "
+                                             "in every case)."),
+                also_train: list[str] = typer.Option([], "--also-train", metavar="DATASET=PATH",
+                                                     help=ALSO_HELP + " Added to every training side, never "
+                                                                      "scored."),
+                transfer: bool = typer.Option(False, help="Train only on the --also-train datasets and score "
+                                              "every case of this one (a model from another mesh)."),
                 out: Optional[Path] = typer.Option(None, help="Also write the JSON result to this file."),
                 quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines on stderr.")) -> None:
     """Train on some runs, score runs and services never seen in training; print point-wise precision,
-    recall, F1, accuracy, event recall and median detection delay per model, and the threshold tables."""
-    from baynet.detector.evaluate import evaluate, render
+    recall, F1, accuracy, event recall, median detection delay and false alarms per model, and the
+    threshold tables."""
+    from baynet.detector.evaluate import HOLD_OUTS, evaluate, render
 
     names = _models(models)
+    if hold_out not in HOLD_OUTS:
+        _err(f"unknown --hold-out {hold_out!r}; choose one of {', '.join(HOLD_OUTS)}")
+    if transfer and not also_train:
+        _err("--transfer needs at least one --also-train DATASET=PATH to train on")
+    extra = _also(also_train, fault_minutes)
     cases = _cases(dataset, path, fault_minutes)
     typer.echo(f"{dataset}: {len(cases)} cases from {path}", err=True)
     try:
-        result = evaluate(cases, names, folds=folds, progress=_say(quiet))
+        result = evaluate(cases, names, folds=folds, hold_out=hold_out, extra=extra, transfer=transfer,
+                          progress=_say(quiet))
     except ValueError as exc:
         _err(str(exc))
     result["dataset"] = dataset
@@ -85,10 +114,11 @@ def detect_train(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '
                  path: Path = typer.Argument(..., help="The dataset's directory."),
                  model: str = typer.Option("gbm", help="gbm or lstm."),
                  fault_minutes: float = typer.Option(5.0, min=0.5, help="Nezha: how long a fault is taken to last."),
+                 also_train: list[str] = typer.Option([], "--also-train", metavar="DATASET=PATH", help=ALSO_HELP),
                  artifacts: Optional[Path] = typer.Option(None, help="Artifact directory (default: BAYNET_* "
                                                                       "settings: local dir or S3)."),
                  quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
-    """Train on every case of the dataset and store the model, its threshold and threshold table as a new
+    """Train on every case of the dataset (and of any --also-train ones) and store the model, its threshold and threshold table as a new
     version in the artifact store (``detector/models/<version>/``); ``latest`` points to it."""
     import pandas as pd
 
@@ -98,6 +128,10 @@ def detect_train(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '
 
     (kind,) = _models(model)
     blocks = blocks_from_cases(_cases(dataset, path, fault_minutes))
+    for spec, cases in _also(also_train, fault_minutes).items():
+        for b in blocks_from_cases(cases):
+            b.group = f"{spec}:{b.group}"  # inner folds never mix two datasets' groups
+            blocks.append(b)
     try:
         trained = train_detector(blocks, kind, progress=_say(quiet))
     except ValueError as exc:

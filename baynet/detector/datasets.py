@@ -12,7 +12,9 @@ Nezha (FSE'23) layout: per day ``metric/<pod>_metric.csv.gz`` at 1 min and ``fau
 injection's time and pod. The list records no end: ``fault_s`` (default 300 s) is how long a fault is
 taken to last — injections are about 8.5 minutes apart. The day's quiet hours after the last fault (from
 one hour after it) are the reference; the experiment hours are scored. During any fault, pods other than
-the injected one are unknown, as above.
+the injected one are unknown, as above. Besides the pod columns: ``errors`` from ``PodSuccessRate(%)`` where
+a pod measures it (all zeros = not measured) or else from ``front_service.csv`` for the entry service, and
+``net_lat`` from the per-edge ``source_50``/``destination_50`` files.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ RCD_SUFFIXES = {"_cpu": "cpu", "_mem": "mem", "_lod": "load", "_lat_50": "lat_p5
 NEZHA_COLUMNS = {"CpuUsageRate(%)": "cpu", "MemoryUsage(Mi)": "mem", "NetworkReceiveBytes": "net_rx",
                  "NetworkTransmitBytes": "net_tx", "PodWorkload(Ops)": "load", "PodServerLatencyP90(s)": "lat_p90",
                  "PodServerLatencyP99(s)": "lat_p99"}
+NEZHA_SUCCESS = "PodSuccessRate(%)"
 NEZHA_QUIET_AFTER_S = 3600
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,11 @@ def nezha_cases(root: Path, fault_s: float = 300.0) -> list[Case]:
             frame = pd.DataFrame({fam: pd.to_numeric(raw[col], errors="coerce").to_numpy()[order]
                                   for col, fam in NEZHA_COLUMNS.items() if col in raw},
                                  index=times[order])
+            if NEZHA_SUCCESS in raw:  # 0 on every row means "not measured" (Online Boutique's pods)
+                success = pd.to_numeric(raw[NEZHA_SUCCESS], errors="coerce").to_numpy(float)[order]
+                if np.nanmax(np.abs(success), initial=0.0) > 0:
+                    idle = (success == 0) & (frame["load"].to_numpy(float) == 0) if "load" in frame else False
+                    frame["errors"] = np.where(idle, np.nan, 1.0 - success / 100.0)  # no requests: no rate
             obs, ref = frame[frame.index < quiet_from], frame[frame.index >= quiet_from]
             t = obs.index.to_numpy()
             labels = np.zeros(len(obs), int)
@@ -131,6 +139,7 @@ def nezha_cases(root: Path, fault_s: float = 300.0) -> list[Case]:
                     labels[inside & (labels != 1)] = -1
             services.append(ServiceSeries(svc, ref, obs, labels))
         _add_edge_latency(day, services)
+        _add_front_service(day, services)
         cases.append(Case(day.name, day.name, 60.0, services, faults))
     return cases
 
@@ -164,6 +173,38 @@ def _add_edge_latency(day: Path, services: list[ServiceSeries]) -> None:
             frame = getattr(s, frame_name)
             if len(frame):
                 frame["net_lat"] = gap.reindex(frame.index, method="nearest", tolerance=30).to_numpy()
+
+
+def _add_front_service(day: Path, services: list[ServiceSeries]) -> None:
+    """``front_service.csv``: the entry service's own success rate and median latency, measured where it
+    serves the users. ``errors`` = 1 - success rate and ``lat_p50``, for the service it names, unless the pod's
+    own metrics already carry them (Online Boutique's ``PodSuccessRate(%)`` is 0 throughout: not measured)."""
+    try:
+        path = _csv(day / "metric", "front_service")
+    except DatasetError:
+        return
+    raw = pd.read_csv(path)
+    if "ServiceName" not in raw or "SuccessRate(%)" not in raw:
+        raise DatasetError(f"{path}: needs ServiceName and SuccessRate(%) columns")
+    times = _nezha_times(raw, path, day.name)
+    for name, rows in raw.groupby(raw["ServiceName"].astype(str).str.lower()):
+        target = next((s for s in services if s.service == name), None)
+        if target is None:
+            continue
+        t = times[rows.index.to_numpy()]
+        order = np.argsort(t, kind="stable")
+        cols = {"errors": 1.0 - pd.to_numeric(rows["SuccessRate(%)"], errors="coerce").to_numpy(float) / 100.0}
+        if "LatencyP50(s)" in rows:
+            cols["lat_p50"] = pd.to_numeric(rows["LatencyP50(s)"], errors="coerce").to_numpy(float)
+        series = {k: pd.Series(v[order], index=t[order]) for k, v in cols.items()}
+        for frame_name in ("reference", "observed"):
+            frame = getattr(target, frame_name)
+            if len(frame):
+                for k, v in series.items():
+                    if k in frame and frame[k].notna().any():  # the pod's own measure wins
+                        continue
+                    v = v[~v.index.duplicated()]
+                    frame[k] = v.reindex(frame.index, method="nearest", tolerance=30).to_numpy()
 
 
 def _nezha_times(raw: pd.DataFrame, path: Path, day: str) -> np.ndarray:

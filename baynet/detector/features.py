@@ -1,7 +1,9 @@
 """Features per service and window, the same for every mesh (no service names, no time position).
 
 Each family is first denoised (``denoise``), then expressed against the service's own reference data as a
-robust z-score ``(x - median) / scale`` compressed by ``sign(z) * log1p(|z|)``. From that:
+robust z-score ``(x - median) / scale`` (scale: 1.4826·MAD, or 1.2533·mean absolute deviation where
+the MAD is 0 — as in Iglewicz and Hoaglin's modified z-score — so a mostly-zero series does not turn every
+small value into an extreme) compressed by ``sign(z) * log1p(|z|)``. From that:
 
 * ``<family>_z``: the level now; ``_lag1``, ``_lag2``: the level one and two windows ago;
 * ``<family>_slope``: least-squares slope over the last five windows (the trend);
@@ -37,9 +39,11 @@ def _robust(ref: np.ndarray, fallback: np.ndarray) -> tuple[float, float]:
     if data.size == 0:
         return 0.0, 1.0
     med = float(np.median(data))
-    mad = float(np.median(np.abs(data - med)))
-    scale = max(1.4826 * mad, 0.01 * abs(med), 1e-9)
-    return med, scale
+    dev = np.abs(data - med)
+    scale = 1.4826 * float(np.median(dev))
+    if scale == 0.0:  # over half the reference sits on its median (an idle edge, a constant bucket):
+        scale = 1.2533 * float(np.mean(dev))  # the mean absolute deviation (modified z-score convention)
+    return med, max(scale, 0.01 * abs(med), 1e-9)
 
 
 def _compressed_z(x: np.ndarray, ref: np.ndarray) -> np.ndarray:

@@ -164,6 +164,8 @@ class LSTM:
         self.random_state, self.hidden, self.epochs, self.batch, self.lr = random_state, hidden, epochs, batch, lr
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
+        self.lo: np.ndarray | None = None
+        self.hi: np.ndarray | None = None
         self.weights: dict[str, np.ndarray] | None = None
         self.n_features = 0
 
@@ -189,12 +191,13 @@ class LSTM:
         rng = np.random.default_rng(self.random_state)
         X, y = _rows(blocks, cols)
         labelled = y >= 0
+        self.lo, self.hi = X[labelled].min(axis=0), X[labelled].max(axis=0)
         self.mean = X[labelled].mean(axis=0)
         self.std = X[labelled].std(axis=0) + 1e-6
         idx = _cap(y, MAX_TRAIN_ROWS, rng)
         lengths = [len(b.y) for b in blocks]
         block_start = np.repeat(np.cumsum([0] + lengths[:-1]), lengths)
-        seqs = _sequences((X - self.mean) / self.std, SEQ_LEN, idx, block_start)
+        seqs = _sequences(self._scaled(X), SEQ_LEN, idx, block_start)
         target = y[idx].astype(np.float32)
         self.n_features = len(cols)
         net = self._net()
@@ -214,6 +217,14 @@ class LSTM:
         self.weights = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
         return self
 
+    def _scaled(self, X: np.ndarray) -> np.ndarray:
+        """Clipped to the range seen in training, then standardised. A network extrapolates arbitrarily:
+        a deviation larger than any in training (a CPU pinned at 100 % on a service that idles at 1 %)
+        must read as the largest one seen, not as an input the gates were never fitted on."""
+        if self.lo is not None and self.hi is not None:
+            X = np.clip(X, self.lo, self.hi)
+        return (X - self.mean) / self.std
+
     def predict(self, blocks: list[Block], cols: list[int]) -> list[np.ndarray]:
         import torch
 
@@ -226,19 +237,20 @@ class LSTM:
                 if not len(b.y):
                     out.append(np.array([]))
                     continue
-                seqs = torch.from_numpy(_sequences((b.X[:, cols] - self.mean) / self.std, SEQ_LEN))
+                seqs = torch.from_numpy(_sequences(self._scaled(b.X[:, cols]), SEQ_LEN))
                 out.append(torch.sigmoid(net(seqs)).numpy().astype(float))
         return out
 
     def state(self) -> dict[str, Any]:
-        return {"mean": self.mean, "std": self.std, "weights": self.weights, "n_features": self.n_features,
-                "hidden": self.hidden}
+        return {"mean": self.mean, "std": self.std, "lo": self.lo, "hi": self.hi, "weights": self.weights,
+                "n_features": self.n_features, "hidden": self.hidden}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "LSTM":
         obj = cls(hidden=state["hidden"])
         obj.mean, obj.std, obj.weights, obj.n_features = (state["mean"], state["std"], state["weights"],
                                                           state["n_features"])
+        obj.lo, obj.hi = state.get("lo"), state.get("hi")  # absent in models stored before clipping
         return obj
 
 

@@ -81,6 +81,17 @@ def test_features_rise_with_an_anomaly_and_ignore_time_and_absent_families():
     assert np.allclose(f.to_numpy(), later.to_numpy())  # the clock position changes nothing
 
 
+def test_a_mostly_zero_reference_does_not_make_every_small_value_extreme():
+    # an idle call edge: zero in most windows, a fraction of a millisecond now and then (the MAD is 0)
+    ref = np.where(RNG.random(300) < 0.3, RNG.uniform(0.0002, 0.001, 300), 0.0)
+    obs = np.array([0.0004, 0.0, 0.0008, 0.75, 0.75])  # two normal blips, then 750 ms of injected delay
+    s = ServiceSeries("svc", pd.DataFrame({"net_lat": ref}), pd.DataFrame({"net_lat": obs}, index=1e9 + np.arange(5)))
+    z = service_features(s)["net_lat_z"].to_numpy()  # compressed: log1p(|robust z|)
+    assert z[0] < np.log1p(6) and z[2] < np.log1p(6)  # blips stay within a few scale units
+    assert z[4] > np.log1p(100)  # the delay is far out
+    assert z[4] - z[2] > 4  # and far apart from the blips (a 1e-9 scale put both near 13)
+
+
 # --- mRMR -------------------------------------------------------------------------------------------
 
 def test_mrmr_prefers_a_new_signal_over_a_copy_of_the_first():
@@ -238,6 +249,38 @@ def test_nezha_adapter_trusts_the_time_column_that_lies_in_the_day(tmp_path, cap
     assert np.allclose(gap[fault.start:fault.end], 0.1) and np.allclose(np.delete(gap, range(fault.start, fault.end)), 0)
 
 
+def test_nezha_adapter_reads_error_rates_from_pods_or_the_entry_service(tmp_path):
+    from datetime import UTC, datetime
+
+    from baynet.detector.datasets import nezha_cases
+
+    root = _nezha_day(tmp_path / "e")
+    metric = root / "2022-08-22" / "metric"
+    t0 = int(datetime(2022, 8, 22, 3, 0, tzinfo=UTC).timestamp())
+    # the entry service's own success rate, 60 % during the fault; a pod-level rate that is 0 throughout
+    # (not measured, as in Online Boutique) must not hide it
+    lines = [f"{datetime.fromtimestamp(t0 + 60 * i, UTC):%Y-%m-%d %H:%M:%S}.3 +0000 UTC,{t0 + 60 * i},Cart,"
+             f"{60 if t0 + 1800 <= t0 + 60 * i < t0 + 2100 else 100},0.2" for i in range(400)]
+    (metric / "front_service.csv").write_text("Time,TimeStamp,ServiceName,SuccessRate(%),LatencyP50(s)\n"
+                                              + "\n".join(lines) + "\n")
+    pod = metric / "cart-abc12345-xyz12_metric.csv"
+    raw = pd.read_csv(pod)
+    raw["PodSuccessRate(%)"] = 0.0
+    raw.to_csv(pod, index=False)
+    (case,) = nezha_cases(root)
+    (svc,) = case.services
+    (fault,) = case.faults
+    err = svc.observed["errors"].to_numpy()
+    assert np.allclose(err[fault.start:fault.end], 0.4) and np.allclose(np.delete(err, range(fault.start, fault.end)), 0)
+    assert np.allclose(svc.observed["lat_p50"], 0.2) and svc.reference["errors"].notna().all()
+    # a pod that does measure its success rate wins over the entry-service file
+    raw["PodSuccessRate(%)"] = np.where(raw["CpuUsageRate(%)"] == 90.0, 75.0, 100.0)
+    raw.to_csv(pod, index=False)
+    (case,) = nezha_cases(root)
+    err = case.services[0].observed["errors"].to_numpy()
+    assert np.allclose(err[fault.start:fault.end], 0.25) and np.allclose(np.delete(err, range(fault.start, fault.end)), 0)
+
+
 def test_nezha_adapter_refuses_a_file_with_no_believable_time(tmp_path):
     from baynet.detector.datasets import DatasetError, nezha_cases
 
@@ -276,6 +319,13 @@ def test_detect_eval_refuses_unknown_datasets_and_paths(tmp_path):
     assert res.exit_code == 2 and "no <service>-<fault>/<rep> directories" in res.output
     res = runner.invoke(app, ["detect", "eval", "rcd-sockshop", str(tmp_path), "--models", "svm"])
     assert res.exit_code == 2 and "unknown model 'svm'" in res.output
+    res = runner.invoke(app, ["detect", "eval", "rcd-sockshop", str(tmp_path), "--models", "gbm", "--hold-out", "pod"])
+    assert res.exit_code == 2 and "unknown --hold-out 'pod'" in res.output
+    res = runner.invoke(app, ["detect", "eval", "rcd-sockshop", str(tmp_path), "--models", "gbm", "--transfer"])
+    assert res.exit_code == 2 and "--transfer needs at least one --also-train" in res.output
+    res = runner.invoke(app, ["detect", "eval", "rcd-sockshop", str(tmp_path), "--models", "gbm",
+                              "--also-train", "nezha"])
+    assert res.exit_code == 2 and "--also-train wants DATASET=PATH, got 'nezha'" in res.output
 
 
 def _rcd_layout(root, reps: int = 2):
@@ -311,8 +361,48 @@ def test_detect_eval_json_and_train_store_a_version(tmp_path):
         assert key in m
     assert result["groups"] == ["carts", "user"] and m["events"] == 4
     assert m["event_recall"] == 1.0 and m["f1"] > 0.8  # a CPU jump of 90 points on an unseen service
-    res = runner.invoke(app, ["detect", "train", "rcd-sockshop", str(data), "--artifacts", str(tmp_path / "a"), "-q"])
+    other = _rcd_layout(tmp_path / "other", reps=1)
+    res = runner.invoke(app, ["detect", "train", "rcd-sockshop", str(data), "--artifacts", str(tmp_path / "a"), "-q",
+                              "--also-train", f"rcd-sockshop={other}"])
     assert res.exit_code == 0, res.output
     assert res.output.startswith("| Thresh | Prec | Rec | F1 | Acc |")
     latest = json.loads((tmp_path / "a" / "detector" / "models" / "latest.json").read_text())
     assert (tmp_path / "a" / "detector" / "models" / latest["version"] / "model.pkl").stat().st_size > 0
+    from baynet.artifacts import LocalStore
+
+    stored = load_model(LocalStore(tmp_path / "a"))
+    assert stored.trained_on["groups"] == ["carts", f"rcd-sockshop={other}:carts", f"rcd-sockshop={other}:user", "user"]
+
+
+def test_false_alarms_count_runs_of_flags_on_normal_windows():
+    from baynet.detector.evaluate import _false_alarms
+
+    y = np.array([0, 0, 0, 0, 1, 1, 0, 0, -1, 0])
+    pred = np.array([1, 1, 0, 1, 1, 1, 1, 0, 1, 1], bool)  # runs on normal windows: [0-1], [3], [6], [9]
+    alarms, hours = _false_alarms([Block(np.zeros((10, 1)), y, "s", "c", "g")], [pred], {"c": 60.0})
+    assert alarms == 4 and hours == pytest.approx(7 / 60)
+
+
+def test_detect_eval_holds_out_services_and_trains_on_another_dataset(tmp_path):
+    from typer.testing import CliRunner
+
+    from baynet.cli import app
+
+    data, other = _rcd_layout(tmp_path / "rcd"), _rcd_layout(tmp_path / "other")
+    runner = CliRunner()
+    res = runner.invoke(app, ["detect", "eval", "rcd-sockshop", str(data), "--json", "--models", "gbm", "-q",
+                              "--hold-out", "service"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    m = result["models"]["gbm"]
+    assert result["hold_out"] == "service" and result["groups"] == ["carts", "front-end", "user"]
+    held = [set(f["held_out"]) for f in m["folds"]]
+    assert all(len(h) == 1 for h in held) and set().union(*held) == set(result["groups"])  # each once
+    assert m["events"] == 4 and m["event_recall"] == 1.0 and m["false_alarms_per_service_hour"] is not None
+    res = runner.invoke(app, ["detect", "eval", "rcd-sockshop", str(data), "--json", "--models", "gbm", "-q",
+                              "--also-train", f"rcd-sockshop={other}", "--transfer"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    m = result["models"]["gbm"]
+    assert result["transfer"] and result["folds"] == 1 and result["also_trained_on"] == {f"rcd-sockshop={other}": 4}
+    assert m["events"] == 4 and m["event_recall"] == 1.0 and m["f1"] > 0.8  # learnt on the other copy only
