@@ -111,20 +111,17 @@ def nezha_cases(root: Path, fault_s: float = 300.0) -> list[Case]:
         quiet_from = injections[-1][0] + fault_s + NEZHA_QUIET_AFTER_S
         services = []
         faults: list[Fault] = []
+        by_service: dict[str, list[pd.DataFrame]] = {}
         for path in sorted((day / "metric").glob("*_metric.csv*")):
             pod = re.sub(r"_metric\.csv(\.gz)?$", "", path.name)
-            svc = service_of(pod)
-            raw = pd.read_csv(path)
-            times = _nezha_times(raw, path, day.name)
-            order = np.argsort(times, kind="stable")
-            frame = pd.DataFrame({fam: pd.to_numeric(raw[col], errors="coerce").to_numpy()[order]
-                                  for col, fam in NEZHA_COLUMNS.items() if col in raw},
-                                 index=times[order])
-            if NEZHA_SUCCESS in raw:  # 0 on every row means "not measured" (Online Boutique's pods)
-                success = pd.to_numeric(raw[NEZHA_SUCCESS], errors="coerce").to_numpy(float)[order]
-                if np.nanmax(np.abs(success), initial=0.0) > 0:
-                    idle = (success == 0) & (frame["load"].to_numpy(float) == 0) if "load" in frame else False
-                    frame["errors"] = np.where(idle, np.nan, 1.0 - success / 100.0)  # no requests: no rate
+            by_service.setdefault(service_of(pod), []).append(_pod_frame(path, day.name))
+        if not by_service:
+            raise DatasetError(f"{day / 'metric'} holds no <pod>_metric.csv files")
+        steps = []
+        for svc, pods in sorted(by_service.items()):
+            frame = _merge_pods(pods)
+            if len(frame) > 1:
+                steps.append(float(np.median(np.diff(frame.index.to_numpy(float)))))
             obs, ref = frame[frame.index < quiet_from], frame[frame.index >= quiet_from]
             t = obs.index.to_numpy()
             labels = np.zeros(len(obs), int)
@@ -140,8 +137,45 @@ def nezha_cases(root: Path, fault_s: float = 300.0) -> list[Case]:
             services.append(ServiceSeries(svc, ref, obs, labels))
         _add_edge_latency(day, services)
         _add_front_service(day, services)
-        cases.append(Case(day.name, day.name, 60.0, services, faults))
+        missing = sorted({target for _, target, _ in injections} - set(by_service))
+        if missing:
+            log.warning("%s: no metrics for injected service(s) %s; their faults are not scored", day.name,
+                        ", ".join(missing))
+        cases.append(Case(day.name, day.name, float(np.median(steps)) if steps else 60.0, services, faults))
     return cases
+
+
+def _pod_frame(path: Path, day: str) -> pd.DataFrame:
+    """One pod's metric file as families by unix time."""
+    raw = pd.read_csv(path)
+    times = _nezha_times(raw, path, day)
+    order = np.argsort(times, kind="stable")
+    frame = pd.DataFrame({fam: pd.to_numeric(raw[col], errors="coerce").to_numpy()[order]
+                          for col, fam in NEZHA_COLUMNS.items() if col in raw}, index=times[order])
+    if NEZHA_SUCCESS in raw:  # 0 on every row means "not measured" (Online Boutique's pods)
+        success = pd.to_numeric(raw[NEZHA_SUCCESS], errors="coerce").to_numpy(float)[order]
+        if np.nanmax(np.abs(success), initial=0.0) > 0:
+            idle = (success == 0) & (frame["load"].to_numpy(float) == 0) if "load" in frame else False
+            frame["errors"] = np.where(idle, np.nan, 1.0 - success / 100.0)  # no requests: no rate
+    return frame
+
+
+def _merge_pods(pods: list[pd.DataFrame]) -> pd.DataFrame:
+    """A service's pods as one series. One pod: as is. Several (a pod replaced during the day, or
+    replicas): rows in time order; rows of different pods within half a minute of each other are one
+    scrape — latencies and rates are averaged, counts (CPU, memory, bytes, requests) summed."""
+    if len(pods) == 1:
+        return pods[0]
+    frame = pd.concat(pods).sort_index(kind="stable")
+    t = frame.index.to_numpy(float)
+    scrape = np.concatenate([[0], np.cumsum(np.diff(t) > 30)])
+    summed = [c for c in frame.columns if c in ("cpu", "mem", "net_rx", "net_tx", "load")]
+    grouped = frame.groupby(scrape)
+    out = grouped.mean()
+    if summed:
+        out[summed] = grouped[summed].sum(min_count=1)
+    out.index = pd.Series(t).groupby(scrape).first().to_numpy()
+    return out
 
 
 def _add_edge_latency(day: Path, services: list[ServiceSeries]) -> None:

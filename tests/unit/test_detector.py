@@ -281,6 +281,28 @@ def test_nezha_adapter_reads_error_rates_from_pods_or_the_entry_service(tmp_path
     assert np.allclose(err[fault.start:fault.end], 0.25) and np.allclose(np.delete(err, range(fault.start, fault.end)), 0)
 
 
+def test_nezha_adapter_joins_a_replaced_pod_into_one_service(tmp_path, caplog):
+    from baynet.detector.datasets import nezha_cases
+
+    root = _nezha_day(tmp_path / "r")
+    metric = root / "2022-08-22" / "metric"
+    raw = pd.read_csv(metric / "cart-abc12345-xyz12_metric.csv")
+    half = len(raw) // 2  # the pod was replaced half-way through the day; the new one has another name
+    raw.iloc[:half].to_csv(metric / "cart-abc12345-xyz12_metric.csv", index=False)
+    raw.iloc[half:].assign(PodName="cart-abc12345-new99").to_csv(metric / "cart-abc12345-new99_metric.csv",
+                                                                index=False)
+    (case,) = nezha_cases(root)
+    (svc,) = case.services
+    (fault,) = case.faults
+    assert svc.service == "cart" and len(svc.observed) + len(svc.reference) == len(raw) and case.step_s == 60.0
+    assert (svc.observed["cpu"].iloc[fault.start:fault.end] == 90).all() and fault.end - fault.start == 5
+    fl = json.loads((root / "2022-08-22" / "fault_list.json").read_text())
+    fl["03"].append({**fl["03"][0], "inject_pod": "ghost-abc12345-xyz12", "inject_timestamp": fl["03"][0]["inject_timestamp"]})
+    (root / "2022-08-22" / "fault_list.json").write_text(json.dumps(fl))
+    (case,) = nezha_cases(root)
+    assert len(case.faults) == 1 and "no metrics for injected service(s) ghost" in caplog.text
+
+
 def test_nezha_adapter_refuses_a_file_with_no_believable_time(tmp_path):
     from baynet.detector.datasets import DatasetError, nezha_cases
 
