@@ -26,10 +26,15 @@ TRACE_FILE = re.compile(r"^(\d\d)_(\d\d)_trace\.csv(\.gz)?$")
 TRACE_SEARCH_S = 240
 
 
+_DEPLOYMENT_POD = re.compile(r"^(.+)-[a-z0-9]{5,10}-[a-z0-9]{5}$")  # <deployment>-<replicaset hash>-<pod hash>
+_STATEFUL_POD = re.compile(r"^(.+)-\d+$")  # <statefulset>-<ordinal>
+
+
 def service_of(pod: str) -> str:
-    """Pod name without its ReplicaSet and pod hash suffixes."""
-    parts = pod.rsplit("-", 2)
-    return parts[0] if len(parts) == 3 else pod
+    """Pod name without its ReplicaSet and pod hash suffixes (``frontend-579b9bff58-t2dbm`` -> ``frontend``),
+    or without a StatefulSet ordinal (``redis-cart-0`` -> ``redis-cart``); any other name as it is."""
+    m = _DEPLOYMENT_POD.match(pod) or _STATEFUL_POD.match(pod)
+    return m.group(1) if m else pod
 
 
 @dataclass

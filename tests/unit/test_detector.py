@@ -428,3 +428,12 @@ def test_detect_eval_holds_out_services_and_trains_on_another_dataset(tmp_path):
     m = result["models"]["gbm"]
     assert result["transfer"] and result["folds"] == 1 and result["also_trained_on"] == {f"rcd-sockshop={other}": 4}
     assert m["events"] == 4 and m["event_recall"] == 1.0 and m["f1"] > 0.8  # learnt on the other copy only
+
+
+def test_service_names_drop_pod_hashes_and_statefulset_ordinals():
+    from baynet.datasets.nezha import service_of
+
+    assert service_of("frontend-579b9bff58-t2dbm") == "frontend"
+    assert service_of("ts-order-service-7b5c8d9f4-abcde") == "ts-order-service"  # hyphens inside the name
+    assert service_of("redis-cart-0") == "redis-cart"  # a StatefulSet pod keeps its whole name
+    assert service_of("mongo") == "mongo"
