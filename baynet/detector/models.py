@@ -111,6 +111,22 @@ def _cap(y: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(np.concatenate([pos, neg]))
 
 
+class _BalancedHGB(HistGradientBoostingClassifier):
+    """``HistGradientBoostingClassifier`` with fast weighted bin edges. With class weights, scikit-learn
+    1.9 computes each of the 254 edges of each feature by a separate weighted percentile in Python: 16 of
+    the 18 s a small training took. Here the edges are the plain quantiles of a sample drawn with
+    probability proportional to the weights — the same edges in expectation, so the rare class still gets
+    its share of bins — and the class weights weight the loss as before."""
+
+    def _bin_data(self, X, sample_weight, is_training_data):
+        if not is_training_data or sample_weight is None:
+            return super()._bin_data(X, sample_weight, is_training_data)
+        rng = np.random.default_rng(self.random_state if isinstance(self.random_state, int) else 0)
+        draw = rng.choice(len(X), size=len(X), p=sample_weight / sample_weight.sum())
+        self._bin_mapper.fit(X[draw])
+        return self._bin_mapper.transform(X)
+
+
 class GradientBoosting:
     kind = "gbm"
 
@@ -121,9 +137,8 @@ class GradientBoosting:
     def fit(self, blocks: list[Block], cols: list[int]) -> "GradientBoosting":
         X, y = _rows(blocks, cols)
         idx = _cap(y, self.max_rows, np.random.default_rng(self.random_state))
-        self.model = HistGradientBoostingClassifier(max_iter=self.max_iter, learning_rate=0.1, max_leaf_nodes=15,
-                                                    l2_regularization=1.0, class_weight="balanced",
-                                                    random_state=self.random_state)
+        self.model = _BalancedHGB(max_iter=self.max_iter, learning_rate=0.1, max_leaf_nodes=15,
+                                  l2_regularization=1.0, class_weight="balanced", random_state=self.random_state)
         with threadpool_limits(1):  # small trees: OpenMP threads cost more than they give (12x under load)
             self.model.fit(X[idx], y[idx])
         return self

@@ -161,6 +161,25 @@ def test_training_selects_informative_features_and_the_store_round_trips(tmp_pat
         load_model(store, "nope")
 
 
+def test_gradient_boosting_gives_the_rare_class_its_share_of_bins_without_the_slow_path(monkeypatch):
+    import sklearn.ensemble._hist_gradient_boosting.binning as binning
+
+    from baynet.detector.models import GradientBoosting
+
+    def slow(*_a, **_k):
+        raise AssertionError("scikit-learn's per-edge weighted percentile was called")
+
+    monkeypatch.setattr(binning, "_weighted_percentile", slow)
+    n_neg, n_pos = 5700, 300  # 5 % positives, in their own range of the one feature
+    X = np.zeros((n_neg + n_pos, len(FEATURES)))
+    X[:n_neg, 0], X[n_neg:, 0] = RNG.uniform(0, 1, n_neg), RNG.uniform(2, 3, n_pos)
+    y = np.r_[np.zeros(n_neg, int), np.ones(n_pos, int)]
+    gb = GradientBoosting(max_iter=5).fit([Block(X, y, "s", "c", "g")], [0])
+    edges = gb.model._bin_mapper.bin_thresholds_[0]
+    assert gb.model.class_weight == "balanced" and len(edges) > 200
+    assert 0.35 < np.mean(edges > 1.5) < 0.65  # unweighted quantiles would give the positives ~5 % of edges
+
+
 @pytest.mark.skipif(not torch_available(), reason="torch extra not installed")
 def test_lstm_learns_the_same_small_problem():
     blocks = _blocks(3)
