@@ -80,6 +80,8 @@ def detect_eval(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '.
                                                                       "scored."),
                 transfer: bool = typer.Option(False, help="Train only on the --also-train datasets and score "
                                               "every case of this one (a model from another mesh)."),
+                seed: int = typer.Option(0, help="Random state of sampling and models (run a few to see the "
+                                                 "spread)."),
                 out: Optional[Path] = typer.Option(None, help="Also write the JSON result to this file."),
                 quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines on stderr.")) -> None:
     """Train on some runs, score runs and services never seen in training; print point-wise precision,
@@ -97,7 +99,7 @@ def detect_eval(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '.
     typer.echo(f"{dataset}: {len(cases)} cases from {path}", err=True)
     try:
         result = evaluate(cases, names, folds=folds, hold_out=hold_out, extra=extra, transfer=transfer,
-                          progress=_say(quiet))
+                          random_state=seed, progress=_say(quiet))
     except ValueError as exc:
         _err(str(exc))
     result["dataset"] = dataset

@@ -9,7 +9,7 @@ more than a false alarm). Training (``train_detector``):
 2. K, the number kept, is chosen by grouped cross-validation inside the training data (average precision
    of a gradient-boosting probe; groups = experiment runs / services, so no run is in both sides);
 3. the threshold comes from the same inner folds' out-of-fold scores, as the row of the threshold table
-   ``Thresh | Prec | Rec | F1 | Acc`` with the best F1 (ties: the lower threshold, for recall);
+   ``Thresh | Prec | Rec | F1 | Acc`` with the best F1 (within 0.01 of it: the lowest, for recall);
 4. the model is refitted on all training rows. Scalers (LSTM) are fitted on training rows only.
 """
 
@@ -79,9 +79,16 @@ def threshold_table(y: np.ndarray, p: np.ndarray, thresholds: tuple[float, ...] 
     return pd.DataFrame(rows)
 
 
-def choose_threshold(table: pd.DataFrame) -> float:
+F1_TOLERANCE = 0.01
+
+
+def choose_threshold(table: pd.DataFrame, tolerance: float = F1_TOLERANCE) -> float:
+    """The lowest threshold whose F1 is within ``tolerance`` of the best. Out-of-fold F1 differences under
+    0.01 are noise — a model whose scores sit near 0 and 1 gives a flat table, where the "best" row is
+    chance (0.95 beating 0.05 by 0.001 once made a held-out service go unflagged) — and among equals the
+    lower threshold favours recall."""
     best = table["F1"].max()
-    return float(table.loc[table["F1"] >= best - 1e-12, "Thresh"].min())
+    return float(table.loc[table["F1"] >= best - tolerance - 1e-12, "Thresh"].min())
 
 
 def format_table(table: pd.DataFrame, chosen: float | None = None) -> str:

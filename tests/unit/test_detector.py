@@ -120,6 +120,10 @@ def test_threshold_table_counts_and_choice():
     high = table.set_index("Thresh").loc[0.75]
     assert high["Prec"] == 1.0 and high["Rec"] == 0.5
     assert choose_threshold(table) == 0.5
+    flat = pd.DataFrame({"Thresh": [0.05, 0.5, 0.95], "Prec": 0.0, "Rec": 0.0, "F1": [0.841, 0.847, 0.848],
+                         "Acc": 0.0})
+    assert choose_threshold(flat) == 0.05  # a flat table: the lowest of the near-best rows, for recall
+    assert choose_threshold(flat.assign(F1=[0.80, 0.847, 0.848])) == 0.5
     text = format_table(table, 0.5)
     assert text.splitlines()[0] == "| Thresh | Prec | Rec | F1 | Acc |" and "0.50 ←" in text
 
