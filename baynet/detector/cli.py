@@ -120,8 +120,9 @@ def detect_train(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '
                  artifacts: Optional[Path] = typer.Option(None, help="Artifact directory (default: BAYNET_* "
                                                                       "settings: local dir or S3)."),
                  quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
-    """Train on every case of the dataset (and of any --also-train ones) and store the model, its threshold and threshold table as a new
-    version in the artifact store (``detector/models/<version>/``); ``latest`` points to it."""
+    """Train on every case of the dataset (and of any --also-train ones) and store the model, its
+    threshold and threshold table as a new version in the artifact store (``detector/models/<version>/``);
+    ``latest`` points to it."""
     import pandas as pd
 
     from baynet.artifacts import LocalStore, make_store
@@ -131,9 +132,7 @@ def detect_train(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '
     (kind,) = _models(model)
     blocks = blocks_from_cases(_cases(dataset, path, fault_minutes))
     for spec, cases in _also(also_train, fault_minutes).items():
-        for b in blocks_from_cases(cases):
-            b.group = f"{spec}:{b.group}"  # inner folds never mix two datasets' groups
-            blocks.append(b)
+        blocks += blocks_from_cases(cases, group_prefix=f"{spec}:")
     try:
         trained = train_detector(blocks, kind, progress=_say(quiet))
     except ValueError as exc:

@@ -230,14 +230,14 @@ def _add_front_service(day: Path, services: list[ServiceSeries]) -> None:
         cols = {"errors": 1.0 - pd.to_numeric(rows["SuccessRate(%)"], errors="coerce").to_numpy(float) / 100.0}
         if "LatencyP50(s)" in rows:
             cols["lat_p50"] = pd.to_numeric(rows["LatencyP50(s)"], errors="coerce").to_numpy(float)
-        series = {k: pd.Series(v[order], index=t[order]) for k, v in cols.items()}
+        keep = ~pd.Index(t[order]).duplicated()
+        series = {k: pd.Series(v[order][keep], index=t[order][keep]) for k, v in cols.items()}
         for frame_name in ("reference", "observed"):
             frame = getattr(target, frame_name)
             if len(frame):
                 for k, v in series.items():
                     if k in frame and frame[k].notna().any():  # the pod's own measure wins
                         continue
-                    v = v[~v.index.duplicated()]
                     frame[k] = v.reindex(frame.index, method="nearest", tolerance=30).to_numpy()
 
 

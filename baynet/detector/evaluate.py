@@ -102,9 +102,7 @@ def evaluate(cases: list[Case], models: tuple[str, ...] | None = None, *, folds:
     extra_blocks: list[Block] = []
     for name, more in (extra or {}).items():
         say(f"features for {len(more)} training-only cases from {name}")
-        for b in blocks_from_cases(more):
-            b.group = f"{name}:{b.group}"  # never the same inner-fold group as a scored one
-            extra_blocks.append(b)
+        extra_blocks += blocks_from_cases(more, group_prefix=f"{name}:")
     key = (lambda b: b.group) if hold_out == "group" else (lambda b: b.service)
     groups = sorted({key(b) for b in blocks})
     n_folds = 1 if transfer else min(folds, len(groups))

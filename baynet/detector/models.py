@@ -441,8 +441,9 @@ def load_model(store: Any, version: str = "latest") -> DetectorModel:
     return DetectorModel.from_bytes(data)
 
 
-def blocks_from_cases(cases: list[Any]) -> list[Block]:
-    """Feature blocks of every service of every case (labels as the dataset gives them)."""
+def blocks_from_cases(cases: list[Any], group_prefix: str = "") -> list[Block]:
+    """Feature blocks of every service of every case (labels as the dataset gives them). A
+    ``group_prefix`` (another dataset's name) keeps its groups apart from the main dataset's in inner folds."""
     from baynet.detector.features import service_features
 
     blocks = []
@@ -450,5 +451,5 @@ def blocks_from_cases(cases: list[Any]) -> list[Block]:
         for s in case.services:
             X = service_features(s).to_numpy(float)
             y = s.labels if s.labels is not None else np.full(len(X), -1)
-            blocks.append(Block(X, np.asarray(y, int), s.service, case.name, case.group))
+            blocks.append(Block(X, np.asarray(y, int), s.service, case.name, group_prefix + case.group))
     return blocks
