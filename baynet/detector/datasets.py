@@ -202,11 +202,7 @@ def _add_edge_latency(day: Path, services: list[ServiceSeries]) -> None:
         with warnings.catch_warnings():  # a minute where no edge has both sides is NaN, and says so
             warnings.simplefilter("ignore", RuntimeWarning)
             gap = pd.Series(np.nanmean((caller - callee).to_numpy(), axis=1), index=caller.index)
-        gap = gap[~gap.index.duplicated()].sort_index()
-        for frame_name in ("reference", "observed"):
-            frame = getattr(s, frame_name)
-            if len(frame):
-                frame["net_lat"] = gap.reindex(frame.index, method="nearest", tolerance=30).to_numpy()
+        _attach(s, "net_lat", gap)
 
 
 def _add_front_service(day: Path, services: list[ServiceSeries]) -> None:
@@ -226,19 +222,20 @@ def _add_front_service(day: Path, services: list[ServiceSeries]) -> None:
         if target is None:
             continue
         t = times[rows.index.to_numpy()]
-        order = np.argsort(t, kind="stable")
-        cols = {"errors": 1.0 - pd.to_numeric(rows["SuccessRate(%)"], errors="coerce").to_numpy(float) / 100.0}
+        success = pd.to_numeric(rows["SuccessRate(%)"], errors="coerce").to_numpy(float)
+        _attach(target, "errors", pd.Series(1.0 - success / 100.0, index=t), keep_own=True)
         if "LatencyP50(s)" in rows:
-            cols["lat_p50"] = pd.to_numeric(rows["LatencyP50(s)"], errors="coerce").to_numpy(float)
-        keep = ~pd.Index(t[order]).duplicated()
-        series = {k: pd.Series(v[order][keep], index=t[order][keep]) for k, v in cols.items()}
-        for frame_name in ("reference", "observed"):
-            frame = getattr(target, frame_name)
-            if len(frame):
-                for k, v in series.items():
-                    if k in frame and frame[k].notna().any():  # the pod's own measure wins
-                        continue
-                    frame[k] = v.reindex(frame.index, method="nearest", tolerance=30).to_numpy()
+            latency = pd.to_numeric(rows["LatencyP50(s)"], errors="coerce").to_numpy(float)
+            _attach(target, "lat_p50", pd.Series(latency, index=t), keep_own=True)
+
+
+def _attach(s: ServiceSeries, family: str, values: pd.Series, keep_own: bool = False) -> None:
+    """Put a series measured outside the pod's file on the service's reference and observed rows (the
+    nearest time within 30 s). ``keep_own``: a frame whose own column already has data keeps it."""
+    values = values[~values.index.duplicated()].sort_index()
+    for frame in (s.reference, s.observed):
+        if len(frame) and not (keep_own and family in frame and frame[family].notna().any()):
+            frame[family] = values.reindex(frame.index, method="nearest", tolerance=30).to_numpy()
 
 
 def _nezha_times(raw: pd.DataFrame, path: Path, day: str) -> np.ndarray:

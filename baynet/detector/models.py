@@ -215,9 +215,9 @@ class LSTM:
         rng = np.random.default_rng(self.random_state)
         X, y = _rows(blocks, cols)
         labelled = y >= 0
-        self.lo, self.hi = X[labelled].min(axis=0), X[labelled].max(axis=0)
-        self.mean = X[labelled].mean(axis=0)
-        self.std = X[labelled].std(axis=0) + 1e-6
+        seen = X[labelled]
+        self.lo, self.hi = seen.min(axis=0), seen.max(axis=0)
+        self.mean, self.std = seen.mean(axis=0), seen.std(axis=0) + 1e-6
         idx = _cap(y, MAX_TRAIN_ROWS, rng)
         lengths = [len(b.y) for b in blocks]
         block_start = np.repeat(np.cumsum([0] + lengths[:-1]), lengths)
