@@ -20,7 +20,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from baynet.evidence import _annotate, _window_index
+from baynet.evidence.traces import _annotate, _window_index
 
 
 def _windows(df: pd.DataFrame, baseline: tuple[float, float], slices: list[tuple[float, float]]) -> pd.DataFrame:

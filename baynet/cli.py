@@ -521,14 +521,20 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
 
 
 @eval_app.command("nezha")
-def eval_nezha(path: Path = typer.Argument(..., help="A directory in the Nezha layout (<day>/fault_list.json, "
-                                                     "<day>/trace/, normal/<day>/trace/)."),
-               as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
-               cases: Optional[int] = typer.Option(None, "--cases", help="Only the first N faults with traces."),
+def eval_nezha(paths: list[Path] = typer.Argument(..., help="One or more directories in the Nezha layout "
+                                                           "(<day>/fault_list.json, <day>/trace/, normal/<day>/trace/), "
+                                                           "one per mesh."),
+               as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout: with one "
+                                            "dataset its result; with several {\"meshes\": {name: result}, "
+                                            "\"pooled\": result}."),
+               cases: Optional[int] = typer.Option(None, "--cases", help="Only the first N faults with traces "
+                                                   "of each dataset."),
                workdir: Optional[Path] = typer.Option(None, help="Keep the stack's files and artifacts here."),
                verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
-    """Replay each fault through the Tempo-compatible server, SQS and the real incident flow; print
-    AC@1/3/5 and Avg@5 overall and per fault type, beside BARO-, MicroRank-style and random baselines."""
+    """Replay each fault through the Tempo-compatible server, SQS and the real incident flow; print per
+    mesh (and pooled over several) AC@1/3/5 and Avg@5 overall and per fault type beside BARO-, MicroRank-style
+    and random baselines, the rank of the true service per case, seconds per case, and which faults were
+    re-located (their listed times disagree and the spans follow the other one) or skipped."""
     _logging(verbose)
     logging.getLogger("baynet").setLevel(logging.WARNING if not verbose else logging.DEBUG)
     logging.getLogger("prefect").setLevel(logging.WARNING)
@@ -536,15 +542,17 @@ def eval_nezha(path: Path = typer.Argument(..., help="A directory in the Nezha l
     from rich.progress import Progress
 
     from baynet.datasets.nezha import list_cases
-    from baynet.evaluate import evaluate_nezha
+    from baynet.evaluate import evaluate_meshes, evaluate_nezha, mesh_names
 
-    if not path.is_dir():
-        _err(f"{path} is not a directory")
-    try:
-        total = sum(c.trace_file is not None for c in list_cases(path))
-    except FileNotFoundError as exc:
-        _err(str(exc))
-    total = min(total, cases) if cases is not None else total
+    total = 0
+    for path in paths:
+        if not path.is_dir():
+            _err(f"{path} is not a directory")
+        try:
+            with_spans = sum(bool(c.trace_files) for c in list_cases(path))
+        except (FileNotFoundError, ValueError) as exc:
+            _err(str(exc))
+        total += min(with_spans, cases) if cases is not None else with_spans
     console = Console(stderr=True)
     with Progress(console=console, transient=False) as bar:
         task = bar.add_task("faults", total=total)
@@ -554,18 +562,26 @@ def eval_nezha(path: Path = typer.Argument(..., help="A directory in the Nezha l
             if verbose:
                 console.print(line)
 
-        result = evaluate_nezha(path, max_cases=cases, progress=step, workdir=workdir)
+        if len(paths) == 1:
+            result = evaluate_nezha(paths[0], max_cases=cases, progress=step, workdir=workdir)
+        else:
+            result = evaluate_meshes(paths, max_cases=cases, progress=step, workdir=workdir)
     if as_json:
         typer.echo(json.dumps(result))
         return
-    _print_eval(result)
+    if len(paths) == 1:
+        _print_eval(result, mesh_names(paths)[0])
+        return
+    for name, mesh in result["meshes"].items():
+        _print_eval(mesh, name)
+    _print_eval(result["pooled"], "pooled over " + ", ".join(result["meshes"]), cases_too=False)
 
 
-def _print_eval(result: dict[str, Any]) -> None:
+def _print_eval(result: dict[str, Any], title: str, cases_too: bool = True) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Root-cause accuracy (service level)")
+    table = Table(title=f"Root-cause accuracy (service level): {title}")
     for col in ("method", "scope", "n", "AC@1", "AC@3", "AC@5", "Avg@5"):
         table.add_column(col, justify="left" if col in ("method", "scope") else "right")
 
@@ -577,8 +593,19 @@ def _print_eval(result: dict[str, Any]) -> None:
         add("baynet", t, m)
     for name, b in result["baselines"].items():
         add(name, "overall", b["overall"])
+        for t, m in b["by_type"].items():
+            add(name, t, m)
     Console().print(table)
-    typer.echo(f"seconds per case: {result['seconds_per_case']:.2f}; skipped: {len(result['skipped'])}")
+    typer.echo(f"seconds per case: {result['seconds_per_case']:.2f}; skipped: {len(result['skipped'])}; "
+               f"re-located: {len(result['relocated'])}")
+    if cases_too:
+        typer.echo("rank of the true service per case (baynet / baro / microrank, of N candidates):")
+        for c in result["cases"]:
+            r = c["ranks"]
+            typer.echo(f"  {c['case']:<40} {c['truth']:<28} {r['baynet'] or '-':>3} / {r['baro'] or '-':>3} / "
+                       f"{r['microrank'] or '-':>3}  of {c['candidates']}")
+    for s in result["relocated"]:
+        typer.echo(f"  re-located {s['case']}: {s['reason']}")
     for s in result["skipped"]:
         typer.echo(f"  skipped {s['case']}: {s['reason']}")
 

@@ -1,6 +1,7 @@
-"""Root-cause accuracy on a dataset in the Nezha layout, through the real path.
+"""Root-cause accuracy on datasets in the Nezha layout, through the real path.
 
-For every fault with span data: load its spans (and the normal phase, as the baseline before it) into
+For every fault with span data: load its spans (every span file covering the analysed window, and the
+normal phase, as the baseline before it) into
 the Tempo-compatible server; put the anomaly event a latency detector would send — the entry service at
 the injection time plus :data:`DETECTION_DELAY_S` — on the (moto) SQS queue; let the consumer run the
 real incident flow; read the ranking from the artifact store and score it against ``inject_pod``, which
@@ -43,22 +44,53 @@ def _hits(ranking: list[str], truth: str) -> dict[int, float]:
 
 def evaluate_nezha(path: Path, *, max_cases: int | None = None, progress: Callable[[str], None] | None = None,
                    workdir: Path | None = None) -> dict[str, Any]:
-    """Run the harness; return the JSON object ``baynet eval nezha --json`` prints."""
+    """Run the harness on one dataset; return the JSON object ``baynet eval nezha PATH --json`` prints."""
+    rows, skipped, relocated = _run_dataset(Path(path), max_cases=max_cases, progress=progress, workdir=workdir)
+    return summarise(rows, skipped, relocated)
+
+
+def evaluate_meshes(paths: list[Path], *, max_cases: int | None = None,
+                    progress: Callable[[str], None] | None = None, workdir: Path | None = None) -> dict[str, Any]:
+    """Run the harness on several datasets: one result per mesh (keyed by its directory name) and the
+    pooled result over all their cases -- the cross-mesh protocol's table."""
+    names = mesh_names(paths)
+    meshes, pooled_rows, pooled_skipped, pooled_relocated = {}, [], [], []
+    for name, path in zip(names, paths):
+        sub = Path(workdir) / name if workdir else None
+        rows, skipped, relocated = _run_dataset(Path(path), max_cases=max_cases, progress=progress, workdir=sub)
+        meshes[name] = summarise(rows, skipped, relocated)
+        pooled_rows += [{**r, "case": f"{name} {r['case']}"} for r in rows]
+        pooled_skipped += [{**s, "case": f"{name} {s['case']}"} for s in skipped]
+        pooled_relocated += [{**r, "case": f"{name} {r['case']}"} for r in relocated]
+    return {"meshes": meshes, "pooled": summarise(pooled_rows, pooled_skipped, pooled_relocated)}
+
+
+def mesh_names(paths: list[Path]) -> list[str]:
+    """A short name per dataset: its directory's name, or its whole path where two names clash."""
+    short = [Path(p).resolve().name for p in paths]
+    return [s if short.count(s) == 1 else str(Path(p)) for s, p in zip(short, paths)]
+
+
+def _run_dataset(path: Path, *, max_cases: int | None, progress: Callable[[str], None] | None,
+                 workdir: Path | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     from baynet.cli import run_consumer
     from baynet.stack import LocalStack
 
-    path = Path(path)
     all_cases = list_cases(path)
-    skipped = [{"case": c.name, "reason": "no span file covers the fault"} for c in all_cases if c.trace_file is None]
-    cases = [c for c in all_cases if c.trace_file is not None]
+    skipped = [{"case": c.name, "reason": "no span file covers the fault's window (neither its inject_timestamp "
+                "nor its inject_time)"} for c in all_cases if not c.trace_files]
+    cases = [c for c in all_cases if c.trace_files]
     if max_cases is not None:
         cases = cases[:max_cases]
+    relocated = [{"case": c.name, "reason": c.relocated} for c in cases if c.relocated]
     normal = normal_trace_files(path)
     if not normal:
         raise FileNotFoundError(f"no normal-phase span files under {path}/normal/*/trace: no baseline")
     work = Path(workdir or tempfile.mkdtemp(prefix="baynet-eval-"))
+    work.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     saved_env = dict(os.environ)
+    used_ids: set[str] = set()
     try:
         with LocalStack(work, use_prometheus=False) as stack:
             os.environ.update(stack.env)
@@ -67,7 +99,7 @@ def evaluate_nezha(path: Path, *, max_cases: int | None = None, progress: Callab
             for i, case in enumerate(cases, 1):
                 started = time.monotonic()
                 try:
-                    row = _run_case(case, normal, stack, settings, run_consumer)
+                    row = _run_case(case, normal, stack, settings, run_consumer, used_ids)
                 except Exception as exc:  # one broken case is reported, not fatal
                     skipped.append({"case": case.name, "reason": f"{type(exc).__name__}: {exc}"})
                     continue
@@ -79,7 +111,7 @@ def evaluate_nezha(path: Path, *, max_cases: int | None = None, progress: Callab
     finally:
         os.environ.clear()
         os.environ.update(saved_env)
-    return summarise(rows, skipped)
+    return rows, skipped, relocated
 
 
 def replay_case(case: NezhaCase, normal: list[Path], settings: Settings) -> tuple[Any, dict[str, Any], list, list]:
@@ -87,7 +119,7 @@ def replay_case(case: NezhaCase, normal: list[Path], settings: Settings) -> tupl
     before the baseline window (fresh trace ids); the anomaly event; and both span lists."""
     from baynet.tempo.server import TraceStore
 
-    fault_spans = read_spans(case.trace_file)
+    fault_spans = [s for f in case.trace_files for s in read_spans(f)]
     event_time = case.inject_ts + DETECTION_DELAY_S
     windows = Windows.around(event_time, settings)
     baseline_spans = []
@@ -104,11 +136,14 @@ def replay_case(case: NezhaCase, normal: list[Path], settings: Settings) -> tupl
     return store, event, fault_spans, baseline_spans
 
 
-def _run_case(case: NezhaCase, normal: list[Path], stack: Any, settings: Settings, run_consumer: Any
-              ) -> dict[str, Any]:
+def _run_case(case: NezhaCase, normal: list[Path], stack: Any, settings: Settings, run_consumer: Any,
+              used_ids: set[str]) -> dict[str, Any]:
     from baynet.artifacts import LocalStore
 
     store, event, fault_spans, baseline_spans = replay_case(case, normal, settings)
+    while event["id"] in used_ids:  # two faults listed at one time must not share an incident
+        event["id"] += "+"
+    used_ids.add(event["id"])
     stack.tempo.store = store
     event_id = event["id"]
     windows = Windows.around(event["timestamp"], settings)
@@ -134,7 +169,12 @@ def _shifted(span: Any, shift: int) -> Any:
     return span
 
 
-def summarise(rows: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> dict[str, Any]:
+def _rank(ranking: list[str], truth: str) -> int | None:
+    return ranking.index(truth) + 1 if truth in ranking else None
+
+
+def summarise(rows: list[dict[str, Any]], skipped: list[dict[str, Any]],
+              relocated: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     methods = ["baynet", "baro", "microrank"]
     hits: dict[str, list[dict[int, float]]] = defaultdict(list)
     by_type: dict[str, dict[str, list[dict[int, float]]]] = defaultdict(lambda: defaultdict(list))
@@ -147,14 +187,15 @@ def summarise(rows: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> dict
         hits["random"].append(rnd)
         by_type["random"][row["fault_type"]].append(rnd)
     cases = [{"case": r["case"], "fault_type": r["fault_type"], "truth": r["truth"],
-              "top5": r["rankings"]["baynet"][:5],
-              "rank": (r["rankings"]["baynet"].index(r["truth"]) + 1) if r["truth"] in r["rankings"]["baynet"]
-              else None, "seconds": round(r["seconds"], 3)} for r in rows]
+              "top5": r["rankings"]["baynet"][:5], "rank": _rank(r["rankings"]["baynet"], r["truth"]),
+              "ranks": {m: _rank(r["rankings"][m], r["truth"]) for m in methods},
+              "candidates": r["candidates"], "seconds": round(r["seconds"], 3)} for r in rows]
     return {
         "overall": metrics(hits["baynet"]),
         "by_type": {t: metrics(v) for t, v in sorted(by_type["baynet"].items())},
         "cases": cases,
         "skipped": skipped,
+        "relocated": relocated or [],
         "seconds_per_case": statistics.mean(r["seconds"] for r in rows) if rows else 0.0,
         "baselines": {m: {"overall": metrics(hits[m]),
                           "by_type": {t: metrics(v) for t, v in sorted(by_type[m].items())}}

@@ -1,8 +1,8 @@
 """The Nezha dataset layout (FSE'23; Online Boutique and Train-Ticket halves share it).
 
 ``<root>/<day>/fault_list.json`` (inject_time, inject_timestamp, inject_pod, inject_type),
-``<root>/<day>/trace/HH_MM_trace.csv.gz`` (span CSVs, one per minute), ``<root>/normal/<day>/trace/``
-(the fault-free phase). Span CSV columns: ``TraceID,SpanID,ParentID,PodName,OperationName,
+``<root>/<day>/trace/HH_MM_trace.csv.gz`` (span CSVs, one per minute; a fault may have several),
+``<root>/normal/<day>/trace/`` (the fault-free phase). Span CSV columns: ``TraceID,SpanID,ParentID,PodName,OperationName,
 StartTimeUnixNano,EndTimeUnixNano,Duration``; ``ParentID`` is ``root`` for roots; there is no status.
 A service is its pod name without the two hash suffixes (``cartservice-579f59597d-wc2lz`` -> ``cartservice``).
 """
@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,8 +22,9 @@ import pandas as pd
 from baynet.otlp import Span
 
 TRACE_FILE = re.compile(r"^(\d\d)_(\d\d)_trace\.csv(\.gz)?$")
-# The span file of a fault is the first one that ends within this long after the injection.
-TRACE_SEARCH_S = 240
+# Span files are read for the part of a fault an analysis looks at: from a minute before the injection
+# to the detection time after it (the incident slices end then).
+SPAN_WINDOW_S = (-60.0, 120.0)
 
 
 _DEPLOYMENT_POD = re.compile(r"^(.+)-[a-z0-9]{5,10}-[a-z0-9]{5}$")  # <deployment>-<replicaset hash>-<pod hash>
@@ -40,10 +41,11 @@ def service_of(pod: str) -> str:
 @dataclass
 class NezhaCase:
     day: str
-    inject_ts: int
+    inject_ts: int                      # where the fault is taken to be: a listed time the spans cover
     inject_pod: str
     fault_type: str
-    trace_file: Path | None
+    trace_files: list[Path] = field(default_factory=list)   # span files covering the analysed window
+    relocated: str | None = None        # why inject_ts is not the listed inject_timestamp, if it is not
 
     @property
     def truth(self) -> str:
@@ -55,30 +57,74 @@ class NezhaCase:
         return f"{self.day} {datetime.fromtimestamp(self.inject_ts, UTC):%H:%M:%S} {self.fault_type}"
 
 
-def _file_minute(day: str, path: Path) -> int | None:
-    m = TRACE_FILE.match(path.name)
-    if not m:
-        return None
-    stamp = datetime.strptime(f"{day} {m.group(1)}:{m.group(2)}", "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
-    return int(stamp.timestamp())
+def _span_extent(path: Path) -> tuple[float, float]:
+    """First and last span start in a span file, unix seconds: the file's own clock, not its name."""
+    starts = pd.read_csv(path, usecols=["StartTimeUnixNano"])["StartTimeUnixNano"]
+    if starts.empty:
+        return (0.0, 0.0)
+    return float(starts.min()) / 1e9, float(starts.max()) / 1e9
+
+
+def _covered(extents: list[tuple[float, float]], lo: float, hi: float) -> float:
+    """Seconds of ``[lo, hi]`` that some span file covers (overlapping files counted once)."""
+    spans = sorted((max(a, lo), min(b, hi)) for a, b in extents if b > lo and a < hi)
+    total, reach = 0.0, lo
+    for a, b in spans:
+        if b > reach:
+            total += b - max(a, reach)
+            reach = b
+    return total
+
+
+def _locate(listed_ts: int, inject_time: str, extents: list[tuple[float, float]]) -> tuple[int | None, str | None]:
+    """The fault's time: of the two the list gives (``inject_timestamp``, and ``inject_time`` read as UTC),
+    the one whose analysed window the spans cover best; the timestamp on a tie. Nezha's lists carry
+    time-zone slips between the two, and the span files follow whichever was right."""
+    candidates = [(listed_ts, "inject_timestamp")]
+    try:
+        clock = int(datetime.strptime(inject_time, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp())
+        candidates.append((clock, "inject_time"))
+    except (TypeError, ValueError):
+        pass
+    cover = [(_covered(extents, t + SPAN_WINDOW_S[0], t + SPAN_WINDOW_S[1]), t, name) for t, name in candidates]
+    best = max(cover, key=lambda c: c[0])  # max keeps the first (the timestamp) on a tie
+    if best[0] <= 0:
+        return None, None
+    if best[1] == listed_ts:
+        return listed_ts, None
+    stamp = datetime.fromtimestamp(listed_ts, UTC).strftime("%H:%M:%S")
+    return best[1], (f"relocated to inject_time {inject_time} (read as UTC): spans cover {best[0]:.0f} s of its "
+                     f"window and {cover[0][0]:.0f} s of inject_timestamp {stamp} UTC's "
+                     f"({(best[1] - listed_ts) / 3600:+.2f} h)")
 
 
 def list_cases(root: Path) -> list[NezhaCase]:
-    """Every fault of every day under ``root``, with the span file that covers it (or ``None``)."""
+    """Every fault of every day under ``root``, located where its spans are, with the span files that
+    cover its analysed window (none: the fault has no spans and cannot be analysed)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"no Nezha dataset at {root}")
     cases = []
     for fault_list in sorted(root.glob("*/fault_list.json")):
         day_dir = fault_list.parent
-        day = day_dir.name
-        files = sorted((p for p in (day_dir / "trace").glob("*_trace.csv*") if _file_minute(day, p) is not None),
-                       key=lambda p: _file_minute(day, p))
-        for faults in json.loads(fault_list.read_text()).values():
+        files = sorted(p for p in (day_dir / "trace").glob("*_trace.csv*") if TRACE_FILE.match(p.name))
+        extents = [_span_extent(p) for p in files]
+        try:
+            listed = json.loads(fault_list.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{fault_list} is not valid JSON: {exc}") from None
+        for faults in listed.values():
             for f in faults:
-                ts = int(f["inject_timestamp"])
-                match = next((p for p in files if ts < _file_minute(day, p) + 60 <= ts + TRACE_SEARCH_S), None)
-                cases.append(NezhaCase(day, ts, f["inject_pod"], f["inject_type"], match))
+                try:
+                    listed_ts = int(f["inject_timestamp"])
+                    pod, kind = f["inject_pod"], f["inject_type"]
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise ValueError(f"{fault_list}: a fault without a usable {exc} field: {f!r}") from None
+                ts, why = _locate(listed_ts, f.get("inject_time", ""), extents)
+                ts = listed_ts if ts is None else ts
+                lo, hi = ts + SPAN_WINDOW_S[0], ts + SPAN_WINDOW_S[1]
+                covering = [p for p, (a, b) in zip(files, extents) if b > lo and a < hi]
+                cases.append(NezhaCase(day_dir.name, ts, pod, kind, covering, why))
     cases.sort(key=lambda c: c.inject_ts)
     if not cases:
         raise FileNotFoundError(f"no <day>/fault_list.json under {root}")

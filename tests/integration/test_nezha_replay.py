@@ -19,7 +19,7 @@ DATA = SHARED / "datasets" / "nezha" / "onlineboutique"
 
 def test_cpu_contention_shows_as_the_injected_services_latency_shift(prefect_harness, baynet_env, tmp_path):
     require(DATA.is_dir(), f"Nezha data at {DATA}")
-    case = next(c for c in list_cases(DATA) if c.trace_file and c.fault_type == "cpu_contention"
+    case = next(c for c in list_cases(DATA) if c.trace_files and c.fault_type == "cpu_contention"
                 and c.truth == "checkoutservice")
     store, event, _, _ = replay_case(case, normal_trace_files(DATA), Settings())
     with TempoServer(store) as tempo:

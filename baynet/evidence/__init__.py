@@ -1,0 +1,14 @@
+"""Evidence for the DBN: what each source says about each service in each time slice.
+
+``traces`` turns spans into per-service, per-window evidence and per-edge propagation counts.
+"""
+
+from baynet.evidence.traces import (
+    EDGE_COLUMNS,
+    EVIDENCE_COLUMNS,
+    Thresholds,
+    build_evidence,
+    spans_frame,
+)
+
+__all__ = ["EDGE_COLUMNS", "EVIDENCE_COLUMNS", "Thresholds", "build_evidence", "spans_frame"]
