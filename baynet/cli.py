@@ -529,6 +529,9 @@ def eval_nezha(paths: list[Path] = typer.Argument(..., help="One or more directo
                                             "\"pooled\": result}."),
                cases: Optional[int] = typer.Option(None, "--cases", help="Only the first N faults with traces "
                                                    "of each dataset."),
+               synthetic: int = typer.Option(-1, "--synthetic", help="Semi-synthetic incidents per mesh, made from "
+                                             "its normal phase (a delay, errors or missing calls at one service), "
+                                             "reported beside the real faults: -1 all (the default), 0 none."),
                workdir: Optional[Path] = typer.Option(None, help="Keep the stack's files and artifacts here."),
                verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Replay each fault through the Tempo-compatible server, SQS and the real incident flow; print per
@@ -554,18 +557,25 @@ def eval_nezha(paths: list[Path] = typer.Argument(..., help="One or more directo
             _err(str(exc))
         total += min(with_spans, cases) if cases is not None else with_spans
     console = Console(stderr=True)
+    limit = None if synthetic < 0 else synthetic
     with Progress(console=console, transient=False) as bar:
         task = bar.add_task("faults", total=total)
+        made = bar.add_task("semi-synthetic", total=None, visible=synthetic != 0)
 
         def step(line: str) -> None:
-            bar.update(task, advance=1, description=line[:60])
+            if " synthetic " in line:  # "[i/n] synthetic ...": n is known once a mesh's cases are made
+                done, of = line[1:line.index("]")].split("/")
+                bar.update(made, completed=int(done) if done != of else int(of), total=int(of),
+                           description=line[:60])
+            else:
+                bar.update(task, advance=1, description=line[:60])
             if verbose:
                 console.print(line)
 
         if len(paths) == 1:
-            result = evaluate_nezha(paths[0], max_cases=cases, progress=step, workdir=workdir)
+            result = evaluate_nezha(paths[0], max_cases=cases, synthetic=limit, progress=step, workdir=workdir)
         else:
-            result = evaluate_meshes(paths, max_cases=cases, progress=step, workdir=workdir)
+            result = evaluate_meshes(paths, max_cases=cases, synthetic=limit, progress=step, workdir=workdir)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -596,6 +606,9 @@ def _print_eval(result: dict[str, Any], title: str, cases_too: bool = True) -> N
         for t, m in b["by_type"].items():
             add(name, t, m)
     Console().print(table)
+    if "synthetic" in result:
+        _print_eval({**result["synthetic"], "relocated": []}, f"{title}, semi-synthetic (normal traces, one "
+                    f"injected fault each)", cases_too=False)
     typer.echo(f"seconds per case: {result['seconds_per_case']:.2f}; skipped: {len(result['skipped'])}; "
                f"re-located: {len(result['relocated'])}")
     if cases_too:

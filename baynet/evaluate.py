@@ -16,6 +16,7 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,27 +43,37 @@ def _hits(ranking: list[str], truth: str) -> dict[int, float]:
     return {k: ac_at_k(ranking, truth, k) for k in KS}
 
 
-def evaluate_nezha(path: Path, *, max_cases: int | None = None, progress: Callable[[str], None] | None = None,
-                   workdir: Path | None = None) -> dict[str, Any]:
-    """Run the harness on one dataset; return the JSON object ``baynet eval nezha PATH --json`` prints."""
-    rows, skipped, relocated = _run_dataset(Path(path), max_cases=max_cases, progress=progress, workdir=workdir)
-    return summarise(rows, skipped, relocated)
+def evaluate_nezha(path: Path, *, max_cases: int | None = None, synthetic: int | None = 0,
+                   progress: Callable[[str], None] | None = None, workdir: Path | None = None) -> dict[str, Any]:
+    """Run the harness on one dataset; return the JSON object ``baynet eval nezha PATH --json`` prints.
+    ``synthetic``: how many semi-synthetic cases to add beside the real faults (``None``: all, 0: none)."""
+    result = evaluate_meshes([Path(path)], max_cases=max_cases, synthetic=synthetic, progress=progress,
+                             workdir=workdir)
+    return next(iter(result["meshes"].values()))
 
 
-def evaluate_meshes(paths: list[Path], *, max_cases: int | None = None,
+def evaluate_meshes(paths: list[Path], *, max_cases: int | None = None, synthetic: int | None = 0,
                     progress: Callable[[str], None] | None = None, workdir: Path | None = None) -> dict[str, Any]:
     """Run the harness on several datasets: one result per mesh (keyed by its directory name) and the
-    pooled result over all their cases -- the cross-mesh protocol's table."""
+    pooled result over all their cases -- the cross-mesh protocol's table. Semi-synthetic cases, when
+    asked for, are summarised apart (``"synthetic"``), never mixed into the real faults' figures."""
     names = mesh_names(paths)
-    meshes, pooled_rows, pooled_skipped, pooled_relocated = {}, [], [], []
+    meshes: dict[str, Any] = {}
+    pooled: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for name, path in zip(names, paths):
-        sub = Path(workdir) / name if workdir else None
+        sub = Path(workdir) / name if workdir and len(paths) > 1 else workdir
         rows, skipped, relocated = _run_dataset(Path(path), max_cases=max_cases, progress=progress, workdir=sub)
         meshes[name] = summarise(rows, skipped, relocated)
-        pooled_rows += [{**r, "case": f"{name} {r['case']}"} for r in rows]
-        pooled_skipped += [{**s, "case": f"{name} {s['case']}"} for s in skipped]
-        pooled_relocated += [{**r, "case": f"{name} {r['case']}"} for r in relocated]
-    return {"meshes": meshes, "pooled": summarise(pooled_rows, pooled_skipped, pooled_relocated)}
+        parts = {"rows": rows, "skipped": skipped, "relocated": relocated}
+        if synthetic != 0:
+            parts["synthetic"] = synthetic_rows(Path(path), limit=synthetic, progress=progress)
+            meshes[name]["synthetic"] = summarise(parts["synthetic"], [])
+        for key, items in parts.items():
+            pooled[key] += [{**item, "case": f"{name} {item['case']}"} for item in items]
+    out = summarise(pooled["rows"], pooled["skipped"], pooled["relocated"])
+    if synthetic != 0:
+        out["synthetic"] = summarise(pooled["synthetic"], [])
+    return {"meshes": meshes, "pooled": out}
 
 
 def mesh_names(paths: list[Path]) -> list[str]:
@@ -112,6 +123,62 @@ def _run_dataset(path: Path, *, max_cases: int | None, progress: Callable[[str],
         os.environ.clear()
         os.environ.update(saved_env)
     return rows, skipped, relocated
+
+
+def synthetic_rows(path: Path, *, limit: int | None = None, progress: Callable[[str], None] | None = None
+                   ) -> list[dict[str, Any]]:
+    """Semi-synthetic incidents made from the dataset's normal phase (:mod:`baynet.datasets.semisynthetic`),
+    analysed in-process by the same functions the incident flow's tasks call (evidence, topology from the
+    traces, a fresh model, inference) -- no queue or Tempo in between, so hundreds of cases take minutes."""
+    from baynet.datasets.semisynthetic import make_cases
+
+    normal = [s for f in normal_trace_files(path) for s in read_spans(f, salt="synthetic")]
+    if not normal:
+        raise FileNotFoundError(f"no normal-phase span files under {path}/normal/*/trace: nothing to build from")
+    settings = Settings()
+    cases = make_cases(normal, settings.window_s, limit=limit)
+    rows = []
+    for i, case in enumerate(cases, 1):
+        started = time.monotonic()
+        rows.append({**analyse_synthetic(case, settings), "seconds": time.monotonic() - started})
+        if progress:
+            progress(f"[{i}/{len(cases)}] synthetic {case.name}: baynet top {rows[-1]['rankings']['baynet'][:3]}")
+    return rows
+
+
+def analyse_synthetic(case: Any, settings: Settings) -> dict[str, Any]:
+    """One semi-synthetic case: the baseline half ends where the baseline window does, the incident half
+    at the anomaly time; the event names the entry service, as for the real faults."""
+    from baynet.analysis import infer, reestimate, trace_topology
+    from baynet.dbn import DBNModel
+    from baynet.events import parse_object
+    from baynet.evidence import build_evidence
+
+    event_time = 1_700_000_000.0  # any past time: the cases carry no clock of their own
+    windows = Windows.around(event_time, settings)
+    # The incident's whole windows become the last slices; the baseline ends where its window does.
+    shift = int((event_time - case.incident_s - case.incident_start) * 1e9)
+    incident = [replace(s, start_ns=s.start_ns + shift, end_ns=s.end_ns + shift) for s in case.incident]
+    spans = _moved(case.baseline, windows.baseline[1] - 1) + incident
+    frame = spans_frame(spans)
+    evidence, edges = build_evidence(frame, windows.baseline, windows.slices)
+    topology = trace_topology(edges, settings.namespace, windows.incident[1] - windows.incident[0])
+    model = DBNModel()
+    reestimate(model, topology, edges)
+    (event,) = parse_object({"id": "synthetic", "service": entry_service(case.incident), "event_type": "latency",
+                             "timestamp": event_time, "severity": "critical"})
+    ranking, _ = infer(model, event, evidence, topology, settings)
+    return {"case": case.name, "fault_type": case.fault_type, "truth": case.truth,
+            "candidates": len({s.service for s in case.incident}),
+            "rankings": {"baynet": [r["service"] for r in ranking],
+                         "baro": baro_rank(frame, windows.baseline, windows.slices),
+                         "microrank": microrank_rank(frame, windows.baseline, windows.slices)}}
+
+
+def _moved(spans: list[Any], end_s: float) -> list[Any]:
+    """Copies of ``spans`` moved in time so that the last one starts at ``end_s``."""
+    shift = int(end_s * 1e9) - max(s.start_ns for s in spans)
+    return [replace(s, start_ns=s.start_ns + shift, end_ns=s.end_ns + shift) for s in spans]
 
 
 def replay_case(case: NezhaCase, normal: list[Path], settings: Settings) -> tuple[Any, dict[str, Any], list, list]:

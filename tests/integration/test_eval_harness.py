@@ -32,8 +32,8 @@ def _check_result(result: dict, n: int) -> None:
 def test_eval_one_fault_of_each_mesh_json():
     require(BOUTIQUE.is_dir() and TRAIN_TICKET.is_dir(), f"Nezha data at {BOUTIQUE} and {TRAIN_TICKET}")
     baynet = Path(sys.executable).with_name("baynet")
-    proc = subprocess.run([str(baynet), "eval", "nezha", str(BOUTIQUE), str(TRAIN_TICKET), "--cases", "1", "--json"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([str(baynet), "eval", "nezha", str(BOUTIQUE), str(TRAIN_TICKET), "--cases", "1",
+                           "--synthetic", "3", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
     assert set(result["meshes"]) == {"onlineboutique", "trainticket"}
@@ -47,6 +47,11 @@ def test_eval_one_fault_of_each_mesh_json():
     # Train-Ticket's first fault is listed 8 h off; it runs where its spans are, and says so
     assert ticket["skipped"] == [] and "inject_time" in ticket["relocated"][0]["reason"]
     assert [c["case"].split(" ", 1)[0] for c in result["pooled"]["cases"]] == ["onlineboutique", "trainticket"]
+    # semi-synthetic cases beside the real ones, never mixed into their figures
+    for mesh in result["meshes"].values():
+        assert mesh["synthetic"]["overall"]["n"] == 3
+        assert all(c["fault_type"].startswith("synthetic_") for c in mesh["synthetic"]["cases"])
+    assert result["pooled"]["synthetic"]["overall"]["n"] == 6
 
 
 def test_summary_ranks_and_mesh_names():

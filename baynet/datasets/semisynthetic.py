@@ -1,0 +1,183 @@
+"""Semi-synthetic incidents made from a mesh's own normal traces, many more than the public faults give.
+
+The normal traces are split in time: the later half's last whole analysis windows are the incident, what
+comes before is the baseline. In the incident one service gets a fault, applied the way a real one would show in its traces:
+
+* ``delay`` -- each affected visit of the service works ``size`` times its usual entry latency longer:
+  its entry span and every ancestor span end later, and whatever the trace did after it starts later;
+* ``errors`` -- affected visits fail (error status) and the failure travels up the caller chain to the
+  trace's root, as an HTTP 500 does;
+* ``missing_calls`` -- affected visits skip their last call to another service (an early return or an
+  exception): that call's subtree is gone, and the visit and its ancestors end that much sooner.
+
+``size`` is the share of the service's visits affected for ``errors`` and ``missing_calls``, and the delay
+in multiples of the service's median entry latency for ``delay``. Each case records its truth; only the
+scorer reads it.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from baynet.otlp import Span
+
+KINDS = ("delay", "errors", "missing_calls")
+SIZES = {"delay": (0.5, 1.0, 4.0), "errors": (0.1, 0.3, 1.0), "missing_calls": (0.25, 0.5, 1.0)}
+MIN_VISITS = 3  # a service visited fewer times in the incident half cannot show a fault
+
+
+@dataclass
+class SyntheticCase:
+    name: str
+    fault_type: str
+    truth: str
+    baseline: list[Span] = field(repr=False)   # shared by the cases of one mesh: do not change it
+    incident: list[Span] = field(repr=False)
+    incident_start: float = 0.0                # unix seconds
+    incident_s: float = 0.0                    # a whole number of analysis windows
+
+
+def _by_trace(spans: list[Span]) -> dict[str, list[Span]]:
+    out: dict[str, list[Span]] = defaultdict(list)
+    for s in spans:
+        out[s.trace_id].append(s)
+    return out
+
+
+def split_in_time(spans: list[Span], window_s: float) -> tuple[list[Span], list[Span], float, float]:
+    """Whole traces by their first span: the baseline (earlier) and the incident (the last whole analysis
+    windows of the later half, so that no slice holds only a ragged end). Returns both, the incident's
+    start (unix seconds) and its length (a whole number of ``window_s``, or half the data where that is less
+    than one window)."""
+    starts = {tid: min(s.start_ns for s in t) / 1e9 for tid, t in _by_trace(spans).items()}
+    lo, hi = min(starts.values()), max(starts.values())
+    half = (hi - lo) / 2
+    length = window_s * (half // window_s) if half >= window_s else half  # less than a window: half the data
+    begin = hi - length + 1e-3  # the last trace starts just inside the incident's end
+    return ([s for s in spans if starts[s.trace_id] < begin], [s for s in spans if starts[s.trace_id] >= begin],
+            begin, length)
+
+
+def _visits(trace: list[Span], service: str) -> list[Span]:
+    """The entry spans of ``service`` in a trace: its spans whose parent is another service's (or none)."""
+    by_id = {s.span_id: s for s in trace}
+    return [s for s in trace if s.service == service
+            and (s.parent_span_id not in by_id or by_id[s.parent_span_id].service != service)]
+
+
+def _ancestors(span: Span, by_id: dict[str, Span]) -> list[Span]:
+    out, seen = [], set()
+    while span.parent_span_id in by_id and span.parent_span_id not in seen:
+        seen.add(span.parent_span_id)
+        span = by_id[span.parent_span_id]
+        out.append(span)
+    return out
+
+
+def _descendants(span: Span, trace: list[Span]) -> set[str]:
+    children: dict[str, list[str]] = defaultdict(list)
+    for s in trace:
+        children[s.parent_span_id].append(s.span_id)
+    out, stack = set(), [span.span_id]
+    while stack:
+        for c in children.get(stack.pop(), []):
+            if c not in out:
+                out.add(c)
+                stack.append(c)
+    return out
+
+
+def _delay(trace: list[Span], visit: Span, delay_ns: int) -> None:
+    by_id = {s.span_id: s for s in trace}
+    ended = visit.end_ns
+    lineage = {a.span_id for a in _ancestors(visit, by_id)} | {visit.span_id}
+    below = _descendants(visit, trace)
+    for s in trace:
+        if s.span_id in lineage:
+            s.end_ns += delay_ns
+        elif s.span_id not in below and s.start_ns >= ended:  # what the trace did after the slow call
+            s.start_ns += delay_ns
+            s.end_ns += delay_ns
+
+
+def _fail(trace: list[Span], visit: Span) -> None:
+    by_id = {s.span_id: s for s in trace}
+    for s in [visit, *_ancestors(visit, by_id)]:
+        s.status, s.http_status = "error", 500
+
+
+def _skip_last_call(trace: list[Span], visit: Span) -> list[Span]:
+    """The trace without the visit's last call to another service; the visit and its callers end sooner."""
+    by_id = {s.span_id: s for s in trace}
+    inside = _descendants(visit, trace)
+    calls = [s for s in trace if s.span_id in inside and s.service != visit.service
+             and by_id.get(s.parent_span_id, visit).service == visit.service]
+    if not calls:
+        return trace
+    last = max(calls, key=lambda s: s.start_ns)
+    # the client span in the visit that made the call goes with it, when there is one
+    top = by_id.get(last.parent_span_id)
+    cut = top if top is not None and top.span_id != visit.span_id and top.service == visit.service else last
+    gone = _descendants(cut, trace) | {cut.span_id}
+    saved = max(0, cut.end_ns - cut.start_ns)
+    for s in [visit, *_ancestors(visit, by_id)]:
+        s.end_ns = max(s.start_ns, s.end_ns - saved)
+    return [s for s in trace if s.span_id not in gone]
+
+
+def make_cases(normal: list[Span], window_s: float, *, limit: int | None = None, seed: int = 0
+               ) -> list[SyntheticCase]:
+    """Up to ``limit`` cases (all by default): every service visited at least :data:`MIN_VISITS` times in
+    the incident part, every kind that applies to it, every size."""
+    baseline, later, begin, length = split_in_time(normal, window_s)
+    traces = _by_trace(later)
+    base_visits: dict[str, list[int]] = defaultdict(list)
+    for trace in _by_trace(baseline).values():
+        by_id = {s.span_id: s for s in trace}
+        for s in trace:
+            if s.parent_span_id not in by_id or by_id[s.parent_span_id].service != s.service:
+                base_visits[s.service].append(s.end_ns - s.start_ns)
+    rng = random.Random(seed)
+    cases = []
+    services = sorted({s.service for s in later})
+    for service in services:
+        visited = [(tid, v.span_id) for tid, t in traces.items() for v in _visits(t, service)]
+        if len(visited) < MIN_VISITS or not base_visits.get(service):
+            continue
+        makes_calls = _makes_calls(traces, service)
+        for kind in KINDS:
+            if kind == "missing_calls" and not makes_calls:
+                continue
+            for size in SIZES[kind]:
+                incident = copy.deepcopy(later)
+                by_trace = _by_trace(incident)
+                chosen = visited if kind == "delay" else rng.sample(visited, max(1, round(size * len(visited))))
+                delay_ns = int(size * float(np.median(base_visits[service])))
+                for tid, span_id in chosen:
+                    trace = by_trace[tid]
+                    visit = next(s for s in trace if s.span_id == span_id)
+                    if kind == "delay":
+                        _delay(trace, visit, delay_ns)
+                    elif kind == "errors":
+                        _fail(trace, visit)
+                    else:
+                        by_trace[tid] = _skip_last_call(trace, visit)
+                incident = [s for t in by_trace.values() for s in t]
+                cases.append(SyntheticCase(f"{service} {kind} x{size:g}", f"synthetic_{kind}", service,
+                                           baseline, incident, begin, length))
+    rng.shuffle(cases)
+    return cases[:limit] if limit is not None else cases
+
+
+def _makes_calls(traces: dict[str, list[Span]], service: str) -> bool:
+    """Whether ``service`` calls another service anywhere in these traces."""
+    for trace in traces.values():
+        owner = {s.span_id: s.service for s in trace}
+        if any(owner.get(s.parent_span_id) == service and s.service != service for s in trace):
+            return True
+    return False
