@@ -34,7 +34,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from baynet.evidence import stats as evstats
 from baynet.otlp import Span
 
 EVIDENCE_COLUMNS = [
@@ -49,10 +48,8 @@ EDGE_COLUMNS = ["caller", "callee", "calls", "child_bad", "both_bad", "caller_ba
 class Thresholds:
     """Discretisation of evidence into DBN states. Generic defaults, not fitted to any dataset."""
 
-    z_slow: float = 3.0            # a span is slow when its log duration is this far out (as a normal tail
-                                   # probability, against the Student-t predictive of its operation's baseline)
+    z_slow: float = 3.0            # a span is slow when log-duration z-score exceeds this
     log_sd_floor: float = 0.1      # floor on the baseline log-duration spread (~10 %)
-    prior_sd_weight: float = 4.0   # baseline spans the mesh's typical spread counts as in an operation's own
     degraded_frac: float = 0.10    # share of slow spans that makes a window degraded
     failing_frac: float = 0.50     # ... failing
     degraded_error: float = 0.02   # error-ratio increase over baseline: degraded
@@ -65,8 +62,6 @@ class Thresholds:
     gap_floor_ms: float = 10.0     # baseline median x gap_factor + gap_floor_ms
     min_calls: int = 5             # calls an edge needs in a window before its gap is judged
     min_flagged: int = 3           # fewer slow/odd spans than this in a window is noise, not a share
-    min_score: float = 3.0         # ... and so is a count whose -log10 p against the baseline share is below this
-    rate_prior_weight: float = 20.0  # spans the mesh-wide baseline share counts as in a service's own
 
 
 def spans_frame(spans: list[Span]) -> pd.DataFrame:
@@ -199,8 +194,8 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     children = df["children"].to_numpy()
     stats = pd.DataFrame({"op": op[in_base], "log_dur": log_dur[in_base], "log_self": log_self[in_base],
                           "children": children[in_base]}).groupby("op").agg(
-        n=("log_dur", "size"), mu=("log_dur", "mean"), sd=("log_dur", "std"), mu_self=("log_self", "mean"),
-        sd_self=("log_self", "std"), usual_children=("children", lambda c: int(c.mode().iloc[0])))
+        mu=("log_dur", "mean"), sd=("log_dur", "std"), mu_self=("log_self", "mean"), sd_self=("log_self", "std"),
+        usual_children=("children", lambda c: int(c.mode().iloc[0])))
 
     def per_span(column: str, fill: float) -> np.ndarray:
         dense = np.full(int(op.max(initial=0)) + 1, fill, dtype=float)
@@ -209,25 +204,17 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
 
     mu, mu_self = per_span("mu", np.nan), per_span("mu_self", np.nan)
     known = ~np.isnan(mu)
-    n_base = per_span("n", 0.0)
-    # An operation's spread is its own sample spread pooled with the mesh's typical one: a baseline of
-    # three spans cannot claim a 2 % spread, hundreds of spans can (Student-t predictive tails below).
-    several = stats["n"] >= 3
-    typical = {col: max(float(stats.loc[several, col].median()) if several.any() else th.log_sd_floor,
-                        th.log_sd_floor) for col in ("sd", "sd_self")}
-    sd = np.maximum(evstats.shrunk_sd(per_span("sd", np.nan), n_base, typical["sd"], th.prior_sd_weight),
-                    th.log_sd_floor)
-    sd_self = np.maximum(evstats.shrunk_sd(per_span("sd_self", np.nan), n_base, typical["sd_self"],
-                                           th.prior_sd_weight), th.log_sd_floor)
+    sd = np.maximum(np.nan_to_num(per_span("sd", 0.0)), th.log_sd_floor)
+    sd_self = np.maximum(np.nan_to_num(per_span("sd_self", 0.0)), th.log_sd_floor)
     client, failed = df["client"].to_numpy(), df["failed"].to_numpy()
     child_failed = df["child_failed"].to_numpy()
-    alpha = evstats.normal_tail(th.z_slow)
-    up, down = evstats.predictive_tails(log_dur, np.nan_to_num(mu), sd, n_base, th.prior_sd_weight)
-    up_self, _ = evstats.predictive_tails(log_self, np.nan_to_num(mu_self), sd_self, n_base, th.prior_sd_weight)
-    df["slow"] = known & (up < alpha)
+    with np.errstate(invalid="ignore"):
+        z = (log_dur - mu) / sd
+        z_self = (log_self - mu_self) / sd_self
+    df["slow"] = known & (z > th.z_slow)
     # Far shorter than usual: an early return or a wrong answer (exceptions rarely show as slowness).
-    df["fast"] = known & ~client & (down < alpha)
-    df["self_slow"] = known & ~client & (up_self < alpha)
+    df["fast"] = known & ~client & (z < -th.z_slow)
+    df["self_slow"] = known & ~client & (z_self > th.z_slow)
     # A failed child explains an early return, so only spans whose children were fine count here.
     df["odd_shape"] = known & (children != per_span("usual_children", -1.0)) & ~child_failed
     df["bad"] = failed | df["slow"].to_numpy()
@@ -254,8 +241,6 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
         "fast_n": own_work["fast"].sum(),
         "odd_shape": g_all["odd_shape"].mean(),
         "odd_shape_n": g_all["odd_shape"].sum(),
-        "own_work_n": own_work.size(),
-        "all_n": g_all.size(),
         "own_errors": g_all["own_error"].sum(),
         "failed_spans": g_all["failed"].sum(),
     }), how="outer")
@@ -287,17 +272,10 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
         ev.loc[rows, "rate_ratio"] = np.where(judged & (b > 0), rate / np.where(b > 0, b, 1), 1.0)
         base_shape = ev.loc[rows, "service"].map(base_ev["odd_shape"]).fillna(0).to_numpy()
         ev.loc[rows, "shape_frac"] = np.clip(ev.loc[rows, "odd_shape"].fillna(0).to_numpy() - base_shape, 0, 1)
-    # A share counts only when its count is unlikely under the service's own baseline share (a binomial
-    # test, the baseline share a Beta posterior centred on the mesh's): 1 slow span of 10 is not 10 % slow,
-    # 3 of 500 where the baseline had 2 of 500 is nothing either, 40 of 400 is.
-    for frac, count, total in (("slow_frac", "slow_n", "requests"), ("self_slow_frac", "self_slow_n", "own_work_n"),
-                               ("shape_frac", "odd_shape_n", "all_n"), ("fast_frac", "fast_n", "own_work_n")):
-        k, n = ev[count].fillna(0).to_numpy(), ev[total].fillna(0).to_numpy()
-        kb, nb = ev["service"].map(base_ev[count]).fillna(0).to_numpy(), ev["service"].map(base_ev[total]).fillna(0).to_numpy()
-        prior = evstats.rate_prior(base_ev[count].fillna(0).to_numpy(), base_ev[total].fillna(0).to_numpy(),
-                                   th.rate_prior_weight)
-        significant = (k >= th.min_flagged) & (evstats.excess_score(k, n, kb, nb, prior) >= th.min_score)
-        ev[frac] = ev[frac].fillna(0.0).where(significant, 0.0)
+    # Shares resting on fewer than min_flagged spans are noise (one slow span of ten is not 10 % slow).
+    for frac, count in (("slow_frac", "slow_n"), ("self_slow_frac", "self_slow_n"), ("shape_frac", "odd_shape_n"),
+                        ("fast_frac", "fast_n")):
+        ev[frac] = ev[frac].fillna(0.0).where(ev[count].fillna(0) >= th.min_flagged, 0.0)
     base_err = ev["service"].map(base_ev["error_ratio"]).fillna(0).to_numpy()
     ev["state"] = _state(ev, base_err, th)
     gaps = _gap_evidence(df, th)
