@@ -147,8 +147,8 @@ def synthetic_rows(path: Path, *, limit: int | None = None, progress: Callable[[
 
 
 def analyse_synthetic(case: Any, settings: Settings) -> dict[str, Any]:
-    """One semi-synthetic case: the baseline half ends where the baseline window does, the incident half
-    at the anomaly time; the event names the entry service, as for the real faults."""
+    """One semi-synthetic case: its baseline ends where the baseline window does, its incident fills the
+    last slices up to the anomaly time; the event names the entry service, as for the real faults."""
     from baynet.analysis import infer, reestimate, trace_topology
     from baynet.dbn import DBNModel
     from baynet.events import parse_object
