@@ -21,6 +21,31 @@ app.add_typer(tempo_app, name="tempo")
 eval_app = typer.Typer(help="Measure root-cause accuracy on public fault-injection data.", no_args_is_help=True)
 app.add_typer(event_app, name="event")
 app.add_typer(eval_app, name="eval")
+bundle_app = typer.Typer(help="""Incident bundles (format 1): one directory per incident, a public contract.
+
+\b
+event.json     the anomaly event, any form `baynet event check` accepts
+               (the only required file)
+bundle.json    {"format": 1}; absent means 1
+traces/*.json  Tempo/OTLP JSON trace bodies ({"batches": ...} or
+               {"resourceSpans": ...}), any number of traces per file
+signals.csv    golden signals per call edge and window; header required,
+               a blank cell is "not measured": time (end of the window,
+               unix s), source, destination, window_s, requests,
+               error_ratio (0..1), latency_ms_avg, latency_ms_p50,
+               latency_ms_p90, latency_ms_p99, destination_version,
+               reporter (source | destination; blank = destination)
+resources.csv  time,service,metric,value (long format; several pods of
+               one service may share a time)
+topology.csv   source,destination (call edges, caller -> callee)
+changes.csv    time,service,kind,detail (deploy, config, scale, ...)
+truth.json     {"root_cause": "<service>", "fault_type": "<text>"}:
+               read by the scorer only, never by an analysis
+
+Unknown files and columns are ignored; service names are free text. The
+specification: baynet/bundles/format.py and the README.""",
+                         no_args_is_help=True)
+app.add_typer(bundle_app, name="bundle")
 stack_app = typer.Typer(help="Start and stop the local stack (Prefect server + worker, moto SQS/S3, Tempo-compatible "
                              "server, Prometheus, listener, report pages) on 127.0.0.1.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
@@ -518,6 +543,32 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
         _err(f"cannot listen on {host}:{port}: {exc.strerror}")
     typer.echo(f"Baynet reports at {server.url}/baynet ({len(store.list_incidents())} incidents; Ctrl-C to stop)")
     _serve_until_interrupted(server)
+
+
+@bundle_app.command("check")
+def bundle_check(path: Path = typer.Argument(..., help="The bundle's directory."),
+                 as_json: bool = typer.Option(False, "--json", help="Print what the bundle holds as one JSON "
+                                              "object.")) -> None:
+    """Validate a bundle -- every file, column, type and time order -- and say what it holds; exit 2 naming
+    the file, line, column and value of the first problem. Writes nothing."""
+    from baynet.bundles import BundleError, check_bundle
+
+    try:
+        summary = check_bundle(path)
+    except BundleError as exc:
+        _err(str(exc))
+    if as_json:
+        typer.echo(json.dumps(summary.to_json()))
+        return
+    event = summary.event
+    typer.echo(f"bundle {path}: format 1, valid")
+    typer.echo(f"  event      {event['id']}: {event['event_type']} on {event['service']} at {event['timestamp']}")
+    typer.echo(f"  traces     {summary.trace_files} files, {summary.traces} traces, {summary.spans} spans")
+    for name, n in summary.rows.items():
+        typer.echo(f"  {name:<14} {n} rows")
+    typer.echo(f"  services   {len(summary.services)}" + (f", data from {summary.time_range[0]:.0f} to "
+                                                           f"{summary.time_range[1]:.0f}" if summary.time_range else ""))
+    typer.echo(f"  truth      {'present (read by the scorer only)' if summary.has_truth else 'absent'}")
 
 
 @eval_app.command("nezha")
