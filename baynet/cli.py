@@ -8,8 +8,9 @@ import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import typer
 
@@ -244,7 +245,34 @@ def run_consumer(settings: Any, *, max_messages: int | None, idle_polls: int | N
         dlq_url=settings.sqs_dlq_url or None, is_done=store.incident_complete, wait_s=settings.sqs_wait_seconds,
         visibility_s=settings.sqs_visibility_timeout, retry_after_s=retry_after, concurrency=settings.concurrency,
     )
-    return consumer.run(max_messages=max_messages, idle_polls=idle_polls, on_outcome=on_outcome)
+    with one_temporary_prefect_server(settings.concurrency > 1 and not deployment):
+        return consumer.run(max_messages=max_messages, idle_polls=idle_polls, on_outcome=on_outcome)
+
+
+@contextmanager
+def one_temporary_prefect_server(concurrent: bool) -> Iterator[None]:
+    """With no ``PREFECT_API_URL``, Prefect starts a temporary API server the first time a flow runs. Its
+    start is not thread-safe: analyses starting at once in several threads each start one, some fail
+    ("Server process did not start") and one is left running after the command exits. So, before
+    concurrent analyses, start it once here, and stop it when they are done."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+    )
+
+    if not concurrent or PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    # A first start creates its database; on a busy host that outlasts Prefect's default wait.
+    server.start(timeout=max(90, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
+    try:
+        yield
+    finally:
+        server.stop()
 
 
 def _print_result(result: dict[str, Any]) -> None:

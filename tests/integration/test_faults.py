@@ -298,3 +298,34 @@ def test_crash_while_writing_artifacts_never_reads_as_complete(stack, tmp_path, 
     assert not any(name.startswith(".") or "tmp" in name for name in files_then)  # only whole files, no temp
     assert state.is_completed()  # the store task retried after the failure and wrote the marker last
     assert store.incident_complete(event_id)
+
+
+def _prefect_servers() -> set[int]:
+    """Process ids of Prefect API servers running on this machine (the test harness's among them)."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return {int(line.split(None, 1)[0]) for line in out.splitlines() if "prefect.server.api.server" in line}
+
+
+def test_concurrent_listen_without_a_prefect_server_shares_one_and_leaves_nothing_running(stack, tmp_path):
+    """No PREFECT_API_URL, ``baynet listen --concurrency 4`` piped through ``cat``: every analysis runs on
+    one temporary Prefect server (not one racing start per thread), the pipeline returns, and no server
+    of ours is left running."""
+    st, incident = stack
+    ids = [f"conc-{uuid.uuid4().hex[:8]}" for _ in range(4)]
+    for event_id in ids:
+        st.sqs.send_message(QueueUrl=st.queue_url, MessageBody=json.dumps({**incident.event, "id": event_id}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), BAYNET_CONCURRENCY="4")
+    before = _prefect_servers()
+    command = (f"{sys.executable} -m baynet.cli listen --concurrency 4 --max-messages 4 --idle-polls 5 "
+               f"2> {tmp_path / 'listen.err'} | cat")
+    done = subprocess.run(["bash", "-c", command], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    err = (tmp_path / "listen.err").read_text()
+    assert done.returncode == 0, err[-3000:]
+    assert done.stdout.strip(), err[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"analysed": 4}, err[-3000:]
+    assert "did not start" not in err and "Failed to reach API" not in err, err[-3000:]
+    for event_id in ids:
+        assert (st.workdir / "artifacts" / "incidents" / event_id / "_COMPLETE").exists()
+    time.sleep(1)
+    assert _prefect_servers() <= before  # the temporary server stopped with the command
