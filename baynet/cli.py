@@ -178,14 +178,85 @@ def generate_cmd(out: Path = typer.Argument(..., help="Directory to write the in
     typer.echo(json.dumps({k: str(v) for k, v in paths.items()}, indent=1))
 
 
+class _WithoutTraceback(logging.Formatter):
+    """Formats a record as its formatter would, less any traceback (the record itself is left as it was,
+    so the Prefect UI's log handler still gets the traceback)."""
+
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def _quiet_terminal() -> None:
+    """Terminal log lines from warnings up and without tracebacks (``--verbose`` keeps everything; what
+    goes to the Prefect UI is unchanged)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler.formatter, _WithoutTraceback):
+            handler.setFormatter(_WithoutTraceback(handler.formatter))
+            handler.setLevel(max(handler.level, logging.WARNING))
+
+
+def _operational_failure(exc: BaseException, settings: Any) -> str | None:
+    """One short paragraph -- what failed, where, what to do -- for a failure an operator can act on
+    (a server unreachable, a bad event); ``None`` for anything else (a bug: keep the traceback)."""
+    import httpx
+
+    from baynet.events import EventError
+    from baynet.tempo.client import TempoError
+    from baynet.topology import TopologyError
+
+    if isinstance(exc, EventError):
+        return f"the event is not valid: {exc}. Fix the message (check it with 'baynet event check FILE')."
+    if isinstance(exc, TempoError):
+        return (f"the traces could not be read from Tempo at {settings.tempo_url}: {exc}. Check that Tempo is up "
+                "and BAYNET_TEMPO_URL (and BAYNET_TEMPO_ORG_ID / BAYNET_TEMPO_TOKEN) point at it, then run the "
+                "analysis again.")
+    if isinstance(exc, TopologyError):
+        return f"the service topology could not be read: {exc}. Check BAYNET_PROMETHEUS_URL or BAYNET_KIALI_GRAPH_FILE."
+    if isinstance(exc, httpx.TransportError):
+        return f"a server could not be reached: {type(exc).__name__}: {exc}. Check the BAYNET_* URLs and that the servers are up."
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # pragma: no cover - boto3 is a dependency
+        return None
+    if isinstance(exc, (BotoCoreError, ClientError)):
+        return (f"AWS (the artifact bucket or the queue) could not be used: {exc}. Check BAYNET_S3_BUCKET, "
+                "BAYNET_SQS_QUEUE_URL, BAYNET_AWS_ENDPOINT_URL and the credentials.")
+    return None
+
+
 @app.command("analyse")
 def analyse(file: Path = typer.Argument(..., help="An anomaly event message (JSON)."),
-            verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
-    """Run the incident flow on one event file, without the queue (uses BAYNET_* settings)."""
+            verbose: bool = typer.Option(False, "--verbose", "-v", help="Keep the details and tracebacks.")) -> None:
+    """Run the incident flow on one event file, without the queue (uses BAYNET_* settings). An expected
+    failure (Tempo unreachable, a bad event, ...) ends with one paragraph saying what to do and exit 1."""
     _logging(verbose)
+    from baynet.settings import Settings
+
+    try:
+        message = file.read_text()
+    except OSError as exc:
+        _err(f"cannot read {file}: {exc.strerror}")
     from flows.incident import incident_rca
 
-    result = incident_rca(file.read_text())
+    if not verbose:
+        _quiet_terminal()
+    try:
+        result = incident_rca(message)
+    except Exception as exc:
+        paragraph = _operational_failure(exc, Settings())
+        if paragraph is None or verbose:
+            raise
+        _err(f"analysis of {file} failed: {paragraph} (--verbose shows the details)", 2 if
+             isinstance(exc, ValueError) else 1)
     _print_result(result)
 
 

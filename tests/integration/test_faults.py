@@ -329,3 +329,24 @@ def test_concurrent_listen_without_a_prefect_server_shares_one_and_leaves_nothin
         assert (st.workdir / "artifacts" / "incidents" / event_id / "_COMPLETE").exists()
     time.sleep(1)
     assert _prefect_servers() <= before  # the temporary server stopped with the command
+
+
+def test_analyse_with_tempo_down_ends_in_one_paragraph_not_a_traceback(stack, tmp_path):
+    """``baynet analyse`` while Tempo is unreachable: exit 1 and a short message naming Tempo, its URL and
+    what to do -- not hundreds of lines of tracebacks; ``--verbose`` keeps them."""
+    from prefect.settings import PREFECT_API_URL
+
+    st, incident = stack
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({**incident.event, "id": f"down-{uuid.uuid4().hex[:8]}"}))
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "BAYNET_TEMPO_URL": f"http://127.0.0.1:{free_port()}",
+           "BAYNET_TEMPO_MAX_RETRIES": "0"}
+    quiet = subprocess.run([sys.executable, "-m", "baynet.cli", "analyse", str(event)], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=240)
+    out = quiet.stdout + quiet.stderr
+    assert quiet.returncode == 1, out[-3000:]
+    assert "Traceback" not in out and len(out.splitlines()) <= 15, out[-3000:]
+    assert "could not be read from Tempo" in quiet.stderr and "BAYNET_TEMPO_URL" in quiet.stderr
+    loud = subprocess.run([sys.executable, "-m", "baynet.cli", "analyse", str(event), "--verbose"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=240)
+    assert loud.returncode == 1 and "Traceback" in loud.stdout + loud.stderr
