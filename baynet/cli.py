@@ -165,13 +165,16 @@ def generate_cmd(out: Path = typer.Argument(..., help="Directory to write the in
                  service: str = typer.Option("carts", help="Service to inject the fault into."),
                  fault: str = typer.Option("latency", help="latency, errors or gray."),
                  minutes_ago: float = typer.Option(5.0, help="When the fault started."),
+                 traffic: float = typer.Option(1.0, help="Request-rate multiplier: the same incident at 1x, 10x, "
+                                               "100x the load (0 < x <= 1000)."),
                  seed: int = typer.Option(7, help="Random seed.")) -> None:
     """Generate an incident: OTLP traces, Istio series (OpenMetrics), the anomaly event, and the ground
     truth (in truth/, apart from what the model reads)."""
     from baynet.generator import generate, write_incident
 
     try:
-        incident = generate(mesh, service, fault, fault_start=time.time() - 60 * minutes_ago, seed=seed)
+        incident = generate(mesh, service, fault, fault_start=time.time() - 60 * minutes_ago, seed=seed,
+                            traffic=traffic)
     except ValueError as exc:
         _err(str(exc))
     paths = write_incident(incident, out)

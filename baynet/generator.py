@@ -118,9 +118,14 @@ class _Gen:
 
 def generate(mesh: str = "sock-shop", fault_service: str | None = None, fault: str = "latency", *,
              fault_start: float, before_s: float = 900, after_s: float = 240, rate_per_s: float = 2.0,
-             detection_delay_s: float = 180, namespace: str = "default", seed: int = 7) -> Incident:
+             detection_delay_s: float = 180, namespace: str = "default", seed: int = 7,
+             traffic: float = 1.0) -> Incident:
     """Traffic from ``fault_start - before_s`` to ``fault_start + after_s`` with the fault active after
-    ``fault_start``; the anomaly event names the entry service at ``fault_start + detection_delay_s``."""
+    ``fault_start``; the anomaly event names the entry service at ``fault_start + detection_delay_s``.
+    ``traffic`` multiplies the request rate: the same incident (mesh, fault, times, event) at 1x, 10x or
+    100x the load."""
+    if not 0 < traffic <= 1000:
+        raise ValueError(f"traffic multiplier must be in (0, 1000], got {traffic}")
     if mesh not in MESHES:
         raise ValueError(f"unknown mesh {mesh!r}; choose one of {', '.join(MESHES)}")
     if fault not in FAULTS:
@@ -134,7 +139,7 @@ def generate(mesh: str = "sock-shop", fault_service: str | None = None, fault: s
     t = fault_start - before_s
     end = fault_start + after_s
     while t < end:
-        t += rng.expovariate(rate_per_s)
+        t += rng.expovariate(rate_per_s * traffic)
         faulty = t >= fault_start
         gen.call(spec["entry"], gen._id(16), "", int(t * 1e9), faulty, rng.random() < 0.3)
     detected = fault_start + detection_delay_s
