@@ -250,10 +250,19 @@ def analyse(file: Path = typer.Argument(..., help="An anomaly event message (JSO
         _err(f"cannot read {file}: {exc.strerror}")
     from flows.incident import incident_rca
 
+    from prefect import tags
+
+    from baynet.events import EventError, parse_message, run_tags
+
+    try:
+        labels = run_tags(parse_message(message)[0])
+    except EventError:
+        labels = []  # the flow's parse step reports what is wrong
     if not verbose:
         _quiet_terminal()
     try:
-        result = incident_rca(message)
+        with tags(*labels):
+            result = incident_rca(message)
     except Exception as exc:
         paragraph = _operational_failure(exc, Settings())
         if paragraph is None or verbose:
@@ -310,9 +319,13 @@ def run_consumer(settings: Any, *, max_messages: int | None, idle_polls: int | N
             from baynet.dispatch import trigger_and_wait
 
             return trigger_and_wait(deployment, event, consumer.current.message_id, consumer.current.receive_count)
+        from prefect import tags
+
+        from baynet.events import run_tags
         from flows.incident import incident_rca
 
-        return incident_rca(event.model_dump(mode="json"))
+        with tags(*run_tags(event)):
+            return incident_rca(event.model_dump(mode="json"))
 
     consumer = Consumer(
         sqs, settings.sqs_queue_url, handler,

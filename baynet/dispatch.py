@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from baynet.events import AnomalyEvent
+from baynet.events import AnomalyEvent, run_tags
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +30,13 @@ def trigger_and_wait(deployment: str, event: AnomalyEvent, message_id: str, rece
     params = {"message": event.model_dump(mode="json")}
     key = f"sqs-{message_id}"
     run = run_deployment(deployment, parameters=params, idempotency_key=key, timeout=0, as_subflow=False,
-                         tags=["sqs"])
+                         tags=["sqs", *run_tags(event)])
     if run.state is not None and run.state.is_final() and not run.state.is_completed():
         key = f"sqs-{message_id}-receive-{receive_count}"
         log.info("earlier run %s of message %s ended %s; starting another (%s)", run.name, message_id,
                  run.state.type.value, key)
         run = run_deployment(deployment, parameters=params, idempotency_key=key, timeout=0, as_subflow=False,
-                             tags=["sqs", "retry"])
+                             tags=["sqs", "retry", *run_tags(event)])
     log.info("message %s -> flow run %s (%s) of %s", message_id, run.name, run.id, deployment)
     deadline = time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:

@@ -278,3 +278,19 @@ def parse_object(obj: Any, now: datetime | None = None) -> list[AnomalyEvent]:
     if "alerts" in obj and "service" not in obj:
         return _from_alertmanager(obj, now)
     return [_from_plain(obj, now=now)]
+
+
+def run_name(message: Any) -> str:
+    """A flow run's name for the incident in ``message`` (raw body or decoded JSON), so that a run is
+    found by its incident in the Prefect UI: ``front-end latency 15:46 (ev-123)``."""
+    try:
+        events = parse_object(message) if isinstance(message, dict) else parse_message(message)
+    except EventError:
+        return "incident (unreadable event)"
+    e = events[0]
+    return f"{e.service} {e.event_type} {e.timestamp:%H:%M} ({e.id})"[:120]
+
+
+def run_tags(event: AnomalyEvent) -> list[str]:
+    """Tags of an incident's flow run: its service and namespace (filterable in the Prefect UI)."""
+    return [f"service:{event.service}"[:100], f"namespace:{event.namespace}"[:100]]

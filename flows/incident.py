@@ -7,6 +7,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from baynet.analysis import Windows, snapshot_age
+from baynet.events import run_name
 from baynet.settings import Settings
 from baynet.topology import TopologyError
 from tasks.dbn import load_persisted_model, reestimate_dbn, run_inference
@@ -16,7 +17,13 @@ from tasks.store import store_results
 from tasks.topology import diff_with_snapshot, read_live_topology
 
 
-@flow(name="incident-rca", log_prints=True)
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    return run_name(flow_run.parameters.get("message"))
+
+
+@flow(name="incident-rca", log_prints=True, flow_run_name=_run_name)
 def incident_rca(message: str | dict[str, Any]) -> dict[str, Any]:
     """Analyse one anomaly event (the raw queue message body or its decoded JSON)."""
     settings = Settings()

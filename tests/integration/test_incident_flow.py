@@ -98,6 +98,13 @@ def test_queue_to_ranking_with_malformed_messages_dead_lettered(stack):
     assert summary["propagation_path"][0] == "payment" and summary["propagation_path"][-1] == "front-end"
     versions = list((st.workdir / "artifacts" / "model" / "default").glob("v*.json"))
     assert any(event_id in v.name for v in versions)
+    # In the Prefect UI the run is found by its incident: named after it, tagged with service and namespace
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        (run,) = [r for r in client.read_flow_runs(limit=200) if event_id in json.dumps(r.parameters)]
+    assert run.name.startswith(f"front-end {incident.event['event_type']} ") and run.name.endswith(f"({event_id})")
+    assert {"service:front-end", "namespace:default"} <= set(run.tags)
     assert (st.workdir / "artifacts" / "model" / "default" / "latest.json").exists()
     topo = json.loads((base / "topology.json").read_text())
     if st.prometheus:

@@ -95,3 +95,14 @@ def test_recent_past_is_fine_far_past_is_not():
     assert parse_message(plain(timestamp=(NOW - timedelta(days=30)).isoformat()), now=NOW)
     with pytest.raises(EventError, match="before 2000"):
         parse_message(plain(timestamp="1999-12-31T23:59:59Z"), now=NOW)
+
+
+def test_run_names_and_tags_follow_the_incident():
+    from baynet.events import parse_object, run_name, run_tags
+
+    body = {"id": "ev-1", "service": "front-end", "event_type": "latency", "timestamp": "2026-01-02T15:46:00Z"}
+    assert run_name(body) == "front-end latency 15:46 (ev-1)"
+    assert run_name(json.dumps(body)) == "front-end latency 15:46 (ev-1)"
+    assert run_name("not json") == "incident (unreadable event)"
+    (event,) = parse_object({**body, "namespace": "shop"})
+    assert run_tags(event) == ["service:front-end", "namespace:shop"]
