@@ -423,6 +423,7 @@ def demo(workdir: Path = typer.Option(Path("demo-run"), help="Where the generate
         shutil.rmtree(workdir)
     paths = write_incident(incident, workdir / "incident")
     step(f"generated {len(incident.spans)} spans: {fault} fault in {service} of {mesh}")
+    server_log = server_logs_to(workdir / "servers.log")
     with LocalStack(workdir, traces=paths["traces"], openmetrics=paths["openmetrics"]) as stack:
         os.environ.update(stack.env)
         step(f"stack up: SQS {stack.moto.url}, Tempo {stack.tempo.url}, Prometheus "
@@ -445,9 +446,28 @@ def demo(workdir: Path = typer.Option(Path("demo-run"), help="Where the generate
     mark = "matches" if top == service else "does NOT match"
     typer.echo(f"injected fault: {fault} in {service} — top root cause {top} {mark} (ground truth read only now, "
                f"from {paths['truth']})")
+    run = summary.get("prefect") or {}
+    typer.echo(f"report page:  .venv/bin/baynet serve --artifacts {settings.artifacts_dir}   then open "
+               f"http://127.0.0.1:8080/baynet")
+    typer.echo(f"Prefect run:  {run.get('ui_url') or run.get('flow_run_id') or '(none)'} -- it ran on a temporary "
+               "Prefect server, gone now; 'make up' keeps a Prefect UI (http://127.0.0.1:4200)")
+    typer.echo(f"server logs:  {server_log}")
     step("done")
     if top != service:
         raise typer.Exit(1)
+
+
+def server_logs_to(path: Path) -> Path:
+    """The local servers' request logs (moto's and the replay servers' werkzeug lines) go to ``path``,
+    not to the terminal."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    access = logging.getLogger("werkzeug")
+    access.handlers[:] = [handler]
+    access.setLevel(logging.INFO)
+    access.propagate = False
+    return path
 
 
 def _demo_from_metrics(workdir: Path, mesh: str, service: str, fault: str) -> None:

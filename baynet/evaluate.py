@@ -84,7 +84,7 @@ def mesh_names(paths: list[Path]) -> list[str]:
 
 def _run_dataset(path: Path, *, max_cases: int | None, progress: Callable[[str], None] | None,
                  workdir: Path | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    from baynet.cli import run_consumer
+    from baynet.cli import run_consumer, server_logs_to
     from baynet.stack import LocalStack
 
     all_cases = list_cases(path)
@@ -99,6 +99,7 @@ def _run_dataset(path: Path, *, max_cases: int | None, progress: Callable[[str],
         raise FileNotFoundError(f"no normal-phase span files under {path}/normal/*/trace: no baseline")
     work = Path(workdir or tempfile.mkdtemp(prefix="baynet-eval-"))
     work.mkdir(parents=True, exist_ok=True)
+    server_logs_to(work / "servers.log")
     rows: list[dict[str, Any]] = []
     saved_env = dict(os.environ)
     used_ids: set[str] = set()

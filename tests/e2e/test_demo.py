@@ -28,3 +28,7 @@ def test_demo_ranks_the_injected_service_first(tmp_path, mesh, service, fault):
     for name in ARTIFACTS:
         assert (incidents[0] / name).stat().st_size > 0, name
     assert "[" in proc.stderr and "stack up" in proc.stderr  # progress lines
+    # it ends by saying how to open the report page; the servers' access logs are in a file, not the terminal
+    assert f"baynet serve --artifacts {tmp_path / 'run' / 'artifacts'}" in proc.stdout
+    assert "werkzeug" not in proc.stdout + proc.stderr and '"POST / HTTP/1.1"' not in proc.stderr
+    assert '"POST / HTTP/1.1"' in (tmp_path / "run" / "servers.log").read_text()
