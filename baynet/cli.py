@@ -226,10 +226,8 @@ def _operational_failure(exc: BaseException, settings: Any) -> str | None:
         return f"the service topology could not be read: {exc}. Check BAYNET_PROMETHEUS_URL or BAYNET_KIALI_GRAPH_FILE."
     if isinstance(exc, httpx.TransportError):
         return f"a server could not be reached: {type(exc).__name__}: {exc}. Check the BAYNET_* URLs and that the servers are up."
-    try:
-        from botocore.exceptions import BotoCoreError, ClientError
-    except ImportError:  # pragma: no cover - boto3 is a dependency
-        return None
+    from botocore.exceptions import BotoCoreError, ClientError
+
     if isinstance(exc, (BotoCoreError, ClientError)):
         return (f"AWS (the artifact bucket or the queue) could not be used: {exc}. Check BAYNET_S3_BUCKET, "
                 "BAYNET_SQS_QUEUE_URL, BAYNET_AWS_ENDPOINT_URL and the credentials.")
@@ -267,8 +265,8 @@ def analyse(file: Path = typer.Argument(..., help="An anomaly event message (JSO
         paragraph = _operational_failure(exc, Settings())
         if paragraph is None or verbose:
             raise
-        _err(f"analysis of {file} failed: {paragraph} (--verbose shows the details)", 2 if
-             isinstance(exc, ValueError) else 1)
+        _err(f"analysis of {file} failed: {paragraph} (--verbose shows the details)",
+             2 if isinstance(exc, EventError) else 1)
     _print_result(result)
 
 

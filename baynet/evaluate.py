@@ -159,8 +159,7 @@ def analyse_synthetic(case: Any, settings: Settings) -> dict[str, Any]:
     windows = Windows.around(event_time, settings)
     # The incident's whole windows become the last slices; the baseline ends where its window does.
     shift = int((event_time - case.incident_s - case.incident_start) * 1e9)
-    incident = [replace(s, start_ns=s.start_ns + shift, end_ns=s.end_ns + shift) for s in case.incident]
-    spans = _moved(case.baseline, windows.baseline[1] - 1) + incident
+    spans = _moved(case.baseline, windows.baseline[1] - 1) + _shifted(case.incident, shift)
     frame = spans_frame(spans)
     evidence, edges = build_evidence(frame, windows.baseline, windows.slices)
     topology = trace_topology(edges, settings.namespace, windows.incident[1] - windows.incident[0])
@@ -176,10 +175,14 @@ def analyse_synthetic(case: Any, settings: Settings) -> dict[str, Any]:
                          "microrank": microrank_rank(frame, windows.baseline, windows.slices)}}
 
 
+def _shifted(spans: list[Any], shift_ns: int) -> list[Any]:
+    """Copies of ``spans`` moved ``shift_ns`` later."""
+    return [replace(s, start_ns=s.start_ns + shift_ns, end_ns=s.end_ns + shift_ns) for s in spans]
+
+
 def _moved(spans: list[Any], end_s: float) -> list[Any]:
     """Copies of ``spans`` moved in time so that the last one starts at ``end_s``."""
-    shift = int(end_s * 1e9) - max(s.start_ns for s in spans)
-    return [replace(s, start_ns=s.start_ns + shift, end_ns=s.end_ns + shift) for s in spans]
+    return _shifted(spans, int(end_s * 1e9) - max(s.start_ns for s in spans))
 
 
 def replay_case(case: NezhaCase, normal: list[Path], settings: Settings) -> tuple[Any, dict[str, Any], list, list]:
@@ -192,10 +195,7 @@ def replay_case(case: NezhaCase, normal: list[Path], settings: Settings) -> tupl
     windows = Windows.around(event_time, settings)
     baseline_spans = []
     for f in normal:
-        spans = read_spans(f, salt=f"{case.day}-{case.inject_ts}")
-        last = max(s.start_ns for s in spans)
-        shift = int((windows.baseline[1] - 1) * 1e9) - last
-        baseline_spans += [_shifted(s, shift) for s in spans]
+        baseline_spans += _moved(read_spans(f, salt=f"{case.day}-{case.inject_ts}"), windows.baseline[1] - 1)
     store = TraceStore()
     store.add_spans(fault_spans + baseline_spans)
     event = {"id": f"nezha-{case.day}-{case.inject_ts}", "service": entry_service(fault_spans),
@@ -229,12 +229,6 @@ def _run_case(case: NezhaCase, normal: list[Path], stack: Any, settings: Setting
                      "baro": baro_rank(frame, windows.baseline, windows.slices),
                      "microrank": microrank_rank(frame, windows.baseline, windows.slices)},
     }
-
-
-def _shifted(span: Any, shift: int) -> Any:
-    span.start_ns += shift
-    span.end_ns += shift
-    return span
 
 
 def _rank(ranking: list[str], truth: str) -> int | None:
