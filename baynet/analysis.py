@@ -152,15 +152,21 @@ def blast_radius(topology: Topology, service: str, hops: int, with_evidence: set
 
 
 def states_from_evidence(evidence: pd.DataFrame, services: list[str], n_slices: int
-                         ) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+                         ) -> tuple[dict[str, list[int]], dict[str, list[int]], dict[str, list[int]] | None]:
+    """Observed O, S (trace own-work) and Sm (metrics own-work, None without metric evidence) levels per
+    service and slice; -1 marks an own-work state its source did not observe."""
     inc = evidence[evidence["window"] >= 0]
+    with_metrics = "m_own_state" in inc
     states = {s: [0] * n_slices for s in services}
     own = {s: [0] * n_slices for s in services}
+    own_m = {s: [-1] * n_slices for s in services} if with_metrics else None
     for row in inc.itertuples():
         if row.service in states:
             states[row.service][row.window] = int(row.state)
             own[row.service][row.window] = int(row.own_state)
-    return states, own
+            if own_m is not None and not pd.isna(row.m_own_state):
+                own_m[row.service][row.window] = int(row.m_own_state)
+    return states, own, own_m
 
 
 def evidence_summary(evidence: pd.DataFrame, service: str) -> str:
@@ -180,9 +186,32 @@ def evidence_summary(evidence: pd.DataFrame, service: str) -> str:
             bits.append(f"shape changed {r.shape_frac:.0%}")
         if abs(r.rate_ratio - 1) > 0.2:
             bits.append(f"rate x{r.rate_ratio:.2f}")
-        bits.append(f"p95 {r.p95_ms:.0f} ms, {int(r.requests)} req")
-        parts.append(f"w{r.window}: {O_STATES[r.state]}{'/own' if r.own_state else ''} ({', '.join(bits)})")
+        if getattr(r, "sources", "traces") != "metrics":
+            bits.append(f"p95 {r.p95_ms:.0f} ms, {int(r.requests)} req")
+        bits += _metric_bits(r)
+        own_bad = r.own_state > 0 or getattr(r, "m_own_state", 0) > 0
+        parts.append(f"w{r.window}: {O_STATES[r.state]}{'/own' if own_bad else ''} ({', '.join(bits)})")
     return "; ".join(parts)
+
+
+def _metric_bits(r: Any) -> list[str]:
+    """What the metrics said about a service in one window (fused evidence has ``m_*`` columns)."""
+    m = {k: getattr(r, f"m_{k}", None) for k in ("resource_z", "resource", "latency_z", "error_up", "rate_ratio",
+                                                   "gap_edges")}
+    if m["resource_z"] is None or pd.isna(m["resource_z"]):
+        return []
+    bits = []
+    if m["resource_z"] >= 3:
+        bits.append(f"{m['resource']} +{m['resource_z']:.1f} sd")
+    if m["latency_z"] >= 3:
+        bits.append(f"metric latency +{m['latency_z']:.1f} sd")
+    if m["error_up"] > 0.01:
+        bits.append(f"metric errors +{m['error_up']:.0%}")
+    if abs(m["rate_ratio"] - 1) > 0.2:
+        bits.append(f"metric rate x{m['rate_ratio']:.2f}")
+    if m["gap_edges"]:
+        bits.append(f"{int(m['gap_edges'])} network gap(s)")
+    return bits
 
 
 @dataclass
@@ -209,12 +238,16 @@ def infer(model: DBNModel, event: AnomalyEvent, evidence: pd.DataFrame, topology
     n = int(evidence["window"].max()) + 1 if not evidence.empty else 0
     with_evidence = set(evidence.loc[evidence["window"] >= 0, "service"])
     members = blast_radius(topology, event.service, settings.blast_radius_hops, with_evidence)
-    states, own = states_from_evidence(evidence, members, max(n, 1))
+    states, own, own_m = states_from_evidence(evidence, members, max(n, 1))
     if event.status == "firing" and event.service in states:
         # The detector saw the anomaly on this service: that is evidence too, whatever the spans show.
         states[event.service][-1] = max(states[event.service][-1], 1)
-    posteriors = model.infer(states, own, members)
-    order = sorted(posteriors, key=lambda s: (-posteriors[s], s))
+    posteriors = model.infer(states, own, members, own_metrics=own_m)
+    # Services the DBN cannot tell apart (equal posteriors) go in the order of their largest deviation
+    # where the evidence has one (metrics), then by name.
+    score = (evidence[evidence["window"] >= 0].groupby("service")["score"].max().to_dict()
+             if "score" in evidence else {})
+    order = sorted(posteriors, key=lambda s: (-round(posteriors[s], 12), -score.get(s, 0.0), s))
     ranking = [{"rank": i + 1, "service": s, "posterior": posteriors[s], "prior": model.prior(s),
                 "evidence": evidence_summary(evidence, s)} for i, s in enumerate(order)]
     path = model.propagation_path(order[0], event.service, states) if order else []

@@ -704,6 +704,109 @@ def bundle_check(path: Path = typer.Argument(..., help="The bundle's directory."
     typer.echo(f"  truth      {'present (read by the scorer only)' if summary.has_truth else 'absent'}")
 
 
+@bundle_app.command("from-nezha")
+def bundle_from_nezha(path: Path = typer.Argument(..., help="A dataset in the Nezha layout (<day>/fault_list.json, "
+                                                            "<day>/trace/, <day>/metric/, normal/<day>/trace/)."),
+                      out: Path = typer.Argument(..., help="Where to write one bundle per fault (must not hold "
+                                                           "them already)."),
+                      traces: bool = typer.Option(True, "--traces/--no-traces", help="Include the spans (the "
+                                                  "fault's and the normal phase as baseline) as traces/.")) -> None:
+    """Convert every fault of a Nezha-layout dataset into a bundle: spans as traces/, per-pod metrics as
+    resources.csv, per-pod and entry latency/workload and per-edge p50 latencies as signals.csv, call edges as
+    topology.csv, the fault as truth.json. Faults are placed where their spans are (as `eval nezha` does)."""
+    from baynet.datasets.convert import ConvertError, from_nezha
+
+    try:
+        written = from_nezha(path, out, traces=traces, progress=lambda line: typer.echo(line, err=True))
+    except (ConvertError, FileNotFoundError, ValueError) as exc:
+        _err(str(exc))
+    typer.echo(f"{len(written)} bundles in {out}")
+
+
+@bundle_app.command("from-rcd")
+def bundle_from_rcd(path: Path = typer.Argument(..., help="An RCD dataset: <service>-<fault>/<rep>/{normal,anomalous}.csv"),
+                    out: Path = typer.Argument(..., help="Where to write one bundle per case.")) -> None:
+    """Convert every RCD case into a metrics-only bundle: <container>_cpu/_mem as resources.csv,
+    <svc>_lod and <svc>_lat_50/90/99 as 1 s signals.csv rows; the normal recording moved to end just before the
+    anomalous one."""
+    from baynet.datasets.convert import ConvertError, from_rcd
+
+    try:
+        written = from_rcd(path, out, progress=lambda line: typer.echo(line, err=True))
+    except (ConvertError, FileNotFoundError, ValueError) as exc:
+        _err(str(exc))
+    typer.echo(f"{len(written)} bundles in {out}")
+
+
+@eval_app.command("bundles")
+def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holding bundles (any depth; a "
+                                                             "directory with event.json is one bundle)."),
+                 as_json: bool = typer.Option(False, "--json", help="Print one JSON object: overall, by_type, "
+                                              "by_directory, cases, skipped, seconds_per_case, baselines."),
+                 sources: str = typer.Option("auto", "--sources", help="Evidence to use: auto (traces where the "
+                                             "bundle has them, else metrics), traces, metrics, or traces,metrics "
+                                             "(both, fused).")) -> None:
+    """Analyse every bundle (in-process: the incident flow's evidence, model and inference steps on the
+    bundle's files) and score it against its truth.json, which only the scorer reads. Prints AC@1/3/5 and
+    Avg@5 overall, per fault type and per directory, the true service's rank per case, seconds per case,
+    and baselines on the same data: BARO- and MicroRank-style where there are traces; for metrics the
+    service whose error ratio rose most, whose latency rose most, and random. A broken bundle is listed
+    as skipped, not fatal."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from baynet.evaluate import evaluate_bundles, find_bundles
+
+    use = {s.strip() for s in sources.split(",") if s.strip()}
+    if not use or use - {"traces", "metrics", "auto"} or ("auto" in use and len(use) > 1):
+        _err(f"--sources takes auto, traces, metrics or traces,metrics, not {sources!r}")
+    use = None if use == {"auto"} else use
+    try:
+        total = len(find_bundles(paths))
+    except FileNotFoundError as exc:
+        _err(str(exc))
+    if not total:
+        _err("no bundle (a directory with event.json) under " + ", ".join(map(str, paths)))
+    with Progress(console=Console(stderr=True)) as bar:
+        task = bar.add_task("bundles", total=total)
+        result = evaluate_bundles(paths, sources=use,
+                                  progress=lambda line: bar.update(task, advance=1, description=line[:60]))
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    _print_bundle_eval(result)
+
+
+def _print_bundle_eval(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Root-cause accuracy on bundles (service level)")
+    for col in ("method", "scope", "n", "AC@1", "AC@3", "AC@5", "Avg@5"):
+        table.add_column(col, justify="left" if col in ("method", "scope") else "right")
+
+    def add(method: str, scope: str, m: dict[str, float]) -> None:
+        table.add_row(method, scope, str(m["n"]), *(f"{m[k]:.2f}" for k in ("AC@1", "AC@3", "AC@5", "Avg@5")))
+
+    add("baynet", "overall", result["overall"])
+    for t, m in result["by_type"].items():
+        add("baynet", t, m)
+    for d, m in result.get("by_directory", {}).items():
+        add("baynet", d, m)
+    for name, b in result["baselines"].items():
+        add(name, "overall", b["overall"])
+        for t, m in b["by_type"].items():
+            add(name, t, m)
+    Console().print(table)
+    typer.echo(f"seconds per case: {result['seconds_per_case']:.2f}; skipped: {len(result['skipped'])}")
+    typer.echo("rank of the true service per case (baynet; baselines):")
+    for c in result["cases"]:
+        others = ", ".join(f"{m} {r or '-'}" for m, r in c["ranks"].items() if m != "baynet")
+        typer.echo(f"  {c['case']:<40} {c['truth']:<28} {c['rank'] or '-':>3} of {c['candidates']}  ({others})")
+    for s in result["skipped"]:
+        typer.echo(f"  skipped {s['case']}: {s['reason']}")
+
+
 @eval_app.command("nezha")
 def eval_nezha(paths: list[Path] = typer.Argument(..., help="One or more directories in the Nezha layout "
                                                            "(<day>/fault_list.json, <day>/trace/, normal/<day>/trace/), "

@@ -162,11 +162,16 @@ class DBNModel:
     # --- inference -------------------------------------------------------------------------------
 
     def infer(self, states: dict[str, list[int]], own: dict[str, list[int]],
-              services: list[str] | None = None) -> dict[str, float]:
+              services: list[str] | None = None, own_metrics: dict[str, list[int]] | None = None
+              ) -> dict[str, float]:
         """Exact ``P(R[s, last] = yes | all O and S)`` for each service, by forward-backward per service.
 
         ``states[s][t]`` and ``own[s][t]`` are the observed O and S levels per slice. Every service in
         ``services`` (default: all with evidence) must have both; callees without evidence count as ok.
+        An own level below 0 means "not observed" (no spans of the service: its S is left out).
+        ``own_metrics[s][t]``, when given, is a second observation of the own-work state from metrics
+        (node ``Sm``, the same CPT as ``S``): two sources that both see the service's own fault
+        multiply their evidence; a level below 0 is not observed.
         """
         services = services or sorted(states)
         p = self.params
@@ -174,13 +179,18 @@ class DBNModel:
         out = {}
         for s in services:
             o_seq, s_seq = states[s], own[s]
+            m_seq = (own_metrics or {}).get(s)
             n = len(o_seq)
             emis = np.empty((n, 2))
             for t in range(n):
                 callee_states = {c: states[c][t] for c in self.callees.get(s, []) if c in states}
                 prev = o_seq[t - 1] if t else None
                 for r in (0, 1):
-                    emis[t, r] = self.o_likelihood(s, o_seq[t], r, callee_states, prev) * self.s_likelihood(s_seq[t], r)
+                    emis[t, r] = self.o_likelihood(s, o_seq[t], r, callee_states, prev)
+                    if s_seq[t] >= 0:
+                        emis[t, r] *= self.s_likelihood(s_seq[t], r)
+                    if m_seq is not None and m_seq[t] >= 0:
+                        emis[t, r] *= self.s_likelihood(m_seq[t], r)
             pi = self.prior(s)
             alpha = np.array([1 - pi, pi]) * emis[0]
             alpha /= alpha.sum() or 1.0
@@ -208,8 +218,9 @@ class DBNModel:
             cols.append([self.o_likelihood(service, lvl, r, cs, prev) for lvl in range(3)])
         return np.array(cols).T
 
-    def to_pgmpy(self, slices: int, services: list[str] | None = None):
-        """Unroll ``slices`` slices into a pgmpy ``DiscreteBayesianNetwork`` (parents divorced in groups)."""
+    def to_pgmpy(self, slices: int, services: list[str] | None = None, metrics: bool = False):
+        """Unroll ``slices`` slices into a pgmpy ``DiscreteBayesianNetwork`` (parents divorced in groups);
+        with ``metrics``, each slice also has the metrics' own-work observation ``Sm`` (parent ``R``)."""
         from pgmpy.factors.discrete import TabularCPD
         from pgmpy.models import DiscreteBayesianNetwork
 
@@ -230,9 +241,10 @@ class DBNModel:
                     cpds.append(TabularCPD(r, 2, [[1 - p.onset, 1 - p.persist], [p.onset, p.persist]],
                                            evidence=[rp], evidence_card=[2],
                                            state_names={r: R_STATES, rp: R_STATES}))
-                bn.add_edge(r, own)
-                cpds.append(TabularCPD(own, 3, [[p.own_given_healthy[i], p.own_given_root[i]] for i in range(3)],
-                                       evidence=[r], evidence_card=[2], state_names={own: S_STATES, r: R_STATES}))
+                for node in [own] + ([f"Sm|{s}|{t}"] if metrics else []):
+                    bn.add_edge(r, node)
+                    cpds.append(TabularCPD(node, 3, [[p.own_given_healthy[i], p.own_given_root[i]] for i in range(3)],
+                                           evidence=[r], evidence_card=[2], state_names={node: S_STATES, r: R_STATES}))
                 callees = [c for c in self.callees.get(s, []) if c in inside]
                 groups = [callees[i:i + GROUP] for i in range(0, len(callees), GROUP)]
                 with_prev = t > 0 and p.self_persist > 0  # a zero-weight edge is left out
@@ -321,21 +333,25 @@ class DBNModel:
         return np.array(cols).T
 
     def infer_pgmpy(self, states: dict[str, list[int]], own: dict[str, list[int]],
-                    services: list[str] | None = None) -> dict[str, float]:
+                    services: list[str] | None = None, own_metrics: dict[str, list[int]] | None = None
+                    ) -> dict[str, float]:
         """Same query as :meth:`infer` by variable elimination on the unrolled pgmpy network.
-        Services without evidence in ``states``/``own`` are left unobserved (marginalised)."""
+        Services without evidence in ``states``/``own`` are left unobserved (marginalised), as are
+        levels below 0."""
         from pgmpy.inference import VariableElimination
 
         services = services or sorted(states)
         slices = max(len(v) for v in states.values())
-        bn = self.to_pgmpy(slices, services)
+        bn = self.to_pgmpy(slices, services, metrics=own_metrics is not None)
         evidence = {}
         for s in services:
             for t in range(slices):
                 if s in states:
                     evidence[f"O|{s}|{t}"] = O_STATES[states[s][t]]
-                if s in own:
+                if s in own and own[s][t] >= 0:
                     evidence[f"S|{s}|{t}"] = S_STATES[own[s][t]]
+                if own_metrics and s in own_metrics and own_metrics[s][t] >= 0:
+                    evidence[f"Sm|{s}|{t}"] = S_STATES[own_metrics[s][t]]
         ve = VariableElimination(bn)
         last = slices - 1
         out = {}

@@ -264,3 +264,117 @@ def summarise(rows: list[dict[str, Any]], skipped: list[dict[str, Any]],
                       for m in ("baro", "microrank", "random")},
         "detection_delay_s": DETECTION_DELAY_S,
     }
+
+
+# --- incident bundles -----------------------------------------------------------------------------
+
+METRIC_BASELINES = ("error_rise", "latency_rise", "random")
+
+
+def _metric_baselines(bundle: Any, settings: Settings) -> dict[str, list[str]]:
+    """The service whose error ratio rose most, and whose latency rose most (in baseline spreads), over
+    the incident slices; ties by name. Services where it did not rise are not ranked (a baseline without
+    the signal must not score by alphabetical luck)."""
+    from baynet.evidence.metrics import build_metric_evidence, slices_for_step
+
+    windows = Windows.around(bundle.event.timestamp.timestamp(), settings)
+    slices, _ = slices_for_step(bundle.signals, bundle.resources, windows.slices)
+    ev = build_metric_evidence(bundle.signals, bundle.resources,
+                               (windows.baseline[0], min(windows.baseline[1], slices[0][0])), slices)
+    ev = ev[ev["window"] >= 0]
+    out = {}
+    for name, col in (("error_rise", "error_up"), ("latency_rise", "latency_z")):
+        top = ev.groupby("service")[col].max()
+        top = top[top > 0]
+        out[name] = sorted(top.index, key=lambda s: (-top[s], s))
+    return out
+
+
+def bundle_row(path: Path, settings: Settings, sources: set[str] | None = None) -> dict[str, Any]:
+    """Analyse one bundle in-process and rank the baselines on the same data; the truth is read here,
+    after the analysis, and only for scoring."""
+    from baynet.bundles.analyse import analyse_bundle
+    from baynet.bundles.read import load_bundle, read_truth
+
+    started = time.monotonic()
+    bundle = load_bundle(path)
+    result = analyse_bundle(bundle, settings, use=sources)
+    rankings = {"baynet": [r["service"] for r in result.ranking]}
+    if bundle.signals is not None or bundle.resources is not None:
+        rankings.update(_metric_baselines(bundle, settings))
+    if bundle.spans is not None and len(bundle.spans):
+        windows = Windows.around(bundle.event.timestamp.timestamp(), settings)
+        rankings["baro"] = baro_rank(bundle.spans, windows.baseline, windows.slices)
+        rankings["microrank"] = microrank_rank(bundle.spans, windows.baseline, windows.slices)
+    seconds = time.monotonic() - started
+    truth = read_truth(path)
+    if not truth or not truth.get("root_cause"):
+        raise ValueError(f"{path}/truth.json is missing or names no root_cause: the bundle cannot be scored")
+    candidates = set(result.evidence["service"]) if not result.evidence.empty else set()
+    return {"case": path.name, "directory": str(path.parent), "fault_type": str(truth.get("fault_type") or "unknown"),
+            "truth": truth["root_cause"], "candidates": max(1, len(candidates)), "rankings": rankings,
+            "sources": result.used, "notes": result.notes, "seconds": seconds}
+
+
+def find_bundles(directories: list[Path]) -> list[Path]:
+    """Every directory holding an ``event.json`` under the given ones (a bundle itself counts)."""
+    found = []
+    for d in directories:
+        d = Path(d)
+        if not d.is_dir():
+            raise FileNotFoundError(f"{d} is not a directory")
+        found += sorted({p.parent for p in d.rglob("event.json")})
+    return found
+
+
+def evaluate_bundles(directories: list[Path], *, sources: set[str] | None = None,
+                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every bundle under ``directories``, analysed and scored against its ``truth.json``. A bundle that
+    cannot be read or scored is listed in ``skipped`` with the reason; the others go on."""
+    from baynet.bundles.format import BundleError
+
+    settings = Settings()
+    paths = find_bundles(directories)
+    rows, skipped = [], []
+    for i, path in enumerate(paths, 1):
+        try:
+            rows.append(bundle_row(path, settings, sources))
+            top = rows[-1]["rankings"]["baynet"][:3]
+            line = f"[{i}/{len(paths)}] {path.name}: top {top}"
+        except (BundleError, ValueError, KeyError, OSError) as exc:
+            skipped.append({"case": str(path), "reason": str(exc)})
+            line = f"[{i}/{len(paths)}] {path.name}: skipped ({exc})"
+        if progress:
+            progress(line)
+    result = summarise_bundles(rows, skipped)
+    result["by_directory"] = {d: summarise_bundles([r for r in rows if r["directory"] == d], [])["overall"]
+                              for d in sorted({r["directory"] for r in rows})}
+    return result
+
+
+def summarise_bundles(rows: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> dict[str, Any]:
+    methods = sorted({m for r in rows for m in r["rankings"]} - {"baynet"}) + ["random"]
+    hits: dict[str, list[dict[int, float]]] = defaultdict(list)
+    by_type: dict[str, dict[str, list[dict[int, float]]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        scored = dict(row["rankings"])
+        for m in ["baynet"] + methods:
+            h = ({k: random_ac_at_k(row["candidates"], k) for k in KS} if m == "random"
+                 else _hits(scored[m], row["truth"]) if m in scored else None)
+            if h is None:
+                continue
+            hits[m].append(h)
+            by_type[m][row["fault_type"]].append(h)
+    cases = [{"case": r["case"], "directory": r["directory"], "fault_type": r["fault_type"], "truth": r["truth"],
+              "top5": r["rankings"]["baynet"][:5], "rank": _rank(r["rankings"]["baynet"], r["truth"]),
+              "ranks": {m: _rank(v, r["truth"]) for m, v in r["rankings"].items()}, "sources": r["sources"],
+              "notes": r["notes"], "candidates": r["candidates"], "seconds": round(r["seconds"], 3)} for r in rows]
+    return {
+        "overall": metrics(hits["baynet"]) if rows else metrics([]),
+        "by_type": {t: metrics(v) for t, v in sorted(by_type["baynet"].items())},
+        "cases": cases,
+        "skipped": skipped,
+        "seconds_per_case": statistics.mean(r["seconds"] for r in rows) if rows else 0.0,
+        "baselines": {m: {"overall": metrics(hits[m]), "by_type": {t: metrics(v) for t, v in sorted(by_type[m].items())}}
+                      for m in methods if hits[m]},
+    }

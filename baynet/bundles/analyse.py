@@ -1,0 +1,93 @@
+"""Analyse a bundle in-process: the incident flow's own steps (evidence, topology, model, inference) on
+what the bundle holds, without queue, Tempo or Prometheus in between -- fast enough for hundreds of
+bundles in ``baynet eval bundles``.
+
+Evidence comes from every source present: traces (:mod:`baynet.evidence.traces`), signals and resources
+(:mod:`baynet.evidence.metrics`), fused per service and window (:mod:`baynet.evidence.fuse`) when
+``use`` asks for both. By default (``use=None``, "auto") the traces decide where the bundle has them and
+the metrics carry the analysis where it has none: measured on both Nezha meshes, fusing the two cost
+Online Boutique 2 of 41 faults (AC@1 0.95 -> 0.90) and gained nothing on Train-Ticket (0.04 both), so
+fusion is there to be measured (``{"traces", "metrics"}``), not the default. ``{"traces"}`` or
+``{"metrics"}`` restrict the analysis to one source. Call edges come from
+``topology.csv``, else from signal rows with a source, else from the traces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from baynet.analysis import Windows, infer, reestimate, trace_topology
+from baynet.bundles.read import Bundle
+from baynet.dbn import DBNModel
+from baynet.evidence.fuse import fuse
+from baynet.evidence.metrics import build_metric_evidence, slices_for_step
+from baynet.evidence.traces import EDGE_COLUMNS, build_evidence
+from baynet.settings import Settings
+from baynet.topology import topology_from_edges
+
+SOURCES = ("traces", "metrics")
+
+
+@dataclass
+class BundleAnalysis:
+    ranking: list[dict[str, Any]]
+    path: list[str]
+    evidence: pd.DataFrame
+    used: list[str]                     # the sources that gave evidence
+    notes: list[str] = field(default_factory=list)
+
+
+def bundle_edges(bundle: Bundle, trace_edges: pd.DataFrame | None) -> list[tuple[str, str]]:
+    if bundle.topology:
+        return bundle.topology
+    if bundle.signals is not None and (bundle.signals["source"] != "").any():
+        s = bundle.signals[bundle.signals["source"] != ""]
+        return sorted(set(zip(s["source"], s["destination"])))
+    if trace_edges is not None and not trace_edges.empty:
+        return sorted(set(zip(trace_edges["caller"], trace_edges["callee"])))
+    return []
+
+
+def analyse_bundle(bundle: Bundle, settings: Settings | None = None, *, use: set[str] | None = None
+                   ) -> BundleAnalysis:
+    settings = settings or Settings()
+    if use is None:  # auto: traces where there are traces, else metrics
+        use = {"traces"} if bundle.spans is not None and len(bundle.spans) else {"metrics"}
+    use = set(use)
+    at = bundle.event.timestamp.timestamp()
+    windows = Windows.around(at, settings)
+    notes: list[str] = []
+    trace_ev, edges = None, pd.DataFrame(columns=EDGE_COLUMNS)
+    used = []
+    if "traces" in use and bundle.spans is not None and len(bundle.spans):
+        trace_ev, edges = build_evidence(bundle.spans, windows.baseline, windows.slices)
+        used.append("traces")
+    metric_ev = None
+    if "metrics" in use and (bundle.signals is not None or bundle.resources is not None):
+        slices, why = slices_for_step(bundle.signals, bundle.resources, windows.slices)
+        if why:
+            notes.append(why)
+        metric_ev = build_metric_evidence(bundle.signals, bundle.resources,
+                                          (windows.baseline[0], min(windows.baseline[1], slices[0][0])), slices)
+        if trace_ev is not None and len(slices) != int(trace_ev["window"].max()) + 1:
+            metric_ev = metric_ev[metric_ev["window"] < int(trace_ev["window"].max()) + 1]
+        used.append("metrics")
+    evidence = fuse(trace_ev, metric_ev)
+    pairs = bundle_edges(bundle, edges)
+    services = set(evidence["service"]) | {a for a, _ in pairs} | {b for _, b in pairs}
+    if not edges.empty:
+        topology = trace_topology(edges, settings.namespace, windows.incident[1] - windows.incident[0])
+    else:
+        topology = topology_from_edges([], settings.namespace, "bundle")
+    for a, b in pairs:
+        if (a, b) not in topology.edges:
+            topology.add_edge(a, b, 0.0, 0.0)
+    if topology.edges:  # with no call edge known, the blast radius is every service with evidence
+        topology.services |= services
+    model = DBNModel()
+    reestimate(model, topology, edges)
+    ranking, path = infer(model, bundle.event, evidence, topology, settings) if not evidence.empty else ([], [])
+    return BundleAnalysis(ranking, path, evidence, used, notes)

@@ -1,0 +1,54 @@
+"""Traces and metrics are two observations of the same service states: one evidence frame for the DBN.
+
+The propagating state ``O`` (what callers experience) is observed once: where both sources judge a
+service in a window it is the worse of the two (the noisy-MAX reading: either source alone suffices to
+show a fault). The own-work state is observed twice, as two children of the root-cause node: ``own_state``
+from the traces (``S``) and ``m_own_state`` from the metrics (``Sm``), so two sources that both see a
+service's own fault multiply their evidence. A source that is silent about a service leaves its
+observation out (level -1), so the other carries the analysis. The frame keeps every column of both (trace columns first, :data:`EVIDENCE_COLUMNS`),
+and a ``sources`` column naming what spoke about each row (``traces``, ``metrics``, ``traces+metrics``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from baynet.evidence.metrics import METRIC_COLUMNS
+from baynet.evidence.traces import EVIDENCE_COLUMNS
+
+TRACE_DEFAULTS = {"requests": 0, "errors": 0, "error_ratio": 0.0, "p50_ms": 0.0, "p95_ms": 0.0, "self_p95_ms": 0.0,
+                  "slow_frac": 0.0, "self_slow_frac": 0.0, "fast_frac": 0.0, "shape_frac": 0.0, "rate_ratio": 1.0,
+                  "own_error_frac": 0.0, "net_frac": 0.0, "gap_edges": 0, "state": 0, "own_state": 0}
+
+
+def fuse(traces: pd.DataFrame | None, metrics: pd.DataFrame | None) -> pd.DataFrame:
+    """One frame with ``EVIDENCE_COLUMNS`` (+ ``m_*`` metric columns, ``score`` and ``sources``)."""
+    t = traces if traces is not None and not traces.empty else None
+    m = metrics if metrics is not None and not metrics.empty else None
+    if t is None and m is None:
+        return pd.DataFrame(columns=EVIDENCE_COLUMNS + ["score", "sources"])
+    if m is None:
+        return t.assign(score=0.0, sources="traces")
+    mm = m.rename(columns={c: f"m_{c}" for c in METRIC_COLUMNS if c not in ("service", "window")})
+    if t is None:
+        out = mm.copy()
+        for col, fill in TRACE_DEFAULTS.items():
+            out[col] = fill
+        out["state"], out["own_state"] = out["m_state"], -1
+        out["sources"] = "metrics"
+    else:
+        out = t.merge(mm, on=["service", "window"], how="outer", indicator=True)
+        for col, fill in TRACE_DEFAULTS.items():
+            out[col] = out[col].fillna(fill)
+        both = out["_merge"] == "both"
+        out["sources"] = np.where(both, "traces+metrics", np.where(out["_merge"] == "left_only", "traces", "metrics"))
+        out.loc[out["_merge"] == "right_only", "own_state"] = -1
+        out["state"] = np.maximum(out["state"].to_numpy(), out["m_state"].fillna(0).to_numpy())
+        out["m_own_state"] = out["m_own_state"].fillna(-1)
+        out = out.drop(columns=["_merge"])
+    out["score"] = out["m_score"].fillna(0.0)
+    for col in ("requests", "errors", "gap_edges", "state", "own_state"):
+        out[col] = out[col].astype(np.int64)
+    rest = [c for c in out.columns if c not in EVIDENCE_COLUMNS]
+    return out[EVIDENCE_COLUMNS + rest].sort_values(["service", "window"]).reset_index(drop=True)

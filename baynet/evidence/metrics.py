@@ -1,0 +1,261 @@
+"""Golden signals and resource series -> per-service, per-window evidence for the DBN.
+
+The inputs are the neutral frames of an incident bundle (``signals.csv``, ``resources.csv``; see
+:mod:`baynet.bundles.format`) -- the same shapes the Prometheus reader produces from Istio and cAdvisor
+series. Every series is judged against its own baseline: the baseline window's median and a spread
+estimated from the same window (the larger of 1.4826 x MAD and the standard deviation, so a step-shaped
+or noisy baseline is not read as quiet), floored at :attr:`MetricThresholds.rel_floor` of the median. A
+window's value is the median of its points, and its deviation ``z`` is measured in baseline spreads,
+widened by the uncertainty of a baseline of ``n`` points (``sqrt(1 + 1/n)``) and of a window of ``m``
+points; so a few points decide less than many.
+
+Evidence columns (one row per service and window; window -1 is the baseline):
+
+==============  =============================================================================
+resource_z      largest rise of a resource series (cpu, memory, ...) of the service
+resource        the name of that series
+latency_z       largest rise of a latency series of calls to the service (destination reporter)
+error_up        rise of the error ratio of calls to the service over its baseline ratio
+error_z         that rise in baseline spreads (binomial: it grows with the requests behind it)
+rate_ratio      request rate against the baseline rate (1.0 = unchanged, or not measured)
+gap_edges       grown network gaps (source-reporter minus destination-reporter latency) blamed on it
+score           the largest of the above deviations: orders services the DBN cannot tell apart
+state           propagating state: 0 ok, 1 degraded, 2 failing (latency, errors, rate)
+own_state       own-work state: 0 ok, 1 anomalous, 2 severe (resources, network gaps)
+points          data points behind the window (0: not measured in this window)
+==============  =============================================================================
+
+Own-work (saturation) evidence comes from the resource series that measure saturation: names starting
+with ``cpu``, ``mem`` or ``restart`` (:data:`SATURATION`); other resource series (network bytes, disk
+I/O) follow the load and are reported but not judged. A request-rate drop counts only when it is
+significant for the requests behind it (a Poisson test against the baseline rate): on a service that
+gets a handful of calls a minute, "none this minute" is not an outage.
+
+A window with no points of a series says nothing about it (never silence). When the data's step is
+longer than a window, :func:`slices_for_step` widens the slices to follow the data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+METRIC_COLUMNS = ["service", "window", "resource_z", "resource", "latency_z", "error_up", "error_z", "rate_ratio",
+                  "gap_edges", "score", "state", "own_state", "points"]
+SATURATION = ("cpu", "mem", "restart")
+LATENCY_COLUMNS = ["latency_ms_p99", "latency_ms_p90", "latency_ms_p50", "latency_ms_avg"]
+
+
+@dataclass(frozen=True)
+class MetricThresholds:
+    """Discretisation of metric deviations into DBN states. Generic, in units of baseline spread."""
+
+    z_anomalous: float = 3.0      # a deviation this many baseline spreads is anomalous / degraded
+    z_severe: float = 6.0         # ... severe / failing
+    rel_floor: float = 0.05       # spread floor, as a share of the baseline median (constant series)
+    degraded_rate: float = 0.5    # request rate below this share of baseline: degraded
+    failing_rate: float = 0.2     # ... failing
+    degraded_error: float = 0.02  # error-ratio rise that is degraded (when also z_anomalous spreads)
+    failing_error: float = 0.20   # ... failing
+
+
+def slices_for_step(signals: pd.DataFrame | None, resources: pd.DataFrame | None,
+                    slices: list[tuple[float, float]]) -> tuple[list[tuple[float, float]], str | None]:
+    """Slices that each hold data: when the data's step (median spacing of one series' points) is longer
+    than a slice, slices become whole steps ending at the last slice's end. Returns the slices and, when
+    they changed, a sentence saying so."""
+    steps = []
+    for frame, key in ((signals, ["source", "destination", "reporter"]), (resources, ["service", "metric"])):
+        if frame is None or frame.empty:
+            continue
+        t = frame.sort_values("time")
+        d = t.groupby(key, sort=False)["time"].diff().dropna()
+        d = d[d > 0]
+        if len(d):
+            steps.append(float(d.median()))
+    if not steps or not slices:
+        return slices, None
+    step = min(steps)
+    width = slices[0][1] - slices[0][0]
+    if step <= width * 1.001:
+        return slices, None
+    n, end = len(slices), slices[-1][1]
+    wide = math.ceil(step / width) * width
+    out = [(end - (n - i) * wide, end - (n - i - 1) * wide) for i in range(n)]
+    return out, f"metric data arrive every {step:.0f} s, longer than a {width:.0f} s slice: slices are {wide:.0f} s"
+
+
+def _window_of(t: np.ndarray, baseline: tuple[float, float], slices: list[tuple[float, float]]) -> np.ndarray:
+    out = np.full(len(t), -2, dtype=np.int64)
+    out[(t >= baseline[0]) & (t < baseline[1])] = -1
+    for i, (lo, hi) in enumerate(slices):
+        out[(t > lo) & (t <= hi)] = i  # a metric point stamps the end of the window it measured
+    return out
+
+
+def _deviation(base: np.ndarray, values: np.ndarray, th: MetricThresholds) -> float:
+    """How far the median of ``values`` lies above the baseline, in baseline spreads (negative: below)."""
+    base = base[np.isfinite(base)]
+    values = values[np.isfinite(values)]
+    if len(base) < 2 or not len(values):
+        return 0.0
+    center = float(np.median(base))
+    spread = max(1.4826 * float(np.median(np.abs(base - center))), float(np.std(base, ddof=1)),
+                 th.rel_floor * abs(center), 1e-9)
+    spread *= math.sqrt(1.0 + 1.0 / len(base))
+    return (float(np.median(values)) - center) / spread
+
+
+def _series_z(frame: pd.DataFrame, key: list[str], value: str, n_slices: int, th: MetricThresholds
+              ) -> pd.DataFrame:
+    """Per series (``key``) and incident window: the deviation of ``value`` from its baseline."""
+    rows = []
+    for k, g in frame.groupby(key, sort=False, observed=True):
+        w = g["window"].to_numpy()
+        v = g[value].to_numpy(dtype=float)
+        base = v[w == -1]
+        for i in range(n_slices):
+            here = v[w == i]
+            here = here[np.isfinite(here)]
+            if len(here):
+                rows.append((*((k,) if len(key) == 1 else k), i, _deviation(base, here, th), len(here)))
+    return pd.DataFrame(rows, columns=[*key, "window", "z", "points"])
+
+
+def _level(z: np.ndarray, th: MetricThresholds) -> np.ndarray:
+    return np.where(z >= th.z_severe, 2, np.where(z >= th.z_anomalous, 1, 0))
+
+
+def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame | None,
+                          baseline: tuple[float, float], slices: list[tuple[float, float]],
+                          thresholds: MetricThresholds = MetricThresholds()) -> pd.DataFrame:
+    """Per-service, per-window evidence from signal and resource rows (see the module docstring)."""
+    th, n = thresholds, len(slices)
+    parts: list[pd.DataFrame] = []
+    if resources is not None and not resources.empty:
+        r = resources.assign(window=_window_of(resources["time"].to_numpy(dtype=float), baseline, slices))
+        r = r[r["window"] >= -1]
+        # Several pods of one service: the worst pod decides (a fault is often in one pod).
+        r = r.groupby(["service", "metric", "window", "time"], sort=False)["value"].max().reset_index()
+        r = r[r["metric"].str.lower().str.startswith(SATURATION)]
+        z = _series_z(r, ["service", "metric"], "value", n, th)
+        if not z.empty:
+            top = z.loc[z.groupby(["service", "window"])["z"].idxmax()]
+            parts.append(top.rename(columns={"z": "resource_z", "metric": "resource"}))
+    gap_blame = pd.DataFrame(columns=["service", "window", "gap_edges"])
+    if signals is not None and not signals.empty:
+        s = signals.assign(window=_window_of(signals["time"].to_numpy(dtype=float), baseline, slices))
+        s = s[s["window"] >= -1]
+        dest = s[s["reporter"] != "source"]
+        lat = []
+        for col in LATENCY_COLUMNS:
+            if col in dest and dest[col].notna().any():
+                z = _series_z(dest[dest[col].notna()], ["destination", "source"], col, n, th)
+                lat.append(z)
+        if lat:
+            z = pd.concat(lat)
+            top = z.groupby(["destination", "window"], as_index=False).agg(latency_z=("z", "max"),
+                                                                          points=("points", "max"))
+            parts.append(top.rename(columns={"destination": "service"}))
+        if "requests" in dest and dest["requests"].notna().any():
+            parts.append(_rates_and_errors(dest, n, th))
+        gap_blame = _gap_blame(s, n, th)
+    if not parts:
+        return pd.DataFrame(columns=METRIC_COLUMNS)
+    ev = parts[0]
+    for p in parts[1:]:
+        ev = ev.merge(p, on=["service", "window"], how="outer", suffixes=("", "_2"))
+        if "points_2" in ev:
+            ev["points"] = ev[["points", "points_2"]].max(axis=1)
+            ev = ev.drop(columns=["points_2"])
+    ev = ev.merge(gap_blame, on=["service", "window"], how="left")
+    services = sorted(set(ev["service"]))
+    full = pd.MultiIndex.from_product([services, range(n)], names=["service", "window"])
+    ev = ev.set_index(["service", "window"]).reindex(full).reset_index()
+    for col, fill in (("resource_z", 0.0), ("latency_z", 0.0), ("error_up", 0.0), ("error_z", 0.0),
+                      ("rate_ratio", 1.0), ("gap_edges", 0), ("points", 0)):
+        if col not in ev:
+            ev[col] = fill
+        ev[col] = ev[col].fillna(fill)
+    if "resource" not in ev:
+        ev["resource"] = ""
+    ev["resource"] = ev["resource"].fillna("")
+    err_level = np.where((ev["error_z"] >= th.z_anomalous) & (ev["error_up"] >= th.failing_error), 2,
+                         np.where((ev["error_z"] >= th.z_anomalous) & (ev["error_up"] >= th.degraded_error), 1, 0))
+    rate = ev["rate_ratio"].to_numpy()
+    rate_level = np.where(rate <= th.failing_rate, 2, np.where(rate <= th.degraded_rate, 1, 0))
+    ev["state"] = np.maximum.reduce([_level(ev["latency_z"].to_numpy(), th), err_level, rate_level])
+    ev["own_state"] = np.maximum(_level(ev["resource_z"].to_numpy(), th), np.minimum(ev["gap_edges"], 2))
+    ev["score"] = ev[["resource_z", "latency_z", "error_z"]].clip(lower=0).max(axis=1) + ev["gap_edges"]
+    base = pd.DataFrame({"service": services, "window": -1})
+    ev = pd.concat([base, ev], ignore_index=True)
+    for col in METRIC_COLUMNS:
+        if col not in ev:
+            ev[col] = 0
+    ev[["state", "own_state", "gap_edges", "points"]] = ev[["state", "own_state", "gap_edges", "points"]].fillna(0)
+    ev = ev.fillna({"resource": "", "resource_z": 0.0, "latency_z": 0.0, "error_up": 0.0, "error_z": 0.0,
+                    "rate_ratio": 1.0, "score": 0.0})
+    for col in ("state", "own_state", "gap_edges", "points"):
+        ev[col] = ev[col].astype(np.int64)
+    return ev[METRIC_COLUMNS].sort_values(["service", "window"]).reset_index(drop=True)
+
+
+def _rates_and_errors(dest: pd.DataFrame, n: int, th: MetricThresholds) -> pd.DataFrame:
+    """Request rate (per second of window) and error ratio of the calls to each service."""
+    d = dest[dest["requests"].notna()].copy()
+    width = d["window_s"].where(d["window_s"] > 0)
+    d["rate"] = d["requests"] / width.fillna(1.0)
+    d["errors"] = d["requests"] * d["error_ratio"].fillna(0.0) if "error_ratio" in d else 0.0
+    d["seconds"] = width.fillna(1.0)
+    per = d.groupby(["destination", "window", "time"]).agg(rate=("rate", "sum"), requests=("requests", "sum"),
+                                                          errors=("errors", "sum"), seconds=("seconds", "max")
+                                                          ).reset_index()
+    rows = []
+    for svc, g in per.groupby("destination"):
+        base = g[g["window"] == -1]
+        base_rate = float(base["rate"].median()) if len(base) else float("nan")
+        b_req, b_err = float(base["requests"].sum()), float(base["errors"].sum())
+        b_ratio = (b_err + 0.5) / (b_req + 1.0)  # a Jeffreys-style estimate: no baseline errors is not 0
+        for i in range(n):
+            h = g[g["window"] == i]
+            if not len(h):
+                continue
+            ratio = float(h["rate"].median()) / base_rate if base_rate > 0 and len(base) >= 2 else 1.0
+            req, err = float(h["requests"].sum()), float(h["errors"].sum())
+            expected = base_rate * float(h["seconds"].sum())
+            if ratio < 1 and not (expected > 0 and (req - expected) / math.sqrt(expected) <= -th.z_anomalous):
+                ratio = 1.0  # a drop the counts cannot tell from chance
+            up = err / req - b_err / b_req if req > 0 and b_req > 0 else (err / req if req > 0 else 0.0)
+            # A binomial test against the baseline ratio: evidence grows with the requests behind it.
+            err_z = (err - req * b_ratio) / math.sqrt(max(req * b_ratio * (1 - b_ratio), 1e-9)) if req > 0 else 0.0
+            rows.append((svc, i, ratio, up, err_z))
+    return pd.DataFrame(rows, columns=["service", "window", "rate_ratio", "error_up", "error_z"])
+
+
+def _gap_blame(s: pd.DataFrame, n: int, th: MetricThresholds) -> pd.DataFrame:
+    """Grown network gaps per edge (the caller's view of the call minus the callee's), each blamed on the
+    endpoint with more grown edges (on a tie, the callee)."""
+    src = s[(s["reporter"] == "source") & (s["source"] != "")]
+    dst = s[(s["reporter"] != "source") & (s["source"] != "")]
+    if src.empty or dst.empty:
+        return pd.DataFrame(columns=["service", "window", "gap_edges"])
+    col = next((c for c in LATENCY_COLUMNS if src[c].notna().any() and dst[c].notna().any()), None)
+    if col is None:
+        return pd.DataFrame(columns=["service", "window", "gap_edges"])
+    both = src[["source", "destination", "time", "window", col]].merge(
+        dst[["source", "destination", "time", col]], on=["source", "destination", "time"], suffixes=("_s", "_d"))
+    both["gap"] = both[f"{col}_s"] - both[f"{col}_d"]
+    z = _series_z(both, ["source", "destination"], "gap", n, th)
+    rows = []
+    for w, g in z.groupby("window"):
+        grown = g[g["z"] >= th.z_anomalous]
+        touched = pd.concat([grown["source"], grown["destination"]]).value_counts()
+        blamed: dict[str, int] = {}
+        for a, b in zip(grown["source"], grown["destination"]):
+            who = a if touched.get(a, 0) > touched.get(b, 0) else b
+            blamed[who] = blamed.get(who, 0) + 1
+        rows += [(svc, w, k) for svc, k in blamed.items()]
+    return pd.DataFrame(rows, columns=["service", "window", "gap_edges"])

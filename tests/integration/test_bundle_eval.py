@@ -1,0 +1,97 @@
+"""Public datasets -> bundles (baynet bundle from-rcd / from-nezha) -> baynet eval bundles, through the CLI."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, SHARED, require
+
+RCD = SHARED / "datasets" / "rcd-sockshop"
+TRAIN_TICKET = SHARED / "datasets" / "nezha" / "trainticket"
+
+
+def baynet(*args, check=True):
+    done = subprocess.run([sys.executable, "-m", "baynet.cli", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    if check:
+        assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def rcd_bundles(tmp_path_factory):
+    require(RCD.is_dir(), f"RCD Sock Shop data at {RCD}")
+    small = tmp_path_factory.mktemp("rcd")
+    for case in ("carts-cpu/1", "user-mem/2", "orders-cpu/3"):
+        (small / case).parent.mkdir(parents=True, exist_ok=True)
+        (small / case).symlink_to(RCD / case)
+    out = tmp_path_factory.mktemp("bundles") / "rcd"
+    done = baynet("bundle", "from-rcd", small, out)
+    assert "3 bundles" in done.stdout
+    return out
+
+
+def test_converted_rcd_bundles_are_valid_and_metrics_only(rcd_bundles):
+    for d in sorted(rcd_bundles.iterdir()):
+        summary = json.loads(baynet("bundle", "check", d, "--json").stdout)
+        assert summary["trace_files"] == 0 and summary["has_truth"]
+        assert summary["rows"]["signals.csv"] > 0 and summary["rows"]["resources.csv"] > 0
+    # Converting into a directory that already holds bundles overwrites nothing.
+    again = baynet("bundle", "from-rcd", rcd_bundles.parent.parent, rcd_bundles, check=False)
+    assert again.returncode == 2
+
+
+def test_eval_bundles_scores_each_bundle_and_reports_a_broken_one(rcd_bundles, tmp_path):
+    root = tmp_path / "set"
+    shutil.copytree(rcd_bundles, root / "good")
+    broken = root / "broken" / "bad-1"
+    shutil.copytree(rcd_bundles / "carts-cpu-1", broken)
+    (broken / "signals.csv").write_text("time,destination,requests\n1,carts,-5\n")
+    done = baynet("eval", "bundles", root, "--json")
+    result = json.loads(done.stdout)
+    assert result["overall"]["n"] == 3
+    assert [s["case"] for s in result["skipped"]] == [str(broken)]
+    assert "signals.csv, line 2" in result["skipped"][0]["reason"]
+    assert set(result) >= {"overall", "by_type", "by_directory", "cases", "skipped", "seconds_per_case", "baselines"}
+    assert set(result["baselines"]) == {"error_rise", "latency_rise", "random"}
+    assert result["baselines"]["error_rise"]["overall"]["AC@1"] == 0.0  # no error data in RCD: it ranks nobody
+    for case in result["cases"]:
+        assert case["sources"] == ["metrics"]
+        assert case["rank"] is not None and case["top5"]
+    # The faulty container's own saturation decides: these three are clear cases.
+    assert result["overall"]["AC@1"] == 1.0
+    text = baynet("eval", "bundles", root).stdout
+    assert "Root-cause accuracy on bundles" in text and "skipped" in text
+
+
+def test_eval_bundles_rejects_unknown_sources(rcd_bundles):
+    done = baynet("eval", "bundles", rcd_bundles, "--sources", "logs", check=False)
+    assert done.returncode == 2 and "logs" in done.stderr
+
+
+def test_a_nezha_fault_as_a_bundle_carries_traces_metrics_and_topology(tmp_path):
+    require(TRAIN_TICKET.is_dir(), f"Nezha Train-Ticket data at {TRAIN_TICKET}")
+    from baynet.bundles.analyse import analyse_bundle
+    from baynet.bundles.read import load_bundle, read_truth
+    from baynet.datasets.convert import _read_metric_day, nezha_bundle
+    from baynet.datasets.nezha import list_cases
+
+    case = [c for c in list_cases(TRAIN_TICKET) if c.fault_type == "cpu_contention"][0]
+    out = nezha_bundle(case, TRAIN_TICKET, tmp_path / "b",
+                       metrics_day=_read_metric_day(TRAIN_TICKET / case.day / "metric"))
+    bundle = load_bundle(out)
+    assert bundle.sources == ["traces", "signals", "resources"]
+    assert bundle.topology and bundle.event.service == "ts-gateway-service"
+    assert read_truth(out) == {"root_cause": case.truth, "fault_type": "cpu_contention"}
+    assert set(bundle.resources["metric"]) == {"cpu", "memory", "net_rx", "net_tx"}
+    metrics_only = analyse_bundle(bundle, use={"metrics"})
+    assert metrics_only.used == ["metrics"]
+    assert metrics_only.ranking[0]["service"] == case.truth  # CPU contention shows in the pod's CPU
+    assert "cpu +" in metrics_only.ranking[0]["evidence"]
+    assert analyse_bundle(bundle).used == ["traces"]  # auto: traces decide where there are traces
+    fused = analyse_bundle(bundle, use={"traces", "metrics"})
+    assert fused.used == ["traces", "metrics"]
+    assert {"traces+metrics"} <= set(fused.evidence["sources"])

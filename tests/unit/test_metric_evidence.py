@@ -1,0 +1,125 @@
+"""Metrics evidence (baynet.evidence.metrics), its fusion with traces, and the DBN's second own-work
+observation (Sm)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from baynet.dbn import DBNModel
+from baynet.evidence.fuse import fuse
+from baynet.evidence.metrics import build_metric_evidence, slices_for_step
+
+BASE = (0.0, 600.0)
+SLICES = [(720.0, 780.0), (780.0, 840.0), (840.0, 900.0)]
+
+
+def resources(series: dict[tuple[str, str], callable], step: float = 10.0) -> pd.DataFrame:
+    rows = []
+    for (svc, metric), f in series.items():
+        for t in np.arange(step, 900.0 + step, step):
+            rows.append((t, svc, metric, f(t)))
+    return pd.DataFrame(rows, columns=["time", "service", "metric", "value"])
+
+
+def row(ev, svc, w):
+    return ev[(ev["service"] == svc) & (ev["window"] == w)].iloc[0]
+
+
+def test_a_cpu_jump_is_severe_own_work_a_quiet_series_is_not():
+    rng = np.random.default_rng(1)
+    res = resources({("a", "cpu"): lambda t: 10 + rng.normal(0, 1) + (80 if t > 780 else 0),
+                     ("b", "cpu"): lambda t: 10 + rng.normal(0, 1),
+                     ("b", "net_rx"): lambda t: 1e5 * (5 if t > 780 else 1)})
+    ev = build_metric_evidence(None, res, BASE, SLICES)
+    assert row(ev, "a", 0)["own_state"] == 0
+    assert row(ev, "a", 1)["own_state"] == 2 and row(ev, "a", 1)["resource"] == "cpu"
+    assert row(ev, "a", 2)["resource_z"] > 20
+    # b's cpu is noise; its network bytes follow the load and are not saturation.
+    assert (ev.loc[ev["service"] == "b", "own_state"] == 0).all()
+
+
+def test_a_constant_baseline_gets_a_spread_floor_not_infinite_z():
+    res = resources({("a", "memory"): lambda t: 100.0 if t <= 780 else 103.0})  # +3 %: within the floor
+    ev = build_metric_evidence(None, res, BASE, SLICES)
+    assert row(ev, "a", 2)["own_state"] == 0
+    assert np.isfinite(ev["resource_z"]).all()
+
+
+def test_a_window_without_points_says_nothing():
+    res = resources({("a", "cpu"): lambda t: 10.0})
+    res = res[~((res["time"] > 780) & (res["time"] <= 840))]
+    ev = build_metric_evidence(None, res, BASE, SLICES)
+    assert row(ev, "a", 1)["points"] == 0 and row(ev, "a", 1)["state"] == 0
+
+
+def signals(rate: dict[str, callable], window_s: float = 10.0) -> pd.DataFrame:
+    rows = []
+    for svc, f in rate.items():
+        for t in np.arange(window_s, 900.0 + window_s, window_s):
+            rows.append({"time": t, "source": "", "destination": svc, "window_s": window_s,
+                         "requests": f(t) * window_s, "error_ratio": 0.0, "latency_ms_p90": 20.0,
+                         "reporter": "destination"})
+    return pd.DataFrame(rows)
+
+
+def test_a_rate_drop_counts_only_when_the_counts_can_tell():
+    sig = signals({"busy": lambda t: 50.0 if t <= 780 else 5.0,       # 500 calls per window -> 50
+                   "quiet": lambda t: 0.02 if t <= 780 else 0.0})     # 0.2 calls per window -> 0
+    ev = build_metric_evidence(sig, None, BASE, SLICES)
+    assert row(ev, "busy", 1)["state"] == 2 and row(ev, "busy", 1)["rate_ratio"] == pytest.approx(0.1)
+    assert (ev.loc[(ev["service"] == "quiet") & (ev["window"] >= 0), "state"] == 0).all()
+
+
+def test_error_evidence_grows_with_the_requests_behind_it():
+    def errs(svc_rate):
+        sig = signals({"s": lambda t: svc_rate})
+        sig.loc[sig["time"] > 780, "error_ratio"] = 0.1
+        return row(build_metric_evidence(sig, None, BASE, SLICES), "s", 2)
+
+    few, many = errs(0.1), errs(20.0)
+    assert few["error_up"] == pytest.approx(many["error_up"])
+    assert many["error_z"] > 5 * few["error_z"]
+    assert many["state"] >= 1 and few["state"] == 0
+
+
+def test_slices_follow_data_coarser_than_a_slice():
+    res = resources({("a", "cpu"): lambda t: 1.0}, step=300.0)
+    slices, why = slices_for_step(None, res, SLICES)
+    assert why and "300 s" in why
+    assert slices[-1][1] == SLICES[-1][1] and slices[0][1] - slices[0][0] == 300.0
+    assert slices_for_step(None, resources({("a", "cpu"): lambda t: 1.0}), SLICES) == (SLICES, None)
+
+
+def test_fusion_keeps_both_own_observations_and_marks_silence():
+    rng = np.random.default_rng(2)
+    res = resources({("a", "cpu"): lambda t: 10 + rng.normal(0, 1) + (80 if t > 720 else 0),
+                     ("b", "cpu"): lambda t: 10 + rng.normal(0, 1)})
+    metric = build_metric_evidence(None, res, BASE, SLICES)
+    traces = pd.DataFrame({"service": ["b"] * 4, "window": [-1, 0, 1, 2], "state": [0, 1, 1, 1],
+                           "own_state": [0, 1, 1, 1]})
+    for col in ("requests", "errors", "error_ratio", "p50_ms", "p95_ms", "self_p95_ms", "slow_frac",
+                "self_slow_frac", "fast_frac", "shape_frac", "rate_ratio", "own_error_frac", "net_frac", "gap_edges"):
+        traces[col] = 0
+    fused = fuse(traces, metric)
+    a1, b1 = row(fused, "a", 1), row(fused, "b", 1)
+    assert a1["sources"] == "metrics" and a1["own_state"] == -1 and a1["m_own_state"] == 2
+    assert b1["sources"] == "traces+metrics" and b1["own_state"] == 1 and b1["m_own_state"] == 0
+    assert a1["state"] == a1["m_state"]
+
+
+def test_second_own_observation_multiplies_evidence_and_matches_pgmpy():
+    m = DBNModel()
+    m.update_structure({"front", "a", "b"}, {("front", "a"), ("front", "b")})
+    states = {"front": [1, 2], "a": [1, 1], "b": [1, 1]}
+    own = {"front": [0, 0], "a": [1, 1], "b": [1, 1]}
+    own_m = {"front": [-1, -1], "a": [2, 2], "b": [0, 0]}
+    fast = m.infer(states, own, ["front", "a", "b"], own_metrics=own_m)
+    assert fast["a"] > fast["b"]  # same trace evidence; the metrics saw a's own fault, not b's
+    assert m.infer(states, own, ["front", "a", "b"])["a"] == pytest.approx(
+        m.infer(states, own, ["front", "a", "b"])["b"])
+    exact = m.infer_pgmpy(states, own, ["front", "a", "b"], own_metrics=own_m)
+    for s in fast:
+        assert fast[s] == pytest.approx(exact[s], abs=1e-9)
+    # A level below 0 is not observed: the same as leaving the service out of own_metrics.
+    silent = m.infer(states, own, ["front", "a", "b"], own_metrics={"front": [-1, -1], "a": [-1, -1], "b": [-1, -1]})
+    assert silent == pytest.approx(m.infer(states, own, ["front", "a", "b"]))
