@@ -88,6 +88,25 @@ def fetch_spans(event: AnomalyEvent, windows: Windows, settings: Settings) -> tu
     return spans, stats
 
 
+def fetch_metrics(windows: Windows, settings: Settings) -> tuple[pd.DataFrame | None, pd.DataFrame | None,
+                                                                  dict[str, Any]]:
+    """Signals and resource rows (:mod:`baynet.evidence.metrics`) over the baseline and incident windows,
+    from Prometheus through the metric map; ``(None, None, stats)`` when metrics are not configured."""
+    if not (settings.prometheus_url and settings.metrics_evidence):
+        return None, None, {"metrics": "not configured (BAYNET_PROMETHEUS_URL unset or metrics evidence off)"}
+    from baynet.detector.series import fetch_series, load_metric_map
+    from baynet.evidence.metrics import family_rows
+
+    step = settings.metrics_step_s
+    frames = fetch_series(settings.prometheus_url, load_metric_map(settings.detector_metric_map),
+                          windows.baseline[0], windows.incident[1], step, namespace=settings.namespace)
+    signals, resources = family_rows(frames, step)
+    stats = {"metrics": f"{len(frames)} services from {settings.prometheus_url}",
+             "metric_rows": {"signals": 0 if signals is None else len(signals),
+                             "resources": 0 if resources is None else len(resources)}}
+    return signals, resources, stats
+
+
 # --- step 3: topology ----------------------------------------------------------------------------
 
 def read_topology(settings: Settings, at: float | None = None) -> Topology | None:

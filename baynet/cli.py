@@ -743,9 +743,9 @@ def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holdi
                                                              "directory with event.json is one bundle)."),
                  as_json: bool = typer.Option(False, "--json", help="Print one JSON object: overall, by_type, "
                                               "by_directory, cases, skipped, seconds_per_case, baselines."),
-                 sources: str = typer.Option("auto", "--sources", help="Evidence to use: auto (traces where the "
-                                             "bundle has them, else metrics), traces, metrics, or traces,metrics "
-                                             "(both, fused).")) -> None:
+                 sources: str = typer.Option("traces,metrics", "--sources", help="Evidence to use where the "
+                                             "bundle has it: traces, metrics, or traces,metrics (both, fused; "
+                                             "the default).")) -> None:
     """Analyse every bundle (in-process: the incident flow's evidence, model and inference steps on the
     bundle's files) and score it against its truth.json, which only the scorer reads. Prints AC@1/3/5 and
     Avg@5 overall, per fault type and per directory, the true service's rank per case, seconds per case,
@@ -758,9 +758,8 @@ def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holdi
     from baynet.evaluate import evaluate_bundles, find_bundles
 
     use = {s.strip() for s in sources.split(",") if s.strip()}
-    if not use or use - {"traces", "metrics", "auto"} or ("auto" in use and len(use) > 1):
-        _err(f"--sources takes auto, traces, metrics or traces,metrics, not {sources!r}")
-    use = None if use == {"auto"} else use
+    if not use or use - {"traces", "metrics"}:
+        _err(f"--sources takes traces, metrics or traces,metrics, not {sources!r}")
     try:
         total = len(find_bundles(paths))
     except FileNotFoundError as exc:

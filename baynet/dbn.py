@@ -55,6 +55,11 @@ class Params:
     self_persist: float = 0.3                # a bad O[t-1] reproduces its level with this probability
     own_given_root: tuple[float, float, float] = (0.2, 0.3, 0.5)     # P(S | R=yes)
     own_given_healthy: tuple[float, float, float] = (0.9, 0.08, 0.02)  # P(S | R=no): false alarms
+    # P(Sm | R): the metrics' own-work view (resource saturation, network gaps). Many faults (a code
+    # exception, a wrong answer) leave CPU and memory as they were, so "ok" there is weak evidence of health;
+    # a saturated resource on a healthy service is rarer than an odd span.
+    metrics_given_root: tuple[float, float, float] = (0.6, 0.15, 0.25)
+    metrics_given_healthy: tuple[float, float, float] = (0.95, 0.04, 0.01)
     edge_prior: tuple[float, float] = (3.0, 2.0)   # Beta prior of a propagation strength
     root_prior: tuple[float, float] = (0.5, 9.5)   # Beta prior of P(R=yes) (5 %)
     forgetting: float = 0.9                  # old counts are multiplied by this at each update
@@ -159,6 +164,9 @@ class DBNModel:
     def s_likelihood(self, own: int, r: int) -> float:
         return (self.params.own_given_root if r else self.params.own_given_healthy)[own]
 
+    def sm_likelihood(self, own: int, r: int) -> float:
+        return (self.params.metrics_given_root if r else self.params.metrics_given_healthy)[own]
+
     # --- inference -------------------------------------------------------------------------------
 
     def infer(self, states: dict[str, list[int]], own: dict[str, list[int]],
@@ -170,7 +178,7 @@ class DBNModel:
         ``services`` (default: all with evidence) must have both; callees without evidence count as ok.
         An own level below 0 means "not observed" (no spans of the service: its S is left out).
         ``own_metrics[s][t]``, when given, is a second observation of the own-work state from metrics
-        (node ``Sm``, the same CPT as ``S``): two sources that both see the service's own fault
+        (node ``Sm``, its own CPT: ``Params.metrics_given_root``/``metrics_given_healthy``): two sources that both see the service's own fault
         multiply their evidence; a level below 0 is not observed.
         """
         services = services or sorted(states)
@@ -190,7 +198,7 @@ class DBNModel:
                     if s_seq[t] >= 0:
                         emis[t, r] *= self.s_likelihood(s_seq[t], r)
                     if m_seq is not None and m_seq[t] >= 0:
-                        emis[t, r] *= self.s_likelihood(m_seq[t], r)
+                        emis[t, r] *= self.sm_likelihood(m_seq[t], r)
             pi = self.prior(s)
             alpha = np.array([1 - pi, pi]) * emis[0]
             alpha /= alpha.sum() or 1.0
@@ -241,9 +249,10 @@ class DBNModel:
                     cpds.append(TabularCPD(r, 2, [[1 - p.onset, 1 - p.persist], [p.onset, p.persist]],
                                            evidence=[rp], evidence_card=[2],
                                            state_names={r: R_STATES, rp: R_STATES}))
-                for node in [own] + ([f"Sm|{s}|{t}"] if metrics else []):
+                for node, (healthy, root) in [(own, (p.own_given_healthy, p.own_given_root))] + (
+                        [(f"Sm|{s}|{t}", (p.metrics_given_healthy, p.metrics_given_root))] if metrics else []):
                     bn.add_edge(r, node)
-                    cpds.append(TabularCPD(node, 3, [[p.own_given_healthy[i], p.own_given_root[i]] for i in range(3)],
+                    cpds.append(TabularCPD(node, 3, [[healthy[i], root[i]] for i in range(3)],
                                            evidence=[r], evidence_card=[2], state_names={node: S_STATES, r: R_STATES}))
                 callees = [c for c in self.callees.get(s, []) if c in inside]
                 groups = [callees[i:i + GROUP] for i in range(0, len(callees), GROUP)]

@@ -63,14 +63,19 @@ class Settings(BaseSettings):
     baseline_gap_s: int = Field(
         120, ge=0, le=86400, description="Gap between the baseline window and the first incident slice."
     )
+    metrics_evidence: bool = Field(
+        True, description="Read Istio/cAdvisor metrics from Prometheus (when prometheus_url is set) as evidence "
+        "beside the traces; with Tempo down or empty the analysis then completes on metrics, marked partial."
+    )
+    metrics_step_s: int = Field(15, ge=1, le=3600, description="Step of the metric series the RCA reads, seconds.")
     blast_radius_hops: int = Field(
         3, ge=0, le=10, description="Downstream hops from the affected service included in the model."
     )
 
     # --- detector (flows/detect.py) -------------------------------------------------------------------
     detector_metric_map: str = Field(
-        "istio-cadvisor", description="Metric names the detector reads: a preset (istio-cadvisor, gala-gopher) or "
-        "a JSON file of family -> PromQL."
+        "istio-cadvisor", description="Metric names the detector and the RCA's metrics evidence read: a preset "
+        "(istio-cadvisor, gala-gopher) or a JSON file of family -> PromQL."
     )
     detector_step_s: int = Field(60, ge=1, le=3600, description="Scrape window the detector scores, seconds.")
     detector_lookback_s: int = Field(900, ge=60, le=86400, description="Recent span scored on each run.")

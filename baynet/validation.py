@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "expectations"
-SUITES = ("event", "spans", "evidence", "topology_edges", "posteriors")
+SUITES = ("event", "spans", "evidence", "metric_evidence", "topology_edges", "posteriors")
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
 

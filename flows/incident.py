@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+import pandas as pd
 from prefect import flow, get_run_logger
 
 from baynet.analysis import Windows, snapshot_age
 from baynet.events import run_name
 from baynet.settings import Settings
+from baynet.tempo.client import TempoUnavailable
 from baynet.topology import TopologyError
 from tasks.dbn import load_persisted_model, reestimate_dbn, run_inference
 from tasks.parse_event import parse_anomaly
+from baynet.evidence.fuse import fuse
+from baynet.evidence.traces import EDGE_COLUMNS
+from tasks.query_metrics import evidence_from_metrics, metrics_or_none
 from tasks.query_tempo import evidence_from_spans, query_traces
 from tasks.store import store_results
 from tasks.topology import diff_with_snapshot, read_live_topology
@@ -31,10 +37,31 @@ def incident_rca(message: str | dict[str, Any]) -> dict[str, Any]:
 
     event = parse_anomaly(message)                                               # 1. parse the anomaly
     windows = Windows.around(event.unix, settings)
-    spans, fetch_stats = query_traces(event, windows, settings)                  # 2. query Tempo
+    signals, resources, metric_stats = metrics_or_none(windows, settings)        # 2b. query Prometheus
+    have_metrics = signals is not None or resources is not None
+    try:
+        spans, fetch_stats = query_traces(event, windows, settings)
+    # Tempo down or empty: the metrics carry the analysis, if there are any. A rejected query (4xx) is a
+    # fault of ours or of the configuration, and fails the run as before.
+    except (TempoUnavailable, LookupError, httpx.HTTPError) as exc:
+        if not have_metrics:
+            raise
+        logger.warning("no traces (%s); the analysis goes on with metrics alone", exc)
+        spans = None
+        fetch_stats = {"evidence_complete": False, "partial_reasons": [f"no traces: {exc}; metrics alone"]}
+    fetch_stats.update(metric_stats)
     if not fetch_stats.get("evidence_complete", True):
         logger.warning("partial evidence: %s", "; ".join(fetch_stats.get("partial_reasons", [])))
-    evidence, edges = evidence_from_spans(spans, windows)
+    if spans is not None:
+        trace_evidence, edges = evidence_from_spans(spans, windows)
+    else:
+        trace_evidence, edges = None, pd.DataFrame(columns=EDGE_COLUMNS)
+    metric_evidence, notes = evidence_from_metrics(signals, resources, windows, spans)
+    if notes:
+        fetch_stats["metric_notes"] = notes
+    fetch_stats["sources"] = [name for name, ev in (("traces", trace_evidence), ("metrics", metric_evidence))
+                              if ev is not None]
+    evidence = fuse(trace_evidence, metric_evidence)
     try:                                                                         # 3. diff the topology
         live = read_live_topology(settings, event.unix)
     except TopologyError as exc:

@@ -259,3 +259,58 @@ def _gap_blame(s: pd.DataFrame, n: int, th: MetricThresholds) -> pd.DataFrame:
             blamed[who] = blamed.get(who, 0) + 1
         rows += [(svc, w, k) for svc, k in blamed.items()]
     return pd.DataFrame(rows, columns=["service", "window", "gap_edges"])
+
+
+def aligned_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame | None,
+                            baseline: tuple[float, float], slices: list[tuple[float, float]],
+                            span_starts: np.ndarray | None = None,
+                            thresholds: MetricThresholds = MetricThresholds()) -> tuple[pd.DataFrame, list[str]]:
+    """:func:`build_metric_evidence` on slices that mean the same time as the trace evidence's: the trace
+    evidence drops slices without any span (``span_starts``, unix seconds), so the same slices are
+    dropped here; slices widen to follow data coarser than a slice. Returns the evidence and notes."""
+    notes = []
+    wide, why = slices_for_step(signals, resources, slices)
+    if why:
+        notes.append(why)
+    if span_starts is not None and len(span_starts):
+        wide = [m for m, (lo, hi) in zip(wide, slices) if ((span_starts >= lo) & (span_starts < hi)).any()]
+    if not wide:
+        return pd.DataFrame(columns=METRIC_COLUMNS), notes
+    ev = build_metric_evidence(signals, resources, (baseline[0], min(baseline[1], wide[0][0])), wide, thresholds)
+    return ev, notes
+
+
+# Detector families (baynet.detector.series) -> the neutral rows this module reads.
+_RESOURCE_FAMILIES = {"cpu": "cpu", "mem": "memory", "net_rx": "net_rx", "net_tx": "net_tx"}
+_LATENCY_FAMILIES = {"lat_p50": "latency_ms_p50", "lat_p90": "latency_ms_p90", "lat_p99": "latency_ms_p99"}
+
+
+def family_rows(frames: dict[str, pd.DataFrame], step_s: float) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """Per-service family frames (index unix seconds; columns ``cpu``, ``mem``, ``load`` (requests/s),
+    ``lat_p50``..., ``errors`` (ratio)), as read from Prometheus with a metric map, -> ``(signals,
+    resources)`` rows: one signals row per service and step (destination reporter, no source), one
+    resources row per service, series and step. Missing points are left out."""
+    sig_parts, res_parts = [], []
+    for service, frame in frames.items():
+        t = frame.index.to_numpy(dtype=float)
+        for fam, name in _RESOURCE_FAMILIES.items():
+            if fam in frame:
+                v = frame[fam].to_numpy(dtype=float)
+                ok = np.isfinite(v)
+                res_parts.append(pd.DataFrame({"time": t[ok], "service": service, "metric": name, "value": v[ok]}))
+        cols = {}
+        if "load" in frame:
+            cols["requests"] = frame["load"].to_numpy(dtype=float) * step_s
+        if "errors" in frame:
+            cols["error_ratio"] = frame["errors"].to_numpy(dtype=float)
+        for fam, name in _LATENCY_FAMILIES.items():
+            if fam in frame:
+                cols[name] = frame[fam].to_numpy(dtype=float)
+        if cols:
+            sig = pd.DataFrame({"time": t, "source": "", "destination": service, "window_s": float(step_s), **cols,
+                                "reporter": "destination"})
+            measured = sig[list(cols)].notna().any(axis=1)
+            sig_parts.append(sig[measured])
+    signals = pd.concat(sig_parts, ignore_index=True) if sig_parts else None
+    resources = pd.concat(res_parts, ignore_index=True) if res_parts else None
+    return signals, resources

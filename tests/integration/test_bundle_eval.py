@@ -91,7 +91,6 @@ def test_a_nezha_fault_as_a_bundle_carries_traces_metrics_and_topology(tmp_path)
     assert metrics_only.used == ["metrics"]
     assert metrics_only.ranking[0]["service"] == case.truth  # CPU contention shows in the pod's CPU
     assert "cpu +" in metrics_only.ranking[0]["evidence"]
-    assert analyse_bundle(bundle).used == ["traces"]  # auto: traces decide where there are traces
-    fused = analyse_bundle(bundle, use={"traces", "metrics"})
+    fused = analyse_bundle(bundle)
     assert fused.used == ["traces", "metrics"]
     assert {"traces+metrics"} <= set(fused.evidence["sources"])

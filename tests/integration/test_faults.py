@@ -68,14 +68,18 @@ def run_flow(stack, **env):
 
     st, incident = stack
     event_id = f"fault-{uuid.uuid4().hex[:8]}"
+    before = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     try:
         t0 = time.monotonic()
         state = incident_rca(json.dumps({**incident.event, "id": event_id}), return_state=True)
         took = time.monotonic() - t0
-    finally:
-        for key in env:
-            os.environ.pop(key, None)
+    finally:  # put back what the stack set (e.g. its own Tempo URL), drop what it did not
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     summary = None
     path = st.workdir / "artifacts" / "incidents" / event_id / "ranking.json"
     if path.exists():
@@ -160,10 +164,12 @@ def test_nothing_readable_fails_the_run_and_the_message_returns(stack, tempo):
     event_id = f"down-{uuid.uuid4().hex[:8]}"
     st.sqs.send_message(QueueUrl=st.queue_url, MessageBody=json.dumps({**incident.event, "id": event_id}))
     os.environ["BAYNET_TEMPO_URL"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    os.environ["BAYNET_METRICS_EVIDENCE"] = "false"  # and no metrics to carry the analysis instead
     try:
         outcomes = run_consumer(Settings(), max_messages=1, idle_polls=3, retry_after=1)
     finally:
         os.environ["BAYNET_TEMPO_URL"] = st.tempo.url
+        os.environ.pop("BAYNET_METRICS_EVIDENCE")
     assert [o.result for o in outcomes] == ["failed"] and "Tempo" in outcomes[0].detail
     time.sleep(1.5)
     back = st.sqs.receive_message(QueueUrl=st.queue_url, WaitTimeSeconds=5, VisibilityTimeout=30)["Messages"]
@@ -181,6 +187,30 @@ def test_prometheus_down_uses_the_last_snapshot_and_reports_its_age(stack, tempo
     assert state.is_completed()
     note = summary["fetch"]["topology"]
     assert "unavailable" in note and "last stored snapshot used" in note and " s old)" in note
+
+
+def test_tempo_unreachable_the_analysis_completes_on_metrics_marked_partial(stack, tempo):
+    st, incident = stack
+    if st.prometheus is None:
+        pytest.skip("needs Debian's prometheus")  # CI installs it
+    state, summary, _ = run_flow(stack, BAYNET_TEMPO_URL=f"http://127.0.0.1:{free_port()}",
+                                 BAYNET_TEMPO_MAX_RETRIES="0")
+    assert state.is_completed()
+    fetch = summary["fetch"]
+    assert fetch["sources"] == ["metrics"] and fetch["evidence_complete"] is False
+    assert any("no traces" in r and "metrics alone" in r for r in fetch["partial_reasons"])
+    # The Istio series carry the fault: errors at payment, explained upwards through the call graph.
+    assert summary["ranking"][0]["service"] == incident.fault_service
+    assert "metric errors" in summary["ranking"][0]["evidence"]
+
+
+def test_prometheus_down_and_tempo_up_the_traces_alone_as_before(stack, tempo):
+    st, incident = stack
+    state, summary, _ = run_flow(stack, BAYNET_PROMETHEUS_URL=f"http://127.0.0.1:{free_port()}")
+    assert state.is_completed()
+    fetch = summary["fetch"]
+    assert fetch["sources"] == ["traces"] and fetch["metrics"].startswith("unavailable")
+    assert summary["ranking"][0]["service"] == incident.fault_service
 
 
 def test_queue_endpoint_restart_loses_no_message(tmp_path):
@@ -340,7 +370,7 @@ def test_analyse_with_tempo_down_ends_in_one_paragraph_not_a_traceback(stack, tm
     event = tmp_path / "event.json"
     event.write_text(json.dumps({**incident.event, "id": f"down-{uuid.uuid4().hex[:8]}"}))
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "BAYNET_TEMPO_URL": f"http://127.0.0.1:{free_port()}",
-           "BAYNET_TEMPO_MAX_RETRIES": "0"}
+           "BAYNET_TEMPO_MAX_RETRIES": "0", "BAYNET_METRICS_EVIDENCE": "false"}  # no metrics to fall back on
     quiet = subprocess.run([sys.executable, "-m", "baynet.cli", "analyse", str(event)], env=env, cwd=ROOT,
                            capture_output=True, text=True, timeout=240)
     out = quiet.stdout + quiet.stderr
