@@ -209,7 +209,8 @@ def evidence_summary(evidence: pd.DataFrame, service: str) -> str:
             bits.append(f"p95 {r.p95_ms:.0f} ms, {int(r.requests)} req")
         bits += _metric_bits(r)
         own_bad = r.own_state > 0 or getattr(r, "m_own_state", 0) > 0
-        parts.append(f"w{r.window}: {O_STATES[r.state]}{'/own' if own_bad else ''} ({', '.join(bits)})")
+        parts.append(f"w{r.window}: {O_STATES[r.state]}{'/own' if own_bad else ''}"
+                     + (f" ({', '.join(bits)})" if bits else ""))
     return "; ".join(parts)
 
 
@@ -267,7 +268,8 @@ def infer(model: DBNModel, event: AnomalyEvent, evidence: pd.DataFrame, topology
     score = (evidence[evidence["window"] >= 0].groupby("service")["score"].max().to_dict()
              if "score" in evidence else {})
     order = sorted(posteriors, key=lambda s: (-round(posteriors[s], 12), -score.get(s, 0.0), s))
-    ranking = [{"rank": i + 1, "service": s, "posterior": posteriors[s], "prior": model.prior(s),
+    # Reported to 12 digits: the order above treats closer posteriors as equal, so the column must too.
+    ranking = [{"rank": i + 1, "service": s, "posterior": round(posteriors[s], 12), "prior": model.prior(s),
                 "evidence": evidence_summary(evidence, s)} for i, s in enumerate(order)]
     path = model.propagation_path(order[0], event.service, states) if order else []
     return ranking, path
