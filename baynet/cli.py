@@ -799,9 +799,14 @@ def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holdi
                                               "by_directory, cases, skipped, seconds_per_case, baselines."),
                  sources: str = typer.Option("traces,metrics", "--sources", help="Evidence to use where the "
                                              "bundle has it: traces, metrics, or traces,metrics (both, fused; "
-                                             "the default).")) -> None:
-    """Analyse every bundle (in-process: the incident flow's evidence, model and inference steps on the
-    bundle's files) and score it against its truth.json, which only the scorer reads. Prints AC@1/3/5 and
+                                             "the default)."),
+                 replayed: bool = typer.Option(False, "--replay", help="Analyse each bundle through `bundle "
+                                               "replay` (Tempo, Prometheus, SQS, the incident flow; ~30 s per "
+                                               "bundle) instead of in-process; the in-process ranking is scored "
+                                               "beside it as 'in-process'.")) -> None:
+    """Analyse every bundle (in-process by default: the incident flow's evidence, model and inference steps
+    on the bundle's files; --replay: through the real path) and score it against its truth.json, which only
+    the scorer reads. Prints AC@1/3/5 and
     Avg@5 overall, per fault type and per directory, the true service's rank per case, seconds per case,
     and baselines on the same data: BARO- and MicroRank-style where there are traces; for metrics the
     service whose error ratio rose most, whose latency rose most, and random. A broken bundle is listed
@@ -822,7 +827,7 @@ def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holdi
         _err("no bundle (a directory with event.json) under " + ", ".join(map(str, paths)))
     with Progress(console=Console(stderr=True)) as bar:
         task = bar.add_task("bundles", total=total)
-        result = evaluate_bundles(paths, sources=use,
+        result = evaluate_bundles(paths, sources=use, replayed=replayed,
                                   progress=lambda line: bar.update(task, advance=1, description=line[:60]))
     if as_json:
         typer.echo(json.dumps(result))
@@ -834,23 +839,30 @@ def _print_bundle_eval(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Root-cause accuracy on bundles (service level)")
-    for col in ("method", "scope", "n", "AC@1", "AC@3", "AC@5", "Avg@5"):
-        table.add_column(col, justify="left" if col in ("method", "scope") else "right")
+    def table_of(title: str, part: dict[str, Any]) -> Table:
+        table = Table(title=title)
+        for col in ("method", "scope", "n", "AC@1", "AC@3", "AC@5", "Avg@5"):
+            table.add_column(col, justify="left" if col in ("method", "scope") else "right")
 
-    def add(method: str, scope: str, m: dict[str, float]) -> None:
-        table.add_row(method, scope, str(m["n"]), *(f"{m[k]:.2f}" for k in ("AC@1", "AC@3", "AC@5", "Avg@5")))
+        def add(method: str, scope: str, m: dict[str, float]) -> None:
+            table.add_row(method, scope, str(m["n"]), *(f"{m[k]:.2f}" for k in ("AC@1", "AC@3", "AC@5", "Avg@5")))
 
-    add("baynet", "overall", result["overall"])
-    for t, m in result["by_type"].items():
-        add("baynet", t, m)
-    for d, m in result.get("by_directory", {}).items():
-        add("baynet", d, m)
-    for name, b in result["baselines"].items():
-        add(name, "overall", b["overall"])
-        for t, m in b["by_type"].items():
-            add(name, t, m)
-    Console().print(table)
+        add("baynet", "overall", part["overall"])
+        for t, m in part["by_type"].items():
+            add("baynet", t, m)
+        for name, b in part["baselines"].items():
+            add(name, "overall", b["overall"])
+            for t, m in b["by_type"].items():
+                add(name, t, m)
+        return table
+
+    console = Console()
+    directories = result.get("by_directory", {})
+    for d, part in directories.items():
+        console.print(table_of(f"Root-cause accuracy on bundles (service level): {d}", part))
+        typer.echo(f"seconds per case: {part['seconds_per_case']:.2f}")
+    if len(directories) != 1:
+        console.print(table_of("Root-cause accuracy on bundles (service level): all", result))
     typer.echo(f"seconds per case: {result['seconds_per_case']:.2f}; skipped: {len(result['skipped'])}")
     typer.echo("rank of the true service per case (baynet; baselines):")
     for c in result["cases"]:

@@ -59,7 +59,7 @@ class Params:
     # exception, a wrong answer) leave CPU and memory as they were, so "ok" there is weak evidence of health;
     # a saturated resource on a healthy service is rarer than an odd span.
     metrics_given_root: tuple[float, float, float] = (0.6, 0.15, 0.25)
-    metrics_given_healthy: tuple[float, float, float] = (0.95, 0.04, 0.01)
+    metrics_given_healthy: tuple[float, float, float] = (0.97, 0.025, 0.005)
     edge_prior: tuple[float, float] = (3.0, 2.0)   # Beta prior of a propagation strength
     root_prior: tuple[float, float] = (0.5, 9.5)   # Beta prior of P(R=yes) (5 %)
     forgetting: float = 0.9                  # old counts are multiplied by this at each update

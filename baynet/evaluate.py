@@ -290,16 +290,26 @@ def _metric_baselines(bundle: Any, settings: Settings) -> dict[str, list[str]]:
     return out
 
 
-def bundle_row(path: Path, settings: Settings, sources: set[str] | None = None) -> dict[str, Any]:
-    """Analyse one bundle in-process and rank the baselines on the same data; the truth is read here,
-    after the analysis, and only for scoring."""
+def bundle_row(path: Path, settings: Settings, sources: set[str] | None = None, replayed: bool = False
+               ) -> dict[str, Any]:
+    """Analyse one bundle -- in-process, or with ``replayed`` through :func:`baynet.bundles.replay.replay`
+    (Tempo, Prometheus, SQS, the incident flow) -- and rank the baselines on the same data; the truth is
+    read here, after the analysis, and only for scoring."""
     from baynet.bundles.analyse import analyse_bundle
     from baynet.bundles.read import load_bundle, read_truth
 
     started = time.monotonic()
     bundle = load_bundle(path)
     result = analyse_bundle(bundle, settings, use=sources)
+    if not result.used:
+        raise ValueError(f"the bundle has none of the evidence asked for ({', '.join(sorted(sources or []))}); "
+                         f"it holds {', '.join(bundle.sources) or 'only an event'}")
     rankings = {"baynet": [r["service"] for r in result.ranking]}
+    if replayed:
+        from baynet.bundles.replay import replay
+
+        summary = replay(path)
+        rankings = {"baynet": [r["service"] for r in summary["ranking"]], "in-process": rankings["baynet"]}
     if bundle.signals is not None or bundle.resources is not None:
         rankings.update(_metric_baselines(bundle, settings))
     if bundle.spans is not None and len(bundle.spans):
@@ -323,14 +333,15 @@ def find_bundles(directories: list[Path]) -> list[Path]:
         d = Path(d)
         if not d.is_dir():
             raise FileNotFoundError(f"{d} is not a directory")
-        found += sorted({p.parent for p in d.rglob("event.json")})
+        found += sorted({Path(root) for root, _, files in os.walk(d, followlinks=True) if "event.json" in files})
     return found
 
 
-def evaluate_bundles(directories: list[Path], *, sources: set[str] | None = None,
+def evaluate_bundles(directories: list[Path], *, sources: set[str] | None = None, replayed: bool = False,
                      progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Every bundle under ``directories``, analysed and scored against its ``truth.json``. A bundle that
-    cannot be read or scored is listed in ``skipped`` with the reason; the others go on."""
+    cannot be read or scored is listed in ``skipped`` with the reason; the others go on. With
+    ``replayed``, each goes through the real path (and the in-process ranking is scored beside it)."""
     from baynet.bundles.format import BundleError
 
     settings = Settings()
@@ -338,17 +349,19 @@ def evaluate_bundles(directories: list[Path], *, sources: set[str] | None = None
     rows, skipped = [], []
     for i, path in enumerate(paths, 1):
         try:
-            rows.append(bundle_row(path, settings, sources))
+            rows.append(bundle_row(path, settings, sources, replayed))
             top = rows[-1]["rankings"]["baynet"][:3]
             line = f"[{i}/{len(paths)}] {path.name}: top {top}"
-        except (BundleError, ValueError, KeyError, OSError) as exc:
+        except (BundleError, ValueError, KeyError, OSError, RuntimeError) as exc:
             skipped.append({"case": str(path), "reason": str(exc)})
             line = f"[{i}/{len(paths)}] {path.name}: skipped ({exc})"
         if progress:
             progress(line)
     result = summarise_bundles(rows, skipped)
-    result["by_directory"] = {d: summarise_bundles([r for r in rows if r["directory"] == d], [])["overall"]
-                              for d in sorted({r["directory"] for r in rows})}
+    result["by_directory"] = {}
+    for d in sorted({r["directory"] for r in rows}):
+        part = summarise_bundles([r for r in rows if r["directory"] == d], [])
+        result["by_directory"][d] = {k: part[k] for k in ("overall", "by_type", "seconds_per_case", "baselines")}
     return result
 
 

@@ -56,6 +56,7 @@ def test_eval_bundles_scores_each_bundle_and_reports_a_broken_one(rcd_bundles, t
     assert [s["case"] for s in result["skipped"]] == [str(broken)]
     assert "signals.csv, line 2" in result["skipped"][0]["reason"]
     assert set(result) >= {"overall", "by_type", "by_directory", "cases", "skipped", "seconds_per_case", "baselines"}
+    assert [d["overall"]["n"] for d in result["by_directory"].values()] == [3]
     assert set(result["baselines"]) == {"error_rise", "latency_rise", "random"}
     assert result["baselines"]["error_rise"]["overall"]["AC@1"] == 0.0  # no error data in RCD: it ranks nobody
     for case in result["cases"]:
