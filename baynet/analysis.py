@@ -217,7 +217,7 @@ def evidence_summary(evidence: pd.DataFrame, service: str) -> str:
 def _metric_bits(r: Any) -> list[str]:
     """What the metrics said about a service in one window (fused evidence has ``m_*`` columns)."""
     m = {k: getattr(r, f"m_{k}", None) for k in ("resource_z", "resource", "latency_z", "error_up", "rate_ratio",
-                                                   "gap_edges")}
+                                                   "gap_edges", "canary_z")}
     if m["resource_z"] is None or pd.isna(m["resource_z"]):
         return []
     bits = []
@@ -231,6 +231,8 @@ def _metric_bits(r: Any) -> list[str]:
         bits.append(f"metric rate x{m['rate_ratio']:.2f}")
     if m["gap_edges"]:
         bits.append(f"{int(m['gap_edges'])} network gap(s)")
+    if m["canary_z"] and m["canary_z"] >= 3:
+        bits.append(f"new version fails more than the old (+{m['canary_z']:.1f} sd)")
     return bits
 
 
@@ -253,7 +255,7 @@ def reestimate(model: DBNModel, topology: Topology, edges: pd.DataFrame) -> dict
 
 
 def infer(model: DBNModel, event: AnomalyEvent, evidence: pd.DataFrame, topology: Topology,
-          settings: Settings) -> tuple[list[dict[str, Any]], list[str]]:
+          settings: Settings, prior_factor: dict[str, float] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """Step 5: posteriors over the blast radius, ranked, and the propagation path to the event's service."""
     n = int(evidence["window"].max()) + 1 if not evidence.empty else 0
     with_evidence = set(evidence.loc[evidence["window"] >= 0, "service"])
@@ -262,14 +264,15 @@ def infer(model: DBNModel, event: AnomalyEvent, evidence: pd.DataFrame, topology
     if event.status == "firing" and event.service in states:
         # The detector saw the anomaly on this service: that is evidence too, whatever the spans show.
         states[event.service][-1] = max(states[event.service][-1], 1)
-    posteriors = model.infer(states, own, members, own_metrics=own_m)
+    posteriors = model.infer(states, own, members, own_metrics=own_m, prior_factor=prior_factor)
     # Services the DBN cannot tell apart (equal posteriors) go in the order of their largest deviation
     # where the evidence has one (metrics), then by name.
     score = (evidence[evidence["window"] >= 0].groupby("service")["score"].max().to_dict()
              if "score" in evidence else {})
     order = sorted(posteriors, key=lambda s: (-round(posteriors[s], 12), -score.get(s, 0.0), s))
     # Reported to 12 digits: the order above treats closer posteriors as equal, so the column must too.
-    ranking = [{"rank": i + 1, "service": s, "posterior": round(posteriors[s], 12), "prior": model.prior(s),
+    ranking = [{"rank": i + 1, "service": s, "posterior": round(posteriors[s], 12),
+                "prior": model.prior(s, (prior_factor or {}).get(s, 1.0)),
                 "evidence": evidence_summary(evidence, s)} for i, s in enumerate(order)]
     path = model.propagation_path(order[0], event.service, states) if order else []
     return ranking, path

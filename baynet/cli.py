@@ -792,6 +792,30 @@ def bundle_from_rcd(path: Path = typer.Argument(..., help="An RCD dataset: <serv
     typer.echo(f"{len(written)} bundles in {out}")
 
 
+@bundle_app.command("rollouts")
+def bundle_rollouts(out: Path = typer.Argument(..., help="Where to write the bundles (must not hold them)."),
+                    mesh: str = typer.Option("sock-shop", help="A generator mesh: sock-shop or petclinic."),
+                    seeds: str = typer.Option("1,2,3", help="Comma-separated seeds: one incident per service "
+                                              "and seed.")) -> None:
+    """Generate rollout incidents as bundles: in each, a new version of one service fails its calls while
+    two other services roll out harmless new versions nearby (signals.csv with destination_version,
+    changes.csv, truth.json). For `baynet eval bundles`."""
+    from baynet.datasets.rollouts import rollout_bundles
+    from baynet.generator import MESHES
+
+    if mesh not in MESHES:
+        _err(f"unknown mesh {mesh!r}; choose one of {', '.join(MESHES)}")
+    try:
+        numbers = tuple(int(x) for x in seeds.split(",") if x.strip())
+    except ValueError:
+        _err(f"--seeds takes comma-separated integers, not {seeds!r}")
+    try:
+        written = rollout_bundles(out, mesh, numbers)
+    except FileExistsError as exc:
+        _err(f"{exc.filename} exists: choose an empty output directory")
+    typer.echo(f"{len(written)} bundles in {out}")
+
+
 @eval_app.command("bundles")
 def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holding bundles (any depth; a "
                                                              "directory with event.json is one bundle)."),
@@ -835,27 +859,31 @@ def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holdi
     _print_bundle_eval(result)
 
 
-def _print_bundle_eval(result: dict[str, Any]) -> None:
-    from rich.console import Console
+def _accuracy_table(title: str, part: dict[str, Any]) -> Any:
+    """AC@1/3/5 and Avg@5 of Baynet and each baseline, overall and per fault type, as a rich table."""
     from rich.table import Table
 
-    def table_of(title: str, part: dict[str, Any]) -> Table:
-        table = Table(title=title)
-        for col in ("method", "scope", "n", "AC@1", "AC@3", "AC@5", "Avg@5"):
-            table.add_column(col, justify="left" if col in ("method", "scope") else "right")
+    table = Table(title=title)
+    for col in ("method", "scope", "n", "AC@1", "AC@3", "AC@5", "Avg@5"):
+        table.add_column(col, justify="left" if col in ("method", "scope") else "right")
 
-        def add(method: str, scope: str, m: dict[str, float]) -> None:
-            table.add_row(method, scope, str(m["n"]), *(f"{m[k]:.2f}" for k in ("AC@1", "AC@3", "AC@5", "Avg@5")))
+    def add(method: str, scope: str, m: dict[str, float]) -> None:
+        table.add_row(method, scope, str(m["n"]), *(f"{m[k]:.2f}" for k in ("AC@1", "AC@3", "AC@5", "Avg@5")))
 
-        add("baynet", "overall", part["overall"])
-        for t, m in part["by_type"].items():
-            add("baynet", t, m)
-        for name, b in part["baselines"].items():
-            add(name, "overall", b["overall"])
-            for t, m in b["by_type"].items():
-                add(name, t, m)
-        return table
+    add("baynet", "overall", part["overall"])
+    for t, m in part["by_type"].items():
+        add("baynet", t, m)
+    for name, b in part["baselines"].items():
+        add(name, "overall", b["overall"])
+        for t, m in b["by_type"].items():
+            add(name, t, m)
+    return table
 
+
+def _print_bundle_eval(result: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    table_of = _accuracy_table
     console = Console()
     directories = result.get("by_directory", {})
     for d, part in directories.items():
@@ -941,23 +969,8 @@ def eval_nezha(paths: list[Path] = typer.Argument(..., help="One or more directo
 
 def _print_eval(result: dict[str, Any], title: str, cases_too: bool = True) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=f"Root-cause accuracy (service level): {title}")
-    for col in ("method", "scope", "n", "AC@1", "AC@3", "AC@5", "Avg@5"):
-        table.add_column(col, justify="left" if col in ("method", "scope") else "right")
-
-    def add(method: str, scope: str, m: dict[str, float]) -> None:
-        table.add_row(method, scope, str(m["n"]), *(f"{m[k]:.2f}" for k in ("AC@1", "AC@3", "AC@5", "Avg@5")))
-
-    add("baynet", "overall", result["overall"])
-    for t, m in result["by_type"].items():
-        add("baynet", t, m)
-    for name, b in result["baselines"].items():
-        add(name, "overall", b["overall"])
-        for t, m in b["by_type"].items():
-            add(name, t, m)
-    Console().print(table)
+    Console().print(_accuracy_table(f"Root-cause accuracy (service level): {title}", result))
     if "synthetic" in result:
         _print_eval({**result["synthetic"], "relocated": []}, f"{title}, semi-synthetic (normal traces, one "
                     f"injected fault each)", cases_too=False)

@@ -110,9 +110,11 @@ class DBNModel:
         a, b = self.edge_counts.get(self.edge_key(caller, callee), self.params.edge_prior)
         return a / (a + b)
 
-    def prior(self, service: str) -> float:
+    def prior(self, service: str, factor: float = 1.0) -> float:
+        """P(R = yes) at the first slice; ``factor`` multiplies its odds."""
         a, b = self.root_counts.get(service, self.params.root_prior)
-        return a / (a + b)
+        odds = a / b * factor
+        return odds / (1 + odds)
 
     # --- parameters ------------------------------------------------------------------------------
 
@@ -170,8 +172,8 @@ class DBNModel:
     # --- inference -------------------------------------------------------------------------------
 
     def infer(self, states: dict[str, list[int]], own: dict[str, list[int]],
-              services: list[str] | None = None, own_metrics: dict[str, list[int]] | None = None
-              ) -> dict[str, float]:
+              services: list[str] | None = None, own_metrics: dict[str, list[int]] | None = None,
+              prior_factor: dict[str, float] | None = None) -> dict[str, float]:
         """Exact ``P(R[s, last] = yes | all O and S)`` for each service, by forward-backward per service.
 
         ``states[s][t]`` and ``own[s][t]`` are the observed O and S levels per slice. Every service in
@@ -199,7 +201,7 @@ class DBNModel:
                         emis[t, r] *= self.s_likelihood(s_seq[t], r)
                     if m_seq is not None and m_seq[t] >= 0:
                         emis[t, r] *= self.sm_likelihood(m_seq[t], r)
-            pi = self.prior(s)
+            pi = self.prior(s, (prior_factor or {}).get(s, 1.0))
             alpha = np.array([1 - pi, pi]) * emis[0]
             alpha /= alpha.sum() or 1.0
             for t in range(1, n):
@@ -226,7 +228,8 @@ class DBNModel:
             cols.append([self.o_likelihood(service, lvl, r, cs, prev) for lvl in range(3)])
         return np.array(cols).T
 
-    def to_pgmpy(self, slices: int, services: list[str] | None = None, metrics: bool = False):
+    def to_pgmpy(self, slices: int, services: list[str] | None = None, metrics: bool = False,
+                 prior_factor: dict[str, float] | None = None):
         """Unroll ``slices`` slices into a pgmpy ``DiscreteBayesianNetwork`` (parents divorced in groups);
         with ``metrics``, each slice also has the metrics' own-work observation ``Sm`` (parent ``R``)."""
         from pgmpy.factors.discrete import TabularCPD
@@ -242,7 +245,8 @@ class DBNModel:
                 r, o, own = f"R|{s}|{t}", f"O|{s}|{t}", f"S|{s}|{t}"
                 bn.add_nodes_from([r, o, own])
                 if t == 0:
-                    cpds.append(TabularCPD(r, 2, [[1 - self.prior(s)], [self.prior(s)]], state_names={r: R_STATES}))
+                    pi = self.prior(s, (prior_factor or {}).get(s, 1.0))
+                    cpds.append(TabularCPD(r, 2, [[1 - pi], [pi]], state_names={r: R_STATES}))
                 else:
                     rp = f"R|{s}|{t - 1}"
                     bn.add_edge(rp, r)
@@ -342,8 +346,8 @@ class DBNModel:
         return np.array(cols).T
 
     def infer_pgmpy(self, states: dict[str, list[int]], own: dict[str, list[int]],
-                    services: list[str] | None = None, own_metrics: dict[str, list[int]] | None = None
-                    ) -> dict[str, float]:
+                    services: list[str] | None = None, own_metrics: dict[str, list[int]] | None = None,
+                    prior_factor: dict[str, float] | None = None) -> dict[str, float]:
         """Same query as :meth:`infer` by variable elimination on the unrolled pgmpy network.
         Services without evidence in ``states``/``own`` are left unobserved (marginalised), as are
         levels below 0."""
@@ -351,7 +355,7 @@ class DBNModel:
 
         services = services or sorted(states)
         slices = max(len(v) for v in states.values())
-        bn = self.to_pgmpy(slices, services, metrics=own_metrics is not None)
+        bn = self.to_pgmpy(slices, services, metrics=own_metrics is not None, prior_factor=prior_factor)
         evidence = {}
         for s in services:
             for t in range(slices):

@@ -1,8 +1,8 @@
-"""Root-cause accuracy on datasets in the Nezha layout, through the real path.
+"""Root-cause accuracy on datasets in the Nezha layout, through the real path, and on incident bundles.
 
-For every fault with span data: load its spans (every span file covering the analysed window, and the
-normal phase, as the baseline before it) into
-the Tempo-compatible server; put the anomaly event a latency detector would send — the entry service at
+For every fault with span data: write it as an incident bundle (:func:`case_bundle`: its spans -- every
+span file covering the analysed window -- and the normal phase as the baseline before it), load the
+bundle's traces into the Tempo-compatible server; put the anomaly event a latency detector would send — the entry service at
 the injection time plus :data:`DETECTION_DELAY_S` — on the (moto) SQS queue; let the consumer run the
 real incident flow; read the ranking from the artifact store and score it against ``inject_pod``, which
 only this module reads. Baselines rank the same spans in the same windows.
@@ -103,6 +103,7 @@ def _run_dataset(path: Path, *, max_cases: int | None, progress: Callable[[str],
     rows: list[dict[str, Any]] = []
     saved_env = dict(os.environ)
     used_ids: set[str] = set()
+    metric_days: dict[str, Any] = {}
     try:
         with LocalStack(work, use_prometheus=False) as stack:
             os.environ.update(stack.env)
@@ -111,7 +112,7 @@ def _run_dataset(path: Path, *, max_cases: int | None, progress: Callable[[str],
             for i, case in enumerate(cases, 1):
                 started = time.monotonic()
                 try:
-                    row = _run_case(case, normal, stack, settings, run_consumer, used_ids)
+                    row = _run_case(case, path, normal, stack, settings, run_consumer, used_ids, work, metric_days)
                 except Exception as exc:  # one broken case is reported, not fatal
                     skipped.append({"case": case.name, "reason": f"{type(exc).__name__}: {exc}"})
                     continue
@@ -185,30 +186,44 @@ def _moved(spans: list[Any], end_s: float) -> list[Any]:
     return _shifted(spans, int(end_s * 1e9) - max(s.start_ns for s in spans))
 
 
-def replay_case(case: NezhaCase, normal: list[Path], settings: Settings) -> tuple[Any, dict[str, Any], list, list]:
-    """A trace store holding the fault's spans and, as its baseline, the normal phase moved to end just
-    before the baseline window (fresh trace ids); the anomaly event; and both span lists."""
+def case_bundle(case: NezhaCase, root: Path, normal: list[Path], out: Path,
+                metric_days: dict[str, Any] | None = None) -> Path:
+    """The fault as an incident bundle at ``out`` (:func:`baynet.datasets.convert.nezha_bundle`): its spans
+    and, as the baseline, the normal phase moved to end just before the baseline window (fresh trace ids),
+    its metrics, and the anomaly event. ``metric_days`` caches the day's metric files between cases."""
+    from baynet.datasets.convert import _read_metric_day, nezha_bundle
+
+    days = metric_days if metric_days is not None else {}
+    if case.day not in days:
+        days.clear()
+        days[case.day] = _read_metric_day(Path(root) / case.day / "metric")
+    return nezha_bundle(case, Path(root), out, metrics_day=days[case.day], traces=True, normal_files=normal)
+
+
+def replay_case(bundle_dir: Path) -> tuple[Any, dict[str, Any], Any]:
+    """A trace store holding the bundle's traces, its anomaly event, and its spans as a frame."""
+    from baynet.bundles.read import load_bundle
     from baynet.tempo.server import TraceStore
 
-    fault_spans = [s for f in case.trace_files for s in read_spans(f)]
-    event_time = case.inject_ts + DETECTION_DELAY_S
-    windows = Windows.around(event_time, settings)
-    baseline_spans = []
-    for f in normal:
-        baseline_spans += _moved(read_spans(f, salt=f"{case.day}-{case.inject_ts}"), windows.baseline[1] - 1)
     store = TraceStore()
-    store.add_spans(fault_spans + baseline_spans)
-    event = {"id": f"nezha-{case.day}-{case.inject_ts}", "service": entry_service(fault_spans),
-             "event_type": "latency", "timestamp": event_time, "severity": "critical",
-             "labels": {"dataset": "nezha"}}
-    return store, event, fault_spans, baseline_spans
+    store.load_dir(Path(bundle_dir) / "traces")
+    event = json.loads((Path(bundle_dir) / "event.json").read_text())
+    return store, event, load_bundle(bundle_dir).spans
 
 
-def _run_case(case: NezhaCase, normal: list[Path], stack: Any, settings: Settings, run_consumer: Any,
-              used_ids: set[str]) -> dict[str, Any]:
+def _run_case(case: NezhaCase, root: Path, normal: list[Path], stack: Any, settings: Settings, run_consumer: Any,
+              used_ids: set[str], work: Path, metric_days: dict[str, Any]) -> dict[str, Any]:
+    """One fault through bundles underneath: written as a bundle, its traces loaded into the stack's
+    Tempo-compatible server, its event on SQS, the incident flow; the bundle is removed afterwards."""
+    import shutil
+
     from baynet.artifacts import LocalStore
 
-    store, event, fault_spans, baseline_spans = replay_case(case, normal, settings)
+    bundle_dir = work / "bundles" / f"{case.day}-{case.inject_ts}-{len(used_ids)}"
+    try:
+        store, event, frame = replay_case(case_bundle(case, root, normal, bundle_dir, metric_days))
+    finally:
+        shutil.rmtree(bundle_dir, ignore_errors=True)
     while event["id"] in used_ids:  # two faults listed at one time must not share an incident
         event["id"] += "+"
     used_ids.add(event["id"])
@@ -221,8 +236,8 @@ def _run_case(case: NezhaCase, normal: list[Path], stack: Any, settings: Setting
         raise RuntimeError(outcomes[0].detail if outcomes else "the event was not received")
     summary = LocalStore(settings.artifacts_dir).get_json(f"incidents/{event_id}/ranking.json")
     baynet_rank = [r["service"] for r in summary["ranking"]]
-    frame = spans_frame(fault_spans + baseline_spans)
-    candidates = sorted({s.service for s in fault_spans})
+    # The candidates are the services of the fault's own spans (the normal phase ends before the baseline does).
+    candidates = sorted(set(frame.loc[frame["start_ns"] >= windows.baseline[1] * 1e9, "service"]))
     return {
         "case": case.name, "fault_type": case.fault_type, "truth": case.truth, "candidates": len(candidates),
         "rankings": {"baynet": baynet_rank,

@@ -22,6 +22,7 @@ import pandas as pd
 from baynet.analysis import Windows, infer, reestimate, trace_topology
 from baynet.bundles.read import Bundle
 from baynet.dbn import DBNModel
+from baynet.evidence.changes import change_events, prior_factors
 from baynet.evidence.fuse import fuse
 from baynet.evidence.metrics import aligned_metric_evidence
 from baynet.evidence.traces import EDGE_COLUMNS, build_evidence
@@ -84,5 +85,12 @@ def analyse_bundle(bundle: Bundle, settings: Settings | None = None, *, use: set
         topology.services |= services
     model = DBNModel()
     reestimate(model, topology, edges)
-    ranking, path = infer(model, bundle.event, evidence, topology, settings) if not evidence.empty else ([], [])
+    factors = None
+    if "metrics" in use:  # changes.csv and new versions in signals.csv: a prior that decays
+        changes = change_events(bundle.changes, bundle.signals, windows.baseline)
+        factors = prior_factors(changes, at) or None
+        if factors:
+            notes.append("recent changes: " + ", ".join(f"{s} (prior odds x{f:.1f})" for s, f in sorted(factors.items())))
+    ranking, path = (infer(model, bundle.event, evidence, topology, settings, prior_factor=factors)
+                     if not evidence.empty else ([], []))
     return BundleAnalysis(ranking, path, evidence, used, notes)

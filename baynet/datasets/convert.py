@@ -30,10 +30,10 @@ from typing import Callable
 import pandas as pd
 
 from baynet.datasets.nezha import (
-    NezhaCase, list_cases, normal_trace_files, read_spans, service_of, entry_service,
+    NezhaCase, entry_service, list_cases, normal_trace_files, read_spans, service_of,
 )
+from baynet.evaluate import DETECTION_DELAY_S  # the event is raised this long after the injection
 
-DETECTION_DELAY_S = 120          # the event is raised this long after the injection
 METRICS_BEFORE_S = 1800          # metric rows kept before the injection (baseline and more)
 METRICS_AFTER_S = 600            # ... and after it
 NEZHA_RESOURCES = {"CpuUsage(m)": ("cpu", 1.0), "MemoryUsage(Mi)": ("memory", 1.0),

@@ -19,9 +19,11 @@ error_up        rise of the error ratio of calls to the service over its baselin
 error_z         that rise in baseline spreads (binomial: it grows with the requests behind it)
 rate_ratio      request rate against the baseline rate (1.0 = unchanged, or not measured)
 gap_edges       grown network gaps (source-reporter minus destination-reporter latency) blamed on it
+canary_z        how much more the newest of two versions serving calls fails than the older one
+                (:func:`baynet.evidence.changes.canary`; severe own-work evidence from ``canary_z`` 3)
 score           the largest of the above deviations: orders services the DBN cannot tell apart
 state           propagating state: 0 ok, 1 degraded, 2 failing (latency, errors, rate)
-own_state       own-work state: 0 ok, 1 anomalous, 2 severe (resources, network gaps)
+own_state       own-work state: 0 ok, 1 anomalous, 2 severe (resources, network gaps, a failing new version)
 points          data points behind the window (0: not measured in this window)
 ==============  =============================================================================
 
@@ -44,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 METRIC_COLUMNS = ["service", "window", "resource_z", "resource", "latency_z", "error_up", "error_z", "rate_ratio",
-                  "gap_edges", "score", "state", "own_state", "points"]
+                  "gap_edges", "canary_z", "score", "state", "own_state", "points"]
 SATURATION = ("cpu", "mem", "restart")
 LATENCY_COLUMNS = ["latency_ms_p99", "latency_ms_p90", "latency_ms_p50", "latency_ms_avg"]
 
@@ -163,6 +165,11 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
         if "requests" in dest and dest["requests"].notna().any():
             parts.append(_rates_and_errors(dest, n, th))
         gap_blame = _gap_blame(s, n, th)
+        from baynet.evidence.changes import canary
+
+        canaries = canary(signals, slices)
+        if not canaries.empty:
+            parts.append(canaries[["service", "window", "canary_z"]])
     if not parts:
         return pd.DataFrame(columns=METRIC_COLUMNS)
     ev = parts[0]
@@ -176,7 +183,7 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
     full = pd.MultiIndex.from_product([services, range(n)], names=["service", "window"])
     ev = ev.set_index(["service", "window"]).reindex(full).reset_index()
     for col, fill in (("resource_z", 0.0), ("latency_z", 0.0), ("error_up", 0.0), ("error_z", 0.0),
-                      ("rate_ratio", 1.0), ("gap_edges", 0), ("points", 0)):
+                      ("rate_ratio", 1.0), ("gap_edges", 0), ("canary_z", 0.0), ("points", 0)):
         if col not in ev:
             ev[col] = fill
         ev[col] = ev[col].fillna(fill)
@@ -188,8 +195,12 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
     rate = ev["rate_ratio"].to_numpy()
     rate_level = np.where(rate <= th.failing_rate, 2, np.where(rate <= th.degraded_rate, 1, 0))
     ev["state"] = np.maximum.reduce([_level(ev["latency_z"].to_numpy(), th), err_level, rate_level])
-    ev["own_state"] = np.maximum(_level(ev["resource_z"].to_numpy(), th), np.minimum(ev["gap_edges"], 2))
-    ev["score"] = ev[["resource_z", "latency_z", "error_z"]].clip(lower=0).max(axis=1) + ev["gap_edges"]
+    from baynet.evidence.changes import ChangeParams
+
+    canary_level = np.where(ev["canary_z"].to_numpy() >= ChangeParams().canary_z, 2, 0)
+    ev["own_state"] = np.maximum.reduce([_level(ev["resource_z"].to_numpy(), th), np.minimum(ev["gap_edges"], 2),
+                                         canary_level])
+    ev["score"] = ev[["resource_z", "latency_z", "error_z", "canary_z"]].clip(lower=0).max(axis=1) + ev["gap_edges"]
     base = pd.DataFrame({"service": services, "window": -1})
     ev = pd.concat([base, ev], ignore_index=True)
     for col in METRIC_COLUMNS:
@@ -197,7 +208,7 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
             ev[col] = 0
     ev[["state", "own_state", "gap_edges", "points"]] = ev[["state", "own_state", "gap_edges", "points"]].fillna(0)
     ev = ev.fillna({"resource": "", "resource_z": 0.0, "latency_z": 0.0, "error_up": 0.0, "error_z": 0.0,
-                    "rate_ratio": 1.0, "score": 0.0})
+                    "rate_ratio": 1.0, "canary_z": 0.0, "score": 0.0})
     for col in ("state", "own_state", "gap_edges", "points"):
         ev[col] = ev[col].astype(np.int64)
     return ev[METRIC_COLUMNS].sort_values(["service", "window"]).reset_index(drop=True)

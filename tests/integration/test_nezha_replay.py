@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 
 from baynet.datasets.nezha import list_cases, normal_trace_files
-from baynet.evaluate import replay_case
-from baynet.settings import Settings
+from baynet.evaluate import case_bundle, replay_case
 from baynet.tempo.server import TempoServer
 from tests.conftest import SHARED, require
 
@@ -21,7 +20,7 @@ def test_cpu_contention_shows_as_the_injected_services_latency_shift(prefect_har
     require(DATA.is_dir(), f"Nezha data at {DATA}")
     case = next(c for c in list_cases(DATA) if c.trace_files and c.fault_type == "cpu_contention"
                 and c.truth == "checkoutservice")
-    store, event, _, _ = replay_case(case, normal_trace_files(DATA), Settings())
+    store, event, _ = replay_case(case_bundle(case, DATA, normal_trace_files(DATA), tmp_path / "bundle"))
     with TempoServer(store) as tempo:
         baynet_env.setenv("BAYNET_TEMPO_URL", tempo.url)
         from flows.incident import incident_rca

@@ -1,0 +1,91 @@
+"""Deployments and config changes as evidence: a prior that decays, and the canary comparison.
+
+Most incidents follow a change, and several services often change at once. So a change alone is not
+blame:
+
+* **Prior.** A service changed (a bundle's ``changes.csv`` row, or a ``destination_version`` that first
+  serves calls after the baseline) has its root-cause prior odds multiplied by
+  ``1 + (boost - 1) x 0.5 ** (age / half_life)``: x4 at the change, x2.5 after one half-life (30 min by
+  default), back to x1 after a few hours. A change that did not hurt leaves the service's own
+  observations fine, and those outweigh the prior.
+* **Canary.** Where two versions of a service serve calls in the same slice, the newer version's failed
+  calls are tested against the older's error ratio (binomial, the older ratio estimated as
+  ``(errors + 0.5) / (requests + 1)``): a newer version that fails significantly more is strong own-fault
+  evidence (``canary_z`` in baseline spreads; the metrics' own-work state becomes severe at
+  :attr:`ChangeParams.canary_z`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+CHANGE_COLUMNS = ["time", "service", "kind", "detail", "source"]
+
+
+@dataclass(frozen=True)
+class ChangeParams:
+    boost: float = 4.0            # prior odds multiplier at the change time
+    half_life_s: float = 1800.0   # ... whose excess halves every half-life
+    canary_z: float = 3.0         # a newer version failing this many spreads more than the older: severe
+
+
+def change_events(changes: pd.DataFrame | None, signals: pd.DataFrame | None,
+                  baseline: tuple[float, float]) -> pd.DataFrame:
+    """Changes from ``changes.csv`` rows and from versions that first serve calls after the baseline
+    began (on a service that served another version before)."""
+    rows = []
+    if changes is not None and not changes.empty:
+        for r in changes.itertuples():
+            rows.append((float(r.time), str(r.service), str(r.kind or "change"), str(r.detail or ""), "changes.csv"))
+    if signals is not None and not signals.empty and "destination_version" in signals:
+        s = signals[(signals["destination_version"] != "") & (signals["requests"].fillna(0) > 0)]
+        for svc, g in s.groupby("destination"):
+            first = g.groupby("destination_version")["time"].min()
+            if len(first) < 2:
+                continue
+            for version, t in first.items():
+                if t > baseline[0] and t > first.min():
+                    rows.append((float(t), str(svc), "deploy", f"version {version} first serves calls",
+                                 "signals.csv destination_version"))
+    return pd.DataFrame(rows, columns=CHANGE_COLUMNS).sort_values("time", kind="stable").reset_index(drop=True)
+
+
+def prior_factors(events: pd.DataFrame, at: float, params: ChangeParams = ChangeParams()) -> dict[str, float]:
+    """Prior odds multiplier per changed service, from its latest change at or before ``at``."""
+    out: dict[str, float] = {}
+    for svc, g in events[events["time"] <= at].groupby("service"):
+        age = at - float(g["time"].max())
+        out[str(svc)] = 1.0 + (params.boost - 1.0) * 0.5 ** (age / params.half_life_s)
+    return out
+
+
+def canary(signals: pd.DataFrame | None, slices: list[tuple[float, float]],
+           params: ChangeParams = ChangeParams()) -> pd.DataFrame:
+    """Per service and slice where two versions serve calls: ``canary_z`` of the newest version's errors
+    against the others' ratio (0 when it is no worse)."""
+    cols = ["service", "window", "canary_z", "new_version"]
+    if signals is None or signals.empty or "destination_version" not in signals:
+        return pd.DataFrame(columns=cols)
+    s = signals[(signals["destination_version"] != "") & (signals["reporter"] != "source")
+                & (signals["requests"].fillna(0) > 0)].copy()
+    if s.empty:
+        return pd.DataFrame(columns=cols)
+    s["errors"] = s["requests"] * s["error_ratio"].fillna(0.0)
+    first_seen = s.groupby(["destination", "destination_version"])["time"].min()
+    rows = []
+    for i, (lo, hi) in enumerate(slices):
+        here = s[(s["time"] > lo) & (s["time"] <= hi)]
+        for svc, g in here.groupby("destination"):
+            per = g.groupby("destination_version")[["requests", "errors"]].sum()
+            if len(per) < 2:
+                continue
+            newest = max(per.index, key=lambda v: (first_seen[(svc, v)], v))
+            n_new, e_new = per.loc[newest]
+            old = per.drop(index=newest).sum()
+            p_old = (old["errors"] + 0.5) / (old["requests"] + 1.0)
+            z = (e_new - n_new * p_old) / math.sqrt(max(n_new * p_old * (1 - p_old), 1e-9))
+            rows.append((str(svc), i, max(0.0, float(z)), str(newest)))
+    return pd.DataFrame(rows, columns=cols)
