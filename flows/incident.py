@@ -15,6 +15,7 @@ from baynet.tempo.client import TempoUnavailable
 from baynet.topology import TopologyError
 from tasks.dbn import load_persisted_model, reestimate_dbn, run_inference
 from tasks.parse_event import parse_anomaly
+from baynet.evidence.changes import change_events, prior_factors
 from baynet.evidence.fuse import fuse
 from baynet.evidence.traces import EDGE_COLUMNS
 from tasks.query_metrics import evidence_from_metrics, metrics_or_none
@@ -37,7 +38,7 @@ def incident_rca(message: str | dict[str, Any]) -> dict[str, Any]:
 
     event = parse_anomaly(message)                                               # 1. parse the anomaly
     windows = Windows.around(event.unix, settings)
-    signals, resources, metric_stats = metrics_or_none(windows, settings)        # 2b. query Prometheus
+    signals, resources, versions, metric_stats = metrics_or_none(windows, settings)  # 2b. query Prometheus
     have_metrics = signals is not None or resources is not None
     try:
         spans, fetch_stats = query_traces(event, windows, settings)
@@ -56,7 +57,11 @@ def incident_rca(message: str | dict[str, Any]) -> dict[str, Any]:
         trace_evidence, edges = evidence_from_spans(spans, windows)
     else:
         trace_evidence, edges = None, pd.DataFrame(columns=EDGE_COLUMNS)
-    metric_evidence, notes = evidence_from_metrics(signals, resources, windows, spans)
+    metric_evidence, notes = evidence_from_metrics(signals, resources, windows, spans, versions)
+    changes = change_events(None, versions, windows.baseline)                    # deployments: a prior
+    prior_factor = prior_factors(changes, event.unix) or None
+    if prior_factor:
+        fetch_stats["changes"] = [f"{r.service}: {r.detail} at {r.time:.0f}" for r in changes.itertuples()]
     if notes:
         fetch_stats["metric_notes"] = notes
     fetch_stats["sources"] = [name for name, ev in (("traces", trace_evidence), ("metrics", metric_evidence))
@@ -74,7 +79,8 @@ def incident_rca(message: str | dict[str, Any]) -> dict[str, Any]:
                                            store_changes=False)
     model = load_persisted_model(settings)                                       # 4. re-estimate the DBN
     model, changes = reestimate_dbn(model, topology, edges)
-    ranking, path = run_inference(model, event, evidence, topology, settings)    # 5. run inference
+    ranking, path = run_inference(model, event, evidence, topology, settings,     # 5. run inference
+                                  prior_factor)
     locations = store_results(event, ranking, path, evidence, topology, diff,    # 6. store the artifacts
                               model, fetch_stats, settings)
 

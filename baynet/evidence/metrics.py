@@ -133,8 +133,11 @@ def _level(z: np.ndarray, th: MetricThresholds) -> np.ndarray:
 
 def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame | None,
                           baseline: tuple[float, float], slices: list[tuple[float, float]],
-                          thresholds: MetricThresholds = MetricThresholds()) -> pd.DataFrame:
-    """Per-service, per-window evidence from signal and resource rows (see the module docstring)."""
+                          thresholds: MetricThresholds = MetricThresholds(),
+                          versions: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per-service, per-window evidence from signal and resource rows (see the module docstring).
+    ``versions``: rows per destination version (signals' columns) for the canary test, when the signal
+    rows themselves do not carry versions."""
     th, n = thresholds, len(slices)
     parts: list[pd.DataFrame] = []
     if resources is not None and not resources.empty:
@@ -165,11 +168,11 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
         if "requests" in dest and dest["requests"].notna().any():
             parts.append(_rates_and_errors(dest, n, th))
         gap_blame = _gap_blame(s, n, th)
-        from baynet.evidence.changes import canary
+    from baynet.evidence.changes import canary
 
-        canaries = canary(signals, slices)
-        if not canaries.empty:
-            parts.append(canaries[["service", "window", "canary_z"]])
+    canaries = canary(versions if versions is not None else signals, slices)
+    if not canaries.empty:
+        parts.append(canaries[["service", "window", "canary_z"]])
     if not parts:
         return pd.DataFrame(columns=METRIC_COLUMNS)
     ev = parts[0]
@@ -275,7 +278,8 @@ def _gap_blame(s: pd.DataFrame, n: int, th: MetricThresholds) -> pd.DataFrame:
 def aligned_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame | None,
                             baseline: tuple[float, float], slices: list[tuple[float, float]],
                             span_starts: np.ndarray | None = None,
-                            thresholds: MetricThresholds = MetricThresholds()) -> tuple[pd.DataFrame, list[str]]:
+                            thresholds: MetricThresholds = MetricThresholds(),
+                            versions: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
     """:func:`build_metric_evidence` on slices that mean the same time as the trace evidence's: the trace
     evidence drops slices without any span (``span_starts``, unix seconds), so the same slices are
     dropped here; slices widen to follow data coarser than a slice. Returns the evidence and notes."""
@@ -287,7 +291,8 @@ def aligned_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFram
         wide = [m for m, (lo, hi) in zip(wide, slices) if ((span_starts >= lo) & (span_starts < hi)).any()]
     if not wide:
         return pd.DataFrame(columns=METRIC_COLUMNS), notes
-    ev = build_metric_evidence(signals, resources, (baseline[0], min(baseline[1], wide[0][0])), wide, thresholds)
+    ev = build_metric_evidence(signals, resources, (baseline[0], min(baseline[1], wide[0][0])), wide, thresholds,
+                               versions)
     return ev, notes
 
 

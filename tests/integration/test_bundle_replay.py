@@ -84,3 +84,21 @@ def test_replay_of_a_bad_bundle_exits_2_naming_the_problem(tmp_path):
     (tmp_path / "b" / "event.json").write_text('{"service": ""}')
     done = baynet("bundle", "replay", tmp_path / "b", check=False)
     assert done.returncode == 2 and "event.json" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_bad_rollout_replayed_the_flow_reads_versions_from_istio_and_blames_the_new_one(tmp_path, prefect_harness):
+    require(prometheus_available(), "Debian's prometheus and promtool (apt-get install -y prometheus)")
+    from prefect.settings import PREFECT_API_URL
+
+    from baynet.datasets.rollouts import rollout_bundle
+
+    bundle = rollout_bundle(tmp_path / "rollout", "sock-shop", "user", seed=5)
+    (bundle / "changes.csv").unlink()  # the flow must find the deployments in destination_version alone
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    summary = json.loads(baynet("bundle", "replay", bundle, "--json", env=env).stdout)
+    top = summary["ranking"][0]
+    assert top["service"] == "user"
+    assert "new version fails more than the old" in top["evidence"]
+    assert any(c.startswith("user: version v2 first serves calls") for c in summary["fetch"]["changes"])
+    # Harmless rollouts seen beside it (one may serve too few calls in the window to show) are not blamed.
+    assert len(summary["fetch"]["changes"]) >= 2
