@@ -201,14 +201,14 @@ def case_bundle(case: NezhaCase, root: Path, normal: list[Path], out: Path,
 
 
 def replay_case(bundle_dir: Path) -> tuple[Any, dict[str, Any], Any]:
-    """A trace store holding the bundle's traces, its anomaly event, and its spans as a frame."""
-    from baynet.bundles.read import load_bundle
+    """A trace store holding the bundle's traces, its anomaly event, and its spans as a frame (the bundle
+    was just written by :func:`case_bundle`; its traces are parsed once, here)."""
     from baynet.tempo.server import TraceStore
 
     store = TraceStore()
     store.load_dir(Path(bundle_dir) / "traces")
     event = json.loads((Path(bundle_dir) / "event.json").read_text())
-    return store, event, load_bundle(bundle_dir).spans
+    return store, event, spans_frame([s for t in store.traces.values() for s in t.spans])
 
 
 def _run_case(case: NezhaCase, root: Path, normal: list[Path], stack: Any, settings: Settings, run_consumer: Any,
