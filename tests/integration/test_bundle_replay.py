@@ -62,6 +62,7 @@ def test_export_from_the_local_stack_then_replay_gives_the_same_ranking(tmp_path
     assert replayed["propagation_path"] == original["path"]
 
 
+@pytest.mark.slow  # the metrics-only flow is covered by test_faults (Tempo unreachable); this adds 1 s data
 def test_a_metrics_only_bundle_replays_through_prometheus(tmp_path, prefect_harness):
     require(prometheus_available(), "Debian's prometheus and promtool (apt-get install -y prometheus)")
     require((RCD / "user-cpu" / "1").is_dir(), f"RCD Sock Shop data at {RCD}")

@@ -47,12 +47,19 @@ def flow_state(message):
     return incident_rca(message, return_state=True)
 
 
-def task_runs(flow_run_id):
+def task_runs(flow_run_id, timeout_s=20.0):
+    """The flow run's task runs by name, once each has reached a final state: task runs report their
+    states to the API asynchronously (as events), so right after the flow ends some may still read Pending."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    deadline = time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            if all(r.state is not None and r.state.is_final() for r in runs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
     return {re.sub(r"-[0-9a-f]{3}$", "", r.name): r for r in runs}  # "query-tempo-5bf" -> "query-tempo"
 
 
