@@ -28,21 +28,9 @@ import pandas as pd
 
 from baynet.bundles.openmetrics import render
 from baynet.bundles.read import load_bundle
+from baynet.evidence.metrics import data_step
 
 Step = Callable[[str], None]
-
-
-def data_step(signals: pd.DataFrame | None, resources: pd.DataFrame | None) -> float | None:
-    """Median spacing of the bundle's metric series, seconds (None without metric rows)."""
-    gaps = []
-    for frame, key in ((signals, ["source", "destination", "reporter"]), (resources, ["service", "metric"])):
-        if frame is None or frame.empty:
-            continue
-        d = frame.sort_values("time").groupby(key, sort=False)["time"].diff().dropna()
-        d = d[d > 0]
-        if len(d):
-            gaps.append(float(d.median()))
-    return min(gaps) if gaps else None
 
 
 def replay(path: Path, workdir: Path | None = None, *, step: Step | None = None) -> dict[str, Any]:

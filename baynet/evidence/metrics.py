@@ -45,6 +45,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from baynet.evidence.changes import ChangeParams, canary
+
 METRIC_COLUMNS = ["service", "window", "resource_z", "resource", "latency_z", "error_up", "error_z", "rate_ratio",
                   "gap_edges", "canary_z", "score", "state", "own_state", "points"]
 SATURATION = ("cpu", "mem", "restart")
@@ -64,23 +66,27 @@ class MetricThresholds:
     failing_error: float = 0.20   # ... failing
 
 
-def slices_for_step(signals: pd.DataFrame | None, resources: pd.DataFrame | None,
-                    slices: list[tuple[float, float]]) -> tuple[list[tuple[float, float]], str | None]:
-    """Slices that each hold data: when the data's step (median spacing of one series' points) is longer
-    than a slice, slices become whole steps ending at the last slice's end. Returns the slices and, when
-    they changed, a sentence saying so."""
+def data_step(signals: pd.DataFrame | None, resources: pd.DataFrame | None) -> float | None:
+    """The data's step: the shortest median spacing of one series' points, seconds (None without rows)."""
     steps = []
     for frame, key in ((signals, ["source", "destination", "reporter"]), (resources, ["service", "metric"])):
         if frame is None or frame.empty:
             continue
-        t = frame.sort_values("time")
-        d = t.groupby(key, sort=False)["time"].diff().dropna()
+        d = frame.sort_values("time").groupby(key, sort=False)["time"].diff().dropna()
         d = d[d > 0]
         if len(d):
             steps.append(float(d.median()))
-    if not steps or not slices:
+    return min(steps) if steps else None
+
+
+def slices_for_step(signals: pd.DataFrame | None, resources: pd.DataFrame | None,
+                    slices: list[tuple[float, float]]) -> tuple[list[tuple[float, float]], str | None]:
+    """Slices that each hold data: when the data's step (:func:`data_step`) is longer than a slice, slices
+    become whole steps ending at the last slice's end. Returns the slices and, when they changed, a
+    sentence saying so."""
+    step = data_step(signals, resources)
+    if step is None or not slices:
         return slices, None
-    step = min(steps)
     width = slices[0][1] - slices[0][0]
     if step <= width * 1.001:
         return slices, None
@@ -168,8 +174,6 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
         if "requests" in dest and dest["requests"].notna().any():
             parts.append(_rates_and_errors(dest, n, th))
         gap_blame = _gap_blame(s, n, th)
-    from baynet.evidence.changes import canary
-
     canaries = canary(versions if versions is not None else signals, slices)
     if not canaries.empty:
         parts.append(canaries[["service", "window", "canary_z"]])
@@ -198,8 +202,6 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
     rate = ev["rate_ratio"].to_numpy()
     rate_level = np.where(rate <= th.failing_rate, 2, np.where(rate <= th.degraded_rate, 1, 0))
     ev["state"] = np.maximum.reduce([_level(ev["latency_z"].to_numpy(), th), err_level, rate_level])
-    from baynet.evidence.changes import ChangeParams
-
     canary_level = np.where(ev["canary_z"].to_numpy() >= ChangeParams().canary_z, 2, 0)
     ev["own_state"] = np.maximum.reduce([_level(ev["resource_z"].to_numpy(), th), np.minimum(ev["gap_edges"], 2),
                                          canary_level])
