@@ -21,10 +21,10 @@ from baynet.artifacts import COMPLETE, ArtifactStore, structure_html
 from baynet.dbn import O_STATES, DBNModel
 from baynet.events import AnomalyEvent
 from baynet.settings import Settings
+from baynet.state import CAS_ATTEMPTS, ModelLog, SnapshotStore, apply_update, update_record
 from baynet.tempo.client import TempoClient
 from baynet.topology import (
     PrometheusClient,
-    SnapshotStore,
     Topology,
     TopologyDiff,
     diff_topology,
@@ -172,7 +172,9 @@ def trace_topology(edges: pd.DataFrame, namespace: str, window_s: float) -> Topo
 
 def snapshot_age(settings: Settings, now: float | None = None) -> str:
     """Which stored snapshot stands in for the live graph, and how old it is (for the run's report)."""
-    previous = SnapshotStore(settings.artifacts_dir).latest(settings.namespace)
+    from baynet.artifacts import make_store
+
+    previous = SnapshotStore(make_store(settings)).latest(settings.namespace)
     if previous is None:
         return "no stored snapshot either: call edges from traces only"
     taken = datetime.fromisoformat(previous.taken_at)
@@ -183,25 +185,25 @@ def snapshot_age(settings: Settings, now: float | None = None) -> str:
 def diff_and_snapshot(live: Topology, snapshots: SnapshotStore, *, store_changes: bool = True
                       ) -> tuple[TopologyDiff, bool]:
     """Diff ``live`` against the last snapshot; store it when the graph changed (or, with
-    ``store_changes=False``, only when there is no snapshot yet). Returns (diff, stored)."""
-    with snapshots.locked(live.namespace):  # two refreshes at once must not both store the same graph
-        previous = snapshots.latest(live.namespace)
+    ``store_changes=False``, only when there is no snapshot yet). Returns (diff, stored).
+
+    Read, diff and store are one compare-and-swap on the latest snapshot: when another writer (a refresh
+    on another host) stored one in between, read it again and diff against that."""
+    for _ in range(CAS_ATTEMPTS):
+        previous, etag = snapshots.latest_versioned(live.namespace)
         diff = diff_topology(previous, live)
-        stored = previous is None or (store_changes and not diff.empty)
-        if stored:
-            snapshots.save(live)
-    return diff, stored
+        if not (previous is None or (store_changes and not diff.empty)):
+            return diff, False
+        if snapshots.save_if(live, etag) is not None:
+            return diff, True
+    raise RuntimeError(f"topology snapshot of {live.namespace!r}: {CAS_ATTEMPTS} writers in a row got there first")
 
 
 # --- steps 4-5: model ----------------------------------------------------------------------------
 
-def model_key(namespace: str) -> str:
-    return f"model/{namespace}/latest.json"
-
-
 def load_model(store: ArtifactStore, namespace: str) -> DBNModel:
-    data = store.get_json(model_key(namespace))
-    return DBNModel.from_json(data) if data else DBNModel()
+    """The namespace's model: every recorded incident update folded in event-time order (:mod:`baynet.state`)."""
+    return ModelLog(store, namespace).current()
 
 
 def blast_radius(topology: Topology, service: str, hops: int, with_evidence: set[str]) -> list[str]:
@@ -290,10 +292,9 @@ class Analysis:
 
 
 def reestimate(model: DBNModel, topology: Topology, edges: pd.DataFrame) -> dict[str, Any]:
-    """Step 4: align the structure with the topology, then update parameters from span counts."""
-    changes = model.update_structure(topology.services, set(topology.edges))
-    model.update_parameters(edges.to_dict("records"))
-    return changes
+    """Step 4: align the structure with the topology, then update parameters from span counts (the same
+    fold the persistent model applies to this incident's recorded update)."""
+    return apply_update(model, update_record(topology, edges))
 
 
 def infer(model: DBNModel, event: AnomalyEvent, evidence: pd.DataFrame, topology: Topology,
@@ -333,9 +334,10 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 def store_artifacts(store: ArtifactStore, event: AnomalyEvent, ranking: list[dict[str, Any]], path: list[str],
                     evidence: pd.DataFrame, topology: Topology, diff: TopologyDiff, model: DBNModel,
-                    fetch_stats: dict[str, Any], run_url: str | None = None, run_id: str | None = None
-                    ) -> dict[str, str]:
-    """Write every artifact of one incident, the completion marker last. Returns name -> location."""
+                    fetch_stats: dict[str, Any], run_url: str | None = None, run_id: str | None = None,
+                    model_update: pd.DataFrame | None = None) -> dict[str, str]:
+    """Write every artifact of one incident, then its model update (``model_update``: the per-edge span
+    counts, when the model was re-estimated from them), the completion marker last. Returns name -> location."""
     base = f"incidents/{event.id}"
     members = {r["service"] for r in ranking}
     callees = {s: [c for c in model.callees.get(s, []) if c in members] for s in members}
@@ -357,8 +359,9 @@ def store_artifacts(store: ArtifactStore, event: AnomalyEvent, ranking: list[dic
             f"Baynet incident {event.id}: {event.event_type} on {event.service}", ranking, callees, event.service,
             path, diff.to_json(), run_url)),
     }
-    # The model persists between incidents: latest.json is read back, versions stay for audit/rollback.
-    store.put_json(f"model/{topology.namespace}/v{model.updates:06d}-{event.id}.json", model.to_json())
-    store.put_json(model_key(topology.namespace), model.to_json())
+    # The model persists between incidents as a log of their updates (create-only: a duplicate adds
+    # nothing), folded in event-time order by the next load (baynet.state).
+    if model_update is not None:
+        ModelLog(store, topology.namespace).record(event, topology, model_update)
     out[COMPLETE] = store.put(f"{base}/{COMPLETE}", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     return out

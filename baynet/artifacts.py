@@ -3,14 +3,23 @@
 Per incident, under ``incidents/<event id>/``: ``ranking.json``, ``ranking.csv``, ``posteriors.csv``,
 ``evidence.csv``, ``topology.json``, ``topology_diff.json``, ``topology_diff.md``, ``model.json``,
 ``fetch_stats.json``, ``structure.html`` and, written last, ``_COMPLETE`` — an incident without it was
-interrupted and is not read as complete. The persistent model lives under ``model/<namespace>/``.
+interrupted and is not read as complete.
+
+Shared state lives here too (:mod:`baynet.state`): the model's update log under ``model/<namespace>/``,
+topology snapshots under ``topology/<namespace>/``, the event archive under ``events/`` and analysis
+claims under ``claims/``. Hosts share it through two conditional writes: create-only
+(``put_if(key, data, etag=None)``, S3 ``If-None-Match: *``) and compare-and-swap (``put_if(key, data,
+etag)``, S3 ``If-Match``), both refused rather than applied when another writer got there first.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import html
 import json
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +42,19 @@ class ArtifactStore:
 
     def exists(self, key: str) -> bool:
         return self.get(key) is not None
+
+    def get_versioned(self, key: str) -> tuple[bytes | None, str | None]:
+        """``(data, etag)``; ``(None, None)`` when the key does not exist."""
+        raise NotImplementedError
+
+    def put_if(self, key: str, data: bytes | str, etag: str | None) -> str | None:
+        """Conditional write: with ``etag=None`` only when ``key`` does not exist yet, else only when its
+        current version is ``etag``. Returns the new etag, or None when the condition failed (nothing
+        written)."""
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        raise NotImplementedError
 
     def put_json(self, key: str, obj: Any) -> str:
         return self.put(key, json.dumps(obj, indent=1, default=str))
@@ -63,7 +85,17 @@ class ArtifactStore:
         return [k for k in self.list_keys("events/") if k.endswith(".json") and lo <= k.split("/")[1] <= hi]
 
 
+def _etag(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
 class LocalStore(ArtifactStore):
+    """A directory on this host. Conditional writes hold an ``flock`` on ``<root>/.cas.lock`` (and a
+    thread lock), so processes sharing the directory on one host see them as atomic; the etag is the
+    content's MD5, as S3's is for a plain PUT."""
+
+    _thread_lock = threading.Lock()
+
     def __init__(self, root: Path):
         self.root = Path(root)
 
@@ -84,6 +116,29 @@ class LocalStore(ArtifactStore):
 
     def location(self, key: str) -> str:
         return str(self._path(key))
+
+    def get_versioned(self, key: str) -> tuple[bytes | None, str | None]:
+        data = self.get(key)
+        return (None, None) if data is None else (data, _etag(data))
+
+    def put_if(self, key: str, data: bytes | str, etag: str | None) -> str | None:
+        path = self._path(key)
+        body = data.encode() if isinstance(data, str) else data
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._thread_lock, open(self.root / ".cas.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current = path.read_bytes() if path.exists() else None
+                if (etag is None and current is not None) or (
+                        etag is not None and (current is None or _etag(current) != etag)):
+                    return None
+                atomic_write(path, body)
+                return _etag(body)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
 
     def list_incidents(self) -> list[str]:
         base = self.root / "incidents"
@@ -128,6 +183,38 @@ class S3Store(ArtifactStore):
 
     def location(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+    def get_versioned(self, key: str) -> tuple[bytes | None, str | None]:
+        from botocore.exceptions import ClientError
+
+        try:
+            obj = self.s3.get_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None, None
+            raise
+        return obj["Body"].read(), obj["ETag"]
+
+    def put_if(self, key: str, data: bytes | str, etag: str | None) -> str | None:
+        """S3 conditional writes (``If-None-Match: *`` / ``If-Match``): S3 refuses the second of two
+        racing writers with 412 PreconditionFailed (or 409 ConditionalRequestConflict while the first
+        is in progress)."""
+        from botocore.exceptions import ClientError
+
+        extra: dict[str, Any] = {"ServerSideEncryption": self.sse} if self.sse else {}
+        extra.update({"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag})
+        body = data.encode() if isinstance(data, str) else data
+        try:
+            return self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=body, **extra)["ETag"]
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey") or status in (409, 412):
+                return None
+            raise
+
+    def delete(self, key: str) -> None:
+        self.s3.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def list_keys(self, prefix: str) -> list[str]:
         keys = []

@@ -304,6 +304,7 @@ def run_consumer(settings: Any, *, max_messages: int | None, idle_polls: int | N
 
     from baynet.artifacts import make_store
     from baynet.sqs import Consumer
+    from baynet.state import Claims
 
     sqs = boto3.client("sqs", endpoint_url=settings.aws_endpoint_url, region_name=settings.aws_region)
     store = make_store(settings)
@@ -325,10 +326,12 @@ def run_consumer(settings: Any, *, max_messages: int | None, idle_polls: int | N
         with tags(*run_tags(event)):
             return incident_rca(event.model_dump(mode="json"))
 
+    claims = Claims(store, ttl_s=settings.sqs_visibility_timeout)  # a lease lasts as long as a receive
     consumer = Consumer(
         sqs, settings.sqs_queue_url, handler,
         dlq_url=settings.sqs_dlq_url or None, is_done=store.incident_complete, wait_s=settings.sqs_wait_seconds,
         visibility_s=settings.sqs_visibility_timeout, retry_after_s=retry_after, concurrency=settings.concurrency,
+        claim=claims.acquire,
     )
     with one_temporary_prefect_server(settings.concurrency > 1 and not deployment):
         return consumer.run(max_messages=max_messages, idle_polls=idle_polls, on_outcome=on_outcome)

@@ -8,7 +8,11 @@ It long-polls the queue and hands each event to a handler (the incident flow). T
   left on the queue, and the queue's RedrivePolicy moves it after ``maxReceiveCount`` receives);
 * a failed analysis leaves the message on the queue: it comes back after ``retry_after_s`` and, after
   ``maxReceiveCount`` receives, the RedrivePolicy moves it to the DLQ;
-* an event already analysed (its artifacts are complete) or in flight is not analysed again;
+* an event already analysed (its artifacts are complete) or in flight is not analysed again — in flight on
+  this consumer's threads, or, with ``claim`` given, on any consumer on any host: an analysis first takes
+  a lease on its event in the artifact store (:class:`baynet.state.Claims`), renewed with the heartbeat,
+  and a message whose events are all leased elsewhere is collapsed as a duplicate (the holder's own
+  message stays on the queue until its analysis completes, so nothing is lost);
 * while an analysis runs, a heartbeat extends the message's visibility so it is not delivered twice;
 * with ``concurrency`` > 1, that many analyses run at once (threads); a message whose event is already
   being analysed by another thread is collapsed as a duplicate;
@@ -54,9 +58,10 @@ def create_queues(sqs: Any, name: str, *, max_receive_count: int = 3, visibility
 class Consumer:
     def __init__(self, sqs: Any, queue_url: str, handler: Handler, *, dlq_url: str | None = None,
                  is_done: Callable[[str], bool] = lambda event_id: False, wait_s: int = 20,
-                 visibility_s: int = 300, retry_after_s: int = 30, concurrency: int = 1):
+                 visibility_s: int = 300, retry_after_s: int = 30, concurrency: int = 1,
+                 claim: Callable[[str], Any] | None = None):
         self.sqs, self.queue_url, self.dlq_url = sqs, queue_url, dlq_url
-        self.handler, self.is_done = handler, is_done
+        self.handler, self.is_done, self.claim = handler, is_done, claim
         self.wait_s, self.visibility_s, self.retry_after_s = wait_s, visibility_s, retry_after_s
         self.concurrency = max(1, concurrency)
         self.in_flight: set[str] = set()
@@ -155,12 +160,21 @@ class Consumer:
                 self.in_flight.difference_update(e.id for e in finished)
                 self.done.update(e.id for e in finished)
             todo = [e for e in todo if e not in finished]
+        leases = self._claim(todo)
+        if self.claim is not None:
+            elsewhere = [e for e in todo if e.id not in leases]
+            if elsewhere:
+                with self._lock:
+                    self.in_flight.difference_update(e.id for e in elsewhere)
+                log.info("message %s: event(s) %s analysed or in flight on another consumer", mid,
+                         ", ".join(e.id for e in elsewhere))
+            todo = [e for e in todo if e.id in leases]
         if not todo:
             self._delete(receipt)
             result = "resolved" if all(e.status == "resolved" for e in events) else "duplicate"
             log.info("message %s: %s event(s) %s; deleted", mid, result, ", ".join(ids))
             return Outcome(mid, result, ids)
-        heartbeat = _Heartbeat(self.sqs, self.queue_url, receipt, self.visibility_s)
+        heartbeat = _Heartbeat(self.sqs, self.queue_url, receipt, self.visibility_s, list(leases.values()))
         self.current.message_id = mid
         self.current.receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1))
         heartbeat.start()
@@ -177,10 +191,31 @@ class Consumer:
             return Outcome(mid, "failed", ids, f"{type(exc).__name__}: {exc}")
         finally:
             heartbeat.stop()
+            for lease in leases.values():
+                try:
+                    lease.release()
+                except Exception as exc:  # it expires on its own
+                    log.warning("could not release the claim on %s: %s", lease.event_id, exc)
             with self._lock:
                 self.in_flight.difference_update(e.id for e in todo)
         self._delete(receipt)
         return Outcome(mid, "analysed", ids)
+
+    def _claim(self, events: list[AnomalyEvent]) -> dict[str, Any]:
+        """Leases on the events no other consumer holds and none has finished (checked again once the
+        lease is ours: another consumer may have completed and released it just before)."""
+        if self.claim is None:
+            return {}
+        leases = {}
+        for event in events:
+            lease = self.claim(event.id)
+            if lease is None:
+                continue
+            if self.is_done(event.id):
+                lease.release()
+                continue
+            leases[event.id] = lease
+        return leases
 
     def _dead_letter(self, message: dict[str, Any], reason: str) -> Outcome:
         mid = message["MessageId"]
@@ -215,10 +250,12 @@ class Consumer:
 
 
 class _Heartbeat:
-    """Extends a message's visibility every half timeout while its analysis runs."""
+    """Extends a message's visibility (and the leases on its events) every half timeout while its
+    analysis runs."""
 
-    def __init__(self, sqs: Any, queue_url: str, receipt: str, visibility_s: int):
+    def __init__(self, sqs: Any, queue_url: str, receipt: str, visibility_s: int, leases: list[Any] = ()):
         self.sqs, self.queue_url, self.receipt, self.visibility_s = sqs, queue_url, receipt, visibility_s
+        self.leases = list(leases)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="sqs-heartbeat")
         self.beats = 0
@@ -237,3 +274,8 @@ class _Heartbeat:
                 self.beats += 1
             except Exception as exc:
                 log.warning("visibility heartbeat failed: %s", exc)
+            for lease in self.leases:
+                try:
+                    lease.renew()
+                except Exception as exc:
+                    log.warning("claim heartbeat for %s failed: %s", lease.event_id, exc)

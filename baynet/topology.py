@@ -7,7 +7,6 @@ request rate (req/s) and the error rate (share of 5xx / no-response / gRPC serve
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -318,36 +317,3 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-class SnapshotStore:
-    """Topology snapshots under ``<dir>/topology/<namespace>/``: ``latest.json`` plus one file per change."""
-
-    def __init__(self, directory: Path):
-        self.dir = Path(directory) / "topology"
-
-    @contextmanager
-    def locked(self, namespace: str) -> Any:
-        """Hold the namespace's snapshot lock (read latest, diff, save as one step across processes)."""
-        path = self.dir / namespace / ".lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
-    def latest(self, namespace: str) -> Topology | None:
-        path = self.dir / namespace / "latest.json"
-        if not path.exists():
-            return None
-        return Topology.from_json(json.loads(path.read_text()))
-
-    def save(self, topo: Topology) -> Path:
-        data = json.dumps(topo.to_json(), indent=1).encode()
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        path = self.dir / topo.namespace / f"{stamp}.json"
-        atomic_write(path, data)
-        atomic_write(self.dir / topo.namespace / "latest.json", data)
-        return path

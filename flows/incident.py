@@ -82,7 +82,7 @@ def incident_rca(message: str | dict[str, Any]) -> dict[str, Any]:
     ranking, path = run_inference(model, event, evidence, topology, settings,     # 5. run inference
                                   prior_factor)
     locations = store_results(event, ranking, path, evidence, topology, diff,    # 6. store the artifacts
-                              model, fetch_stats, settings)
+                              model, fetch_stats, settings, model_update=edges)
 
     logger.info("root cause for %s on %s: %s (P=%.3f); path %s", event.event_type, event.service,
                 ranking[0]["service"], ranking[0]["posterior"], " -> ".join(path))

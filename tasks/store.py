@@ -26,14 +26,14 @@ def artifact_key(prefix: str, name: str) -> str:
       retry_jitter_factor=IO_RETRY_JITTER, retry_condition_fn=retry_unless_rejected, cache_policy=NO_CACHE)
 def store_results(event: AnomalyEvent, ranking: list[dict], path: list[str], evidence: pd.DataFrame,
                   topology: Topology, diff: TopologyDiff, model: DBNModel, fetch_stats: dict,
-                  settings: Settings) -> dict[str, str]:
+                  settings: Settings, model_update: pd.DataFrame | None = None) -> dict[str, str]:
     from prefect.runtime import flow_run
 
     store = make_store(settings)
     ui_url = flow_run.get_flow_run_ui_url()  # "None/flow-runs/..." when no UI is configured
     locations = store_artifacts(store, event, ranking, path, evidence, topology, diff, model, fetch_stats,
                                 run_url=ui_url if ui_url and ui_url.startswith("http") else None,
-                                run_id=flow_run.get_id())
+                                run_id=flow_run.get_id(), model_update=model_update)
     create_table_artifact(
         key=artifact_key("rca-ranking", event.service),
         table=[{"rank": r["rank"], "service": r["service"], "posterior": round(r["posterior"], 4),

@@ -11,7 +11,9 @@ from prefect.cache_policies import NO_CACHE
 
 from baynet.analysis import diff_and_snapshot, read_topology, trace_topology
 from baynet.settings import Settings
-from baynet.topology import SnapshotStore, Topology, TopologyDiff
+from baynet.artifacts import make_store
+from baynet.state import SnapshotStore
+from baynet.topology import Topology, TopologyDiff
 from tasks.validate import validated
 from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_unless_rejected
 
@@ -38,7 +40,7 @@ def diff_with_snapshot(live: Topology | None, trace_edges: pd.DataFrame, setting
     """Diff the live graph with the last snapshot (stored when changed, or with ``store_changes=False``
     only when there is none yet); add call edges seen in traces, which the mesh telemetry may lack
     (e.g. services outside the mesh)."""
-    snapshots = SnapshotStore(settings.artifacts_dir)
+    snapshots = SnapshotStore(make_store(settings))
     if live is None:
         previous = snapshots.latest(settings.namespace)
         if previous is None:

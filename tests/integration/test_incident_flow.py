@@ -103,8 +103,9 @@ def test_queue_to_ranking_with_malformed_messages_dead_lettered(stack):
     summary = json.loads((base / "ranking.json").read_text())
     assert summary["ranking"][0]["service"] == "payment"
     assert summary["propagation_path"][0] == "payment" and summary["propagation_path"][-1] == "front-end"
-    versions = list((st.workdir / "artifacts" / "model" / "default").glob("v*.json"))
-    assert any(event_id in v.name for v in versions)
+    # the incident's update is in the model's log (create-only, keyed by event time and id)
+    updates = list((st.workdir / "artifacts" / "model" / "default" / "log").glob(f"*-{event_id}.json"))
+    assert len(updates) == 1 and json.loads(updates[0].read_text())["event_id"] == event_id
     # In the Prefect UI the run is found by its incident: named after it, tagged with service and namespace
     from prefect.client.orchestration import get_client
 

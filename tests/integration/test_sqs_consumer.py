@@ -195,3 +195,37 @@ def test_detector_events_hand_off_firing_once_resent_as_duplicate_resolved_ackno
     assert len(seen) == 1 and seen[0].service == "visits-service" and seen[0].event_type == "latency"
     assert seen[0].namespace == "petclinic" and seen[0].labels["model_version"] == "test-model"
     assert drain(sqs, url) == [] and drain(sqs, dlq) == []
+
+
+def test_two_consumers_on_two_hosts_analyse_a_duplicated_event_once(queues, tmp_path):
+    """Two consumers (own in-process state, as on two hosts) share only the artifact store: the lease
+    on the event makes the second copy a duplicate while the first is analysed; nothing stays queued."""
+    from baynet.artifacts import LocalStore
+    from baynet.state import Claims
+
+    sqs, url, dlq = queues
+    store = LocalStore(tmp_path / "artifacts")
+    body = json.dumps({"id": "inc-1", "service": "carts", "event_type": "latency", "timestamp": time.time() - 60})
+    for _ in range(2):
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    started, analysed = threading.Event(), []
+
+    def handler(event):
+        started.set()
+        time.sleep(1.5)  # the other consumer receives its copy meanwhile
+        analysed.append(event.id)
+        store.put(f"incidents/{event.id}/_COMPLETE", "done")
+
+    consumers = [Consumer(sqs, url, handler, dlq_url=dlq, wait_s=1, is_done=store.incident_complete,
+                          claim=Claims(store, ttl_s=30).acquire) for _ in range(2)]
+    results: list = []
+    threads = [threading.Thread(target=lambda c=c: results.extend(c.run(max_messages=1, idle_polls=2)))
+               for c in consumers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert analysed == ["inc-1"]
+    assert sorted(o.result for o in results) == ["analysed", "duplicate"]
+    assert drain(sqs, url) == [] and drain(sqs, dlq) == []
+    assert store.list_keys("claims/") == []  # released once done

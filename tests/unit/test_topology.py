@@ -2,8 +2,9 @@ import json
 
 import pytest
 
+from baynet.artifacts import LocalStore
+from baynet.state import SnapshotStore
 from baynet.topology import (
-    SnapshotStore,
     Topology,
     TopologyError,
     diff_topology,
@@ -64,9 +65,9 @@ def test_diff_and_snapshots(tmp_path):
     assert d.rate_changed[0]["after"] == 20 and d.error_changed[0]["after"] == 0.05
     assert "`a` → `d`" in d.to_markdown()
     assert diff_topology(new, new).empty
-    snaps = SnapshotStore(tmp_path)
+    snaps = SnapshotStore(LocalStore(tmp_path))
     assert snaps.latest("ns") is None
-    snaps.save(new)
+    assert snaps.save_if(new, None) is not None
     again = snaps.latest("ns")
     assert set(again.edges) == set(new.edges) and diff_topology(again, new).empty
     assert new.downstream("a", 1) == {"a", "b", "d"}
@@ -79,7 +80,7 @@ def test_snapshot_stored_only_on_change_and_never_twice_at_once(tmp_path):
 
     graph = Topology("ns", "t")
     graph.add_edge("a", "b", 10, 0.0)
-    snaps = SnapshotStore(tmp_path)
+    snaps = SnapshotStore(LocalStore(tmp_path))
     results = []
     threads = [threading.Thread(target=lambda: results.append(diff_and_snapshot(graph, snaps)[1])) for _ in range(4)]
     for t in threads:
