@@ -384,6 +384,8 @@ def _print_result(result: dict[str, Any]) -> None:
                   f"{fetch.get('failed', 0)} unreadable, {fetch.get('truncated', 0)} searches cut")
     for reason in fetch.get("partial_reasons", []):
         console.print(f"  partial: {reason}")
+    if fetch.get("retrieval"):
+        console.print(f"retrieval: {fetch['retrieval']}")
     if "topology" in fetch:
         console.print(f"topology: {fetch['topology']}")
     console.print(f"artifacts: {Path(result['artifacts']['ranking.json']).parent}")

@@ -44,6 +44,16 @@ class Settings(BaseSettings):
         "not yet fetched are skipped (the evidence is then reported partial, with why)."
     )
     tempo_concurrency: int = Field(8, ge=1, le=64, description="Trace fetches in flight at once.")
+    traces_per_slice: int = Field(
+        1000, ge=0, le=100000, description="Bounded retrieval: at most this many traces read per time slice "
+        "(each incident slice and each window_s piece of the baseline), spread evenly over it, error traces "
+        "first; the evidence weighs each trace by its sampling rate. 0 reads every matching trace."
+    )
+    traces_per_service: int = Field(
+        30, ge=0, le=10000, description="Bounded retrieval: a sampled slice in which a service appears in "
+        "fewer traces than this is topped up with traces through that service (so a rarely called service "
+        "keeps enough spans to be judged); 0 turns top-ups off."
+    )
     ca_bundle: Path | None = Field(None, description="CA bundle for TLS to Tempo/Prometheus/Kiali.")
 
     # --- topology --------------------------------------------------------------------------------

@@ -25,6 +25,11 @@ state              propagating state for the DBN: 0 ok, 1 degraded, 2 failing (f
                    network gaps are blamed on the service: its callers wait for them)
 own_state          own-work state for the DBN: 0 ok, 1 anomalous, 2 severe
 =================  ===========================================================================
+
+A span frame with a column ``w`` is a weighted sample (bounded retrieval: ``w`` is one over the chance its
+trace was read): ``requests``, ``errors`` and the shares are then weighted estimates for all traffic, while
+the thresholds on how much data stands behind a judgement (``min_requests``, ``min_flagged``) count the
+spans actually read.
 """
 
 from __future__ import annotations
@@ -110,7 +115,8 @@ def _annotate(df: pd.DataFrame) -> pd.DataFrame:
     dur = np.clip(df["end_ns"].to_numpy() - df["start_ns"].to_numpy(), 0, None)
     # Only what evidence (and the baselines: trace and parent ids) read from here on: every later row
     # selection copies every column.
-    df = df[["trace_id", "parent_span_id", "service", "name", "start_ns", "failed"]].copy()
+    df = df[["trace_id", "parent_span_id", "service", "name", "start_ns", "failed"]
+            + (["w"] if "w" in df else [])].copy()
     pkey = tcode * width + pcode
     pos = np.minimum(np.searchsorted(keys, pkey), len(keys) - 1)
     found = has_parent & (keys[pos] == pkey)
@@ -225,6 +231,7 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     g_all = df.groupby(["service", "window"], observed=True)
     ev = pd.DataFrame({
         "requests": g_entry.size(),
+        "n_requests": g_entry.size(),
         "errors": g_entry["failed"].sum(),
         "p50_ms": g_entry["dur_ns"].quantile(0.5) / 1e6,
         "p95_ms": g_entry["dur_ns"].quantile(0.95) / 1e6,
@@ -244,13 +251,18 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
         "own_errors": g_all["own_error"].sum(),
         "failed_spans": g_all["failed"].sum(),
     }), how="outer")
+    sampled = "w" in df and not np.allclose(df["w"].to_numpy(), 1.0)
+    if sampled:
+        weighted = _weighted(df, client)
+        ev[list(weighted.columns)] = ev[list(weighted.columns)].astype(float)
+        ev.update(weighted)  # a sample (bounded retrieval): each trace stands for 1/rate of them
     # Every service seen anywhere gets a row in every window: silence is evidence too.
     services = sorted(map(str, df["service"].unique()))
     windows = [-1] + list(range(len(slices)))
     ev.index = ev.index.set_levels(ev.index.levels[0].astype(str), level=0)
     ev = ev.reindex(pd.MultiIndex.from_product([services, windows], names=["service", "window"]))
-    ev[["requests", "errors", "own_errors", "failed_spans"]] = ev[
-        ["requests", "errors", "own_errors", "failed_spans"]].fillna(0)
+    ev[["requests", "n_requests", "errors", "own_errors", "failed_spans"]] = ev[
+        ["requests", "n_requests", "errors", "own_errors", "failed_spans"]].fillna(0)
     ev["error_ratio"] = np.where(ev["requests"] > 0, ev["errors"] / ev["requests"].clip(lower=1), 0.0)
     ev["own_error_frac"] = np.where(ev["failed_spans"] > 0, ev["own_errors"] / ev["failed_spans"].clip(lower=1),
                                     0.0)
@@ -259,7 +271,11 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     base_ev = ev[ev["window"] == -1].set_index("service")
     # Rates per second of data actually present (the span extent of the window, over all services), so
     # partly covered windows compare fairly; a service's own drop still shows against the others.
+    # A sample searched every sub-window of its windows (bounded retrieval) covers them whole, however
+    # late in a sub-window its newest traces start.
     extent = df.groupby("window")["start_ns"].agg(lambda t: (t.max() - t.min()) / 1e9)
+    if sampled:
+        extent = pd.Series({-1: baseline[1] - baseline[0], **{i: hi - lo for i, (lo, hi) in enumerate(slices)}})
     base_len = max(1.0, min(baseline[1] - baseline[0], float(extent.get(-1, 0.0))))
     base_rate = base_ev["requests"] / base_len
     ev["rate_ratio"] = 1.0
@@ -268,7 +284,8 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
         rows = ev["window"] == i
         rate = ev.loc[rows, "requests"].to_numpy() / max(1.0, min(hi - lo, float(extent.get(i, 0.0))))
         b = ev.loc[rows, "service"].map(base_rate).to_numpy()
-        judged = ev.loc[rows, "service"].map(base_ev["requests"]).fillna(0).to_numpy() >= th.min_requests
+        # judged on the requests read, not the estimate: evidence strength is the data behind it
+        judged = ev.loc[rows, "service"].map(base_ev["n_requests"]).fillna(0).to_numpy() >= th.min_requests
         ev.loc[rows, "rate_ratio"] = np.where(judged & (b > 0), rate / np.where(b > 0, b, 1), 1.0)
         base_shape = ev.loc[rows, "service"].map(base_ev["odd_shape"]).fillna(0).to_numpy()
         ev.loc[rows, "shape_frac"] = np.clip(ev.loc[rows, "odd_shape"].fillna(0).to_numpy() - base_shape, 0, 1)
@@ -291,6 +308,31 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
 
     edges = _edge_counts(_keep(df, df["window"].to_numpy() >= 0))
     return ev[EVIDENCE_COLUMNS].copy(), edges
+
+
+def _weighted(df: pd.DataFrame, client: np.ndarray) -> pd.DataFrame:
+    """Counts and shares of a weighted sample (column ``w``, one over each trace's chance of being read):
+    counts are sums of weights, shares weighted means. Quantiles and the ``*_n`` counts (how many flagged
+    spans stand behind a share) stay as read."""
+    w = df["w"].to_numpy(dtype=float)
+    cols = {"w": w, "service": df["service"], "window": df["window"]}
+    entry = df["entry"].to_numpy()
+    own = ~client
+    for name, values, mask in (("req", np.ones(len(df)), entry), ("err", df["failed"].to_numpy(), entry),
+                               ("slow", df["slow"].to_numpy(), entry), ("own_w", np.ones(len(df)), own),
+                               ("self_slow", df["self_slow"].to_numpy(), own), ("fast", df["fast"].to_numpy(), own),
+                               ("odd", df["odd_shape"].to_numpy(), None), ("own_err", df["own_error"].to_numpy(), None),
+                               ("failed", df["failed"].to_numpy(), None)):
+        cols[name] = w * values.astype(float) * (mask if mask is not None else 1)
+    sums = pd.DataFrame(cols).groupby(["service", "window"], observed=True).sum()
+
+    def share(num: str, den: str) -> pd.Series:
+        return (sums[num] / sums[den]).where(sums[den] > 0)
+
+    return pd.DataFrame({"requests": sums["req"], "errors": sums["err"], "slow_frac": share("slow", "req"),
+                         "self_slow_frac": share("self_slow", "own_w"), "fast_frac": share("fast", "own_w"),
+                         "odd_shape": share("odd", "w"), "own_errors": sums["own_err"],
+                         "failed_spans": sums["failed"]})
 
 
 def _state(ev: pd.DataFrame, base_err: np.ndarray, th: Thresholds) -> np.ndarray:

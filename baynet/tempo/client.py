@@ -10,6 +10,7 @@ Exceptions::
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +64,11 @@ class FetchStats:
     retries: int = 0
     truncated: int = 0
     over_budget: int = 0
+    # Bounded retrieval: traces that matched (as far as Tempo's searches tell: exact where a sub-window
+    # returned fewer than its limit, else estimated from the density of the newest it returned) and the
+    # share of them read; 1.0 when every matching trace was read.
+    traces_estimated: float = 0.0
+    sampled_fraction: float = 1.0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -85,6 +91,20 @@ class FetchStats:
         out["evidence_complete"] = self.complete
         out["partial_reasons"] = self.reasons()
         return out
+
+
+@dataclass
+class Cell:
+    """One sub-window of a sampled search: traces read of those that matched there."""
+
+    start: int
+    end: int
+    read: int
+    matched: float
+
+    @property
+    def fraction(self) -> float:
+        return self.read / self.matched if self.matched > 0 else 1.0
 
 
 class TempoClient:
@@ -235,6 +255,41 @@ class TempoClient:
             ids.update((t.trace_id, None) for t in found)
         self.stats.traces_found += len(ids)
         return list(ids)
+
+    def sample_window(self, q: str, start: float, end: float, budget: int, *, sub_s: int = 10
+                      ) -> tuple[list[SearchTrace], list[Cell]]:
+        """At most ``budget`` trace ids matching ``q`` in ``[start, end)``, spread evenly over it: the window
+        is cut in sub-windows of about ``sub_s`` seconds, each asked for its share (Tempo search has
+        ``limit``, and returns the most recent first). Each sub-window becomes a :class:`Cell` saying how
+        many traces matched there (exact when it returned fewer than its limit, else estimated from the
+        density of those it returned) and how many were read. The search entries come back as they are
+        (their ``serviceStats`` say which services each trace went through)."""
+        lo, hi = math.floor(start), max(math.floor(start) + 1, math.ceil(end))
+        k = max(1, min(budget // 5, (hi - lo) // max(1, sub_s)))  # at least 5 traces a sub-window
+        edges = [lo + (hi - lo) * i // k for i in range(k + 1)]
+        limit = max(1, -(-budget // k))
+        ids: dict[str, SearchTrace] = {}
+        cells = []
+        seen = 0.0  # seconds of traffic seen by the searches cut by their limit
+        cut_read = 0
+        for a, b in zip(edges, edges[1:]):
+            if b <= a:
+                continue
+            found = [t for t in self.search(q, a, b, limit=limit) if t.trace_id not in ids]
+            cells.append(Cell(a, b, len(found), float(len(found))))
+            if len(found) >= limit:  # cut: Tempo returned the newest, which cover only the end of it
+                seen += max(b - max(float(a), min(t.start_ns for t in found) / 1e9), 1e-3)
+                cut_read += len(found)
+            ids.update((t.trace_id, t) for t in found)
+        if cut_read:
+            # The rate, pooled over every cut sub-window of the window (one sub-window's few newest traces
+            # give a noisy density), times each cut sub-window's length: how many matched there.
+            rate = max(cut_read - 1, 1) / seen  # k arrivals over T: (k - 1) / T is unbiased
+            for c in cells:
+                if c.read >= limit:
+                    c.matched = max(float(c.read), rate * (c.end - c.start))
+        self.stats.traces_found += len(ids)
+        return list(ids.values()), cells
 
     def fetch_frame(self, trace_ids: list[str], concurrency: int = 8) -> pd.DataFrame:
         """Fetch many traces with bounded concurrency (one pooled connection per worker) straight into

@@ -18,6 +18,7 @@ Faults for tests are queued with :meth:`TempoServer.inject` (status, body, heade
 
 from __future__ import annotations
 
+import bisect
 import re
 import threading
 import time
@@ -228,6 +229,20 @@ class TraceStore:
     def __init__(self) -> None:
         self.traces: dict[str, StoredTrace] = {}
         self._lock = threading.Lock()
+        self._index: tuple[list[int], list[StoredTrace], int] | None = None  # by start time, built on demand
+
+    def overlapping(self, start_ns: int, end_ns: int) -> list[StoredTrace]:
+        """Traces that overlap ``[start_ns, end_ns]``, through an index by start time (as Tempo's blocks
+        have time ranges), so a search does not cost the whole store."""
+        with self._lock:
+            if self._index is None:
+                ordered = sorted(self.traces.values(), key=lambda t: t.start_ns)
+                longest = max((t.end_ns - t.start_ns for t in ordered), default=0)
+                self._index = ([t.start_ns for t in ordered], ordered, longest)
+            starts, ordered, longest = self._index
+        lo = bisect.bisect_left(starts, start_ns - longest)
+        hi = bisect.bisect_right(starts, end_ns)
+        return [t for t in ordered[lo:hi] if t.end_ns >= start_ns]
 
     def add_spans(self, spans: list[Span]) -> None:
         by_trace: dict[str, list[Span]] = {}
@@ -240,6 +255,7 @@ class TraceStore:
                 size = sum(200 + 40 * len(s.attributes) for s in group)  # rough proto size
                 self.traces[trace_id] = StoredTrace(trace_id, group, min(s.start_ns for s in group),
                                                     max(s.end_ns for s in group), size)
+            self._index = None
 
     def load_dir(self, directory: Path) -> int:
         """Load every ``*.json`` file below ``directory``; return the number of traces held."""
@@ -374,9 +390,10 @@ class TempoServer:
         max_dur = _go_duration(one.get("maxDuration"))
         hits = []
         inspected = 0
-        for tr in self.store.traces.values():
-            if start and (tr.end_ns < start * 10**9 or tr.start_ns > end * 10**9):
-                continue
+        candidates = self.store.overlapping(start * 10**9, end * 10**9) if start else \
+            sorted(self.store.traces.values(), key=lambda t: t.start_ns)
+        # Most recent first, like Tempo, which also stops once it has found ``limit`` traces.
+        for tr in reversed(candidates):
             inspected += tr.size_bytes
             dur = tr.end_ns - tr.start_ns
             if (min_dur and dur < min_dur) or (max_dur and dur > max_dur):
@@ -384,7 +401,8 @@ class TempoServer:
             matched = [s for s in tr.spans if pred(s)]
             if matched:
                 hits.append((tr, matched))
-        hits.sort(key=lambda h: h[0].start_ns, reverse=True)  # most recent first, like Tempo
+                if len(hits) >= limit:
+                    break
         traces = [self._search_entry(tr, matched, spss) for tr, matched in hits[:limit]]
         body = {"traces": traces, "metrics": {"inspectedTraces": len(self.store.traces),
                                               "inspectedBytes": str(inspected), "completedJobs": 1,

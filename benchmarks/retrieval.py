@@ -1,0 +1,128 @@
+"""Bounded retrieval: does an analysis cost the same at 1x, 10x and 100x traffic?
+
+    python benchmarks/retrieval.py [--json] [--multipliers 1,10,100] [--full 1,10] [--budget N]
+
+One generated incident (gray failure in sock-shop's carts, ``--rate`` requests a second through the front
+end at 1x, default 2) at each traffic multiplier, served by the Tempo-compatible server. Each analysis (retrieval, evidence,
+model, inference — the flow's steps 2-5) runs in a process of its own, so its peak memory is its own:
+the bounded path (``BAYNET_TRACES_PER_SLICE``, default or ``--budget``) at every multiplier and, beside it
+in the same run, today's fetch-everything path (``BAYNET_TRACES_PER_SLICE=0``) at the ``--full``
+multipliers. Printed per run: seconds, Tempo requests, traces read of those that matched, peak RSS and
+the top-1 root cause; then the goal: bounded time from the lowest to the highest multiplier grows at most
+1.5x, with the same top 1.
+
+``--json`` prints one object: ``{"runs": [{"multiplier", "path", "seconds", "tempo_requests", "peak_mb",
+"top1", ...}], "budget", "goal": {...}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def analyse(tempo_url: str, budget: int, event: dict) -> dict:
+    """The flow's steps 2-5 on one event (in this process), timed."""
+    from baynet.analysis import rank_from_traces
+    from baynet.events import parse_object
+    from baynet.settings import Settings
+
+    settings = Settings(tempo_url=tempo_url, traces_per_slice=budget, _env_file=None)
+    (ev,) = parse_object(event)
+    t0 = time.perf_counter()
+    _, stats, _, ranking = rank_from_traces(ev, settings)
+    seconds = time.perf_counter() - t0
+    return {"seconds": round(seconds, 2), "top1": ranking[0]["service"], "traces_read": stats["traces_fetched"],
+            "traces_matching": stats.get("traces_estimated") or stats["traces_found"],
+            "peak_mb": peak_mb()}
+
+
+def peak_mb() -> float:
+    """This process's peak resident memory. VmHWM belongs to the address space made at exec; ru_maxrss
+    would also count the parent's memory copied at fork (the benchmark's parent holds every trace)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def run_child(tempo, budget: int, event: dict) -> dict:
+    before = len(tempo.requests)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BAYNET_")}
+    out = subprocess.run([sys.executable, __file__, "--child", tempo.url, str(budget), json.dumps(event)],
+                         env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"analysis failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["tempo_requests"] = len(tempo.requests) - before
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--multipliers", default="1,10,100", help="traffic multipliers (default 1,10,100)")
+    parser.add_argument("--full", default="1,10", help="multipliers also read whole, today's path (default 1,10)")
+    parser.add_argument("--budget", type=int, default=None,
+                        help="traces per slice for the bounded path (default: BAYNET_TRACES_PER_SLICE's default)")
+    parser.add_argument("--rate", type=float, default=2.0, help="requests a second at 1x (default 2)")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        url, budget, event = args.child
+        print(json.dumps(analyse(url, int(budget), json.loads(event))))
+        return
+
+    from baynet.generator import generate
+    from baynet.settings import Settings
+    from baynet.tempo.server import TempoServer, TraceStore
+
+    budget = args.budget if args.budget is not None else Settings.model_fields["traces_per_slice"].default
+    multipliers = [float(m) for m in args.multipliers.split(",")]
+    full = {float(m) for m in args.full.split(",") if m}
+    fault_start = time.time() - 600
+    runs = []
+    for m in multipliers:
+        print(f"generating the incident at {m:g}x traffic ...", file=sys.stderr, flush=True)
+        inc = generate("sock-shop", "carts", "gray", fault_start=fault_start, before_s=900, rate_per_s=args.rate,
+                       traffic=m, seed=3)
+        store = TraceStore()
+        store.add_spans(inc.spans)
+        del inc.spans
+        with TempoServer(store) as tempo:
+            for path, b in [("bounded", budget)] + ([("full", 0)] if m in full else []):
+                print(f"  {path} analysis at {m:g}x ...", file=sys.stderr, flush=True)
+                r = run_child(tempo, b, inc.event)
+                runs.append({"multiplier": m, "path": path, **r})
+                print(f"  {json.dumps(runs[-1])}", file=sys.stderr, flush=True)
+        del store
+    bounded = sorted((r for r in runs if r["path"] == "bounded"), key=lambda r: r["multiplier"])
+    growth = bounded[-1]["seconds"] / max(bounded[0]["seconds"], 1e-9) if bounded else None
+    goal = {"time_growth_lowest_to_highest": round(growth, 2) if growth else None, "target_growth": 1.5,
+            "same_top1": len({r["top1"] for r in bounded}) == 1,
+            "met": bool(growth is not None and growth <= 1.5 and len({r["top1"] for r in bounded}) == 1)}
+    out = {"budget": budget, "runs": runs, "goal": goal}
+    if args.json:
+        print(json.dumps(out))
+        return
+    print(f"bounded retrieval: at most {budget} traces per slice (BAYNET_TRACES_PER_SLICE)")
+    print(f"{'traffic':>8} {'path':>8} {'seconds':>8} {'tempo req':>10} {'read':>7} {'matching':>9} "
+          f"{'peak MB':>8}  top 1")
+    for r in runs:
+        print(f"{r['multiplier']:>7g}x {r['path']:>8} {r['seconds']:>8.2f} {r['tempo_requests']:>10} "
+              f"{r['traces_read']:>7} {r['traces_matching']:>9.0f} {r['peak_mb']:>8.1f}  {r['top1']}")
+    print(f"bounded time x{goal['time_growth_lowest_to_highest']} from {bounded[0]['multiplier']:g}x to "
+          f"{bounded[-1]['multiplier']:g}x (goal <= 1.5), same top 1: {goal['same_top1']}")
+
+
+if __name__ == "__main__":
+    main()
