@@ -663,6 +663,27 @@ def stack_status_cmd(workdir: Path = typer.Option(Path(".baynet-stack"), "--dir"
     typer.echo(json.dumps(state["urls"], indent=1))
 
 
+@app.command("confirm")
+def confirm(event_id: str = typer.Argument(..., help="The analysed incident's event id."),
+            root_cause: Optional[str] = typer.Option(None, "--root-cause", help="The service that was the root cause."),
+            by: str = typer.Option("", help="Who confirms (stored with the confirmation)."),
+            note: str = typer.Option("", help="A note stored with the confirmation."),
+            withdraw: bool = typer.Option(False, "--withdraw", help="Withdraw this incident's confirmation.")) -> None:
+    """Confirm an incident's root cause (or withdraw a confirmation). Stored in the artifact store with who
+    and when; the model's root-cause priors learn from confirmations only (bounded: see README)."""
+    from baynet.artifacts import make_store
+    from baynet.settings import Settings
+    from baynet.state import ConfirmationError, Confirmations
+
+    if withdraw == bool(root_cause):
+        _err("give --root-cause SERVICE, or --withdraw")
+    try:
+        record = Confirmations(make_store(Settings())).add(event_id, root_cause, by=by, note=note, withdraw=withdraw)
+    except ConfirmationError as exc:
+        _err(str(exc))
+    typer.echo(json.dumps(record))
+
+
 @app.command("serve")
 def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
           port: int = typer.Option(8080, help="Port."),
@@ -832,7 +853,12 @@ def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holdi
                  replayed: bool = typer.Option(False, "--replay", help="Analyse each bundle through `bundle "
                                                "replay` (Tempo, Prometheus, SQS, the incident flow; ~30 s per "
                                                "bundle) instead of in-process; the in-process ranking is scored "
-                                               "beside it as 'in-process'.")) -> None:
+                                               "beside it as 'in-process'."),
+                 online: bool = typer.Option(False, "--online", help="Also replay each directory's bundles in "
+                                             "time order through one persistent model, confirming each true "
+                                             "cause after its ranking is recorded (as an operator would): "
+                                             "accuracy with and without learning from confirmations, and "
+                                             "over the first and second half ('online' in --json).")) -> None:
     """Analyse every bundle (in-process by default: the incident flow's evidence, model and inference steps
     on the bundle's files; --replay: through the real path) and score it against its truth.json, which only
     the scorer reads. Prints AC@1/3/5 and
@@ -858,10 +884,36 @@ def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holdi
         task = bar.add_task("bundles", total=total)
         result = evaluate_bundles(paths, sources=use, replayed=replayed,
                                   progress=lambda line: bar.update(task, advance=1, description=line[:60]))
+        if online:
+            from baynet.evaluate import evaluate_online
+
+            task = bar.add_task("online", total=total)
+            result["online"] = evaluate_online(paths, sources=use, progress=lambda line: bar.update(
+                task, advance=1, description=line[:60]))
     if as_json:
         typer.echo(json.dumps(result))
         return
     _print_bundle_eval(result)
+    if online:
+        _print_online(result["online"])
+
+
+def _print_online(online: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Online: confirming each true cause after its ranking (learning) vs never (static)")
+    for col in ("directory", "n", "learning AC@1", "static AC@1", "learning Avg@5", "static Avg@5",
+                "halves AC@1 learning", "halves AC@1 static"):
+        table.add_column(col)
+    for name, part in [*online["by_directory"].items(), ("pooled", online)]:
+        h = part["halves"]
+        table.add_row(Path(name).name or name, str(part["learning"]["n"]),
+                      f"{part['learning']['AC@1']:.2f}", f"{part['static']['AC@1']:.2f}",
+                      f"{part['learning']['Avg@5']:.2f}", f"{part['static']['Avg@5']:.2f}",
+                      " / ".join(f"{x['AC@1']:.2f}" for x in h["learning"]),
+                      " / ".join(f"{x['AC@1']:.2f}" for x in h["static"]))
+    Console().print(table)
 
 
 def _accuracy_table(title: str, part: dict[str, Any]) -> Any:

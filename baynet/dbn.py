@@ -140,6 +140,35 @@ class DBNModel:
             self.edge_counts[key] = [a, b]
         self.updates += 1
 
+    def confirm(self, root_cause: str, members: list[str]) -> None:
+        """Learn from one confirmed outcome (an operator said which service was the root cause of an
+        incident whose blast radius was ``members``): Beta counts of ``P(R = yes)`` with forgetting
+        towards the prior, as the propagation strengths have. The confirmed service gains one "yes";
+        the other members share one "no" (``1/len(members)`` each). Nothing else moves these counts:
+        the model's own posteriors are never fed back.
+
+        The bound on one confirmation, right or wrong (:meth:`confirmation_bound`): a service's prior
+        odds grow at most ``(a0 + 1) / a0 / forgetting`` and shrink at most to ``forgetting * b0 / (b0 + 1)``,
+        so the posterior odds of any two services move against each other by at most the ratio of the two;
+        the ranking of two services whose odds differ by more cannot swap."""
+        gamma = self.params.forgetting
+        a0, b0 = self.params.root_prior
+        others = [s for s in dict.fromkeys(members) if s != root_cause]
+        for s in [root_cause, *others]:
+            a, b = self.root_counts.get(s, [a0, b0])
+            yes = 1.0 if s == root_cause else 0.0
+            no = 0.0 if s == root_cause else 1.0 / max(1, len(others))
+            self.root_counts[s] = [a0 + gamma * (a - a0) + yes, b0 + gamma * (b - b0) + no]
+
+    def confirmation_bound(self) -> float:
+        """The largest factor by which one confirmation can move the posterior odds of one service
+        against another's (see :meth:`confirm`)."""
+        gamma = self.params.forgetting
+        a0, b0 = self.params.root_prior
+        up = (a0 + 1) / a0 / gamma
+        down = gamma * b0 / (b0 + 1)
+        return up / down
+
     # --- likelihoods -----------------------------------------------------------------------------
 
     def _cause_cdfs(self, service: str, r: int, callee_states: dict[str, int], prev: int | None

@@ -380,6 +380,62 @@ def evaluate_bundles(directories: list[Path], *, sources: set[str] | None = None
     return result
 
 
+def evaluate_online(directories: list[Path], *, sources: set[str] | None = None,
+                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The operator's loop, replayed: per directory (one mesh), the bundles in event-time order through one
+    persistent model each way -- ``learning``: after each case's ranking is recorded, its true cause is
+    confirmed (:meth:`baynet.dbn.DBNModel.confirm`), as an operator would; ``static``: the same persistent
+    model, never confirmed. A case's own truth is read only after both its rankings are recorded.
+    AC@1 and Avg@5 each way, overall and over the first and second half of each sequence."""
+    from baynet.bundles.analyse import analyse_bundle
+    from baynet.bundles.read import load_bundle, read_truth
+    from baynet.dbn import DBNModel
+
+    settings = Settings()
+    by_dir: dict[str, list[Path]] = defaultdict(list)
+    for path in find_bundles(directories):
+        by_dir[str(path.parent)].append(path)
+    hits: dict[str, dict[str, list[dict[int, float]]]] = {}
+    for d, paths in sorted(by_dir.items()):
+        loaded = []
+        for path in paths:
+            try:
+                loaded.append((load_bundle(path), path))
+            except Exception as exc:  # listed by the static evaluation as skipped; the order needs none
+                if progress:
+                    progress(f"{path.name}: skipped ({exc})")
+        loaded.sort(key=lambda bp: (bp[0].event.timestamp, bp[1].name))
+        models = {"learning": DBNModel(), "static": DBNModel()}
+        hits[d] = {"learning": [], "static": []}
+        for i, (bundle, path) in enumerate(loaded, 1):
+            ranked = {}
+            for way, model in models.items():
+                result = analyse_bundle(bundle, settings, use=sources, model=model)
+                ranked[way] = [r["service"] for r in result.ranking]
+            truth = (read_truth(path) or {}).get("root_cause")  # read only now, after both rankings
+            if not truth:
+                continue
+            for way in models:
+                hits[d][way].append(_hits(ranked[way], truth))
+            if truth in ranked["learning"]:
+                models["learning"].confirm(truth, ranked["learning"])
+            if progress:
+                progress(f"[{i}/{len(loaded)}] {path.name}: learning top {ranked['learning'][:1]}, "
+                         f"static top {ranked['static'][:1]}")
+
+    def summary(parts: dict[str, list[dict[int, float]]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for way, h in parts.items():
+            m = metrics(h)
+            out[way] = {"AC@1": m["AC@1"], "Avg@5": m["Avg@5"], "n": m["n"]}
+        out["halves"] = {way: [{k: metrics(half)[k] for k in ("AC@1", "Avg@5")}
+                               for half in (h[:len(h) // 2], h[len(h) // 2:])] for way, h in parts.items()}
+        return out
+
+    pooled = {way: [x for d in hits for x in hits[d][way]] for way in ("learning", "static")}
+    return {**summary(pooled), "by_directory": {d: summary(parts) for d, parts in hits.items()}}
+
+
 def summarise_bundles(rows: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> dict[str, Any]:
     methods = sorted({m for r in rows for m in r["rankings"]} - {"baynet"}) + ["random"]
     hits: dict[str, list[dict[int, float]]] = defaultdict(list)

@@ -317,7 +317,8 @@ def stack_up(workdir: Path, *, traces: Path | None = None, openmetrics: Path | N
             raise RuntimeError(f"prefect deploy failed:\n{deploy.stdout[-2000:]}{deploy.stderr[-2000:]}")
         if refresh_interval_s:
             set_refresh_interval(f"{prefect_url}/api", refresh_interval_s)
-        say("deployments from prefect.yaml: incident-rca, topology-refresh, detect-anomalies, backfill")
+        say("deployments from prefect.yaml: incident-rca, topology-refresh, detect-anomalies, backfill, "
+            "confirm-root-cause")
         for i in range(1, workers + 1):
             # Workers poll every few seconds, each at its own pace and start: Prefect 3.8's SQLite server can
             # deadlock for its 60 s busy timeout when two polls collide (PrefectHQ/prefect#23051).

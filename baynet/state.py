@@ -12,6 +12,12 @@
   from the base again. The cache is written compare-and-swap; losing that race loses nothing, because
   the log is the truth. ``model/<ns>/base.json`` is a model from before the log (kept from older
   versions' ``latest.json``), or absent (the empty model).
+* **Confirmed root causes** (:class:`Confirmations`): ``baynet confirm`` adds a record beside the
+  incident's update, ``model/<ns>/log/<event time>-<event id>~confirm-<when>.json`` (who, when, the
+  service, the incident's blast radius; or a withdrawal). The fold applies, per incident, only its latest
+  confirmation record, and only if not withdrawn: :meth:`baynet.dbn.DBNModel.confirm` moves the
+  root-cause priors. A confirmation of an old incident sorts before the cache's last record, so the next
+  read folds from the base again: the model is the same whenever the confirmation arrived.
 * **Topology snapshots** (:class:`SnapshotStore`): ``topology/<ns>/latest.json`` plus one file per stored
   change; "read the last snapshot, diff, store when changed" is one compare-and-swap on ``latest.json``,
   retried when another writer got there first, so two refreshes on two hosts never store the same graph
@@ -67,9 +73,46 @@ def apply_update(model: DBNModel, record: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
+CONFIRM = "~confirm-"
+
+
 def log_key(namespace: str, event_time: datetime, event_id: str) -> str:
     stamp = event_time.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     return f"model/{namespace}/log/{stamp}-{event_id}.json"
+
+
+class ConfirmationError(ValueError):
+    """A confirmation that cannot be taken (no such incident, a service outside its analysis)."""
+
+
+class Confirmations:
+    """Operators' confirmed root causes, kept in the model's log (see the module doc)."""
+
+    def __init__(self, store: ArtifactStore):
+        self.store = store
+
+    def add(self, event_id: str, root_cause: str | None, *, by: str = "", note: str = "",
+            withdraw: bool = False) -> dict[str, Any]:
+        summary = self.store.get_json(f"incidents/{event_id}/ranking.json") if \
+            self.store.incident_complete(event_id) else None
+        if summary is None:
+            raise ConfirmationError(f"no complete analysis of event {event_id!r} in {self.store.location('incidents')}")
+        members = [r["service"] for r in summary["ranking"]]
+        if not withdraw and root_cause not in members:
+            raise ConfirmationError(f"service {root_cause!r} is not among the {len(members)} services analysed for "
+                                    f"{event_id!r} ({', '.join(members[:10])}{', ...' if len(members) > 10 else ''})")
+        event = summary["event"]
+        when = datetime.now(UTC)
+        record = {"event_id": event_id, "root_cause": None if withdraw else root_cause, "members": members,
+                  "by": by, "note": note, "at": when.isoformat(), "withdrawn": withdraw}
+        base = log_key(event["namespace"], datetime.fromisoformat(event["timestamp"]), event_id)[:-len(".json")]
+        key = f"{base}{CONFIRM}{when.strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex[:6]}.json"
+        self.store.put_if(key, json.dumps(record), None)
+        self.store.put_json(f"incidents/{event_id}/confirmation.json", record)
+        return record
+
+    def of(self, event_id: str) -> dict[str, Any] | None:
+        return self.store.get_json(f"incidents/{event_id}/confirmation.json")
 
 
 class ModelLog:
@@ -89,6 +132,23 @@ class ModelLog:
 
     def keys(self) -> list[str]:
         return sorted(k for k in self.store.list_keys(self.prefix) if k.endswith(".json"))
+
+    def _fold(self, model: DBNModel, keys: list[str], all_keys: list[str]) -> None:
+        latest_confirm: dict[str, str] = {}
+        for key in all_keys:  # a confirmation counts only if it is its incident's latest record
+            if CONFIRM in key:
+                latest_confirm[key.split(CONFIRM)[0]] = key
+        for key in keys:
+            if CONFIRM in key and latest_confirm.get(key.split(CONFIRM)[0]) != key:
+                continue
+            record = self.store.get_json(key)
+            if record is None:
+                continue
+            if CONFIRM in key:
+                if not record.get("withdrawn"):
+                    model.confirm(record["root_cause"], record["members"])
+            else:
+                apply_update(model, record)
 
     def _base(self) -> DBNModel:
         data = self.store.get_json(self.base_key)
@@ -113,16 +173,15 @@ class ModelLog:
         model = None
         if cache and "log" in cache:
             n = int(cache["log"]["folded"])
-            if n <= len(keys) and self._digest(keys[:n]) == cache["log"]["digest"]:
+            # extend the cache only with new incidents: a new confirmation may supersede a folded one
+            if n <= len(keys) and self._digest(keys[:n]) == cache["log"]["digest"] and \
+                    not any(CONFIRM in k for k in keys[n:]):
                 model, folded = DBNModel.from_json(cache["model"]), n
         if model is None:
             model = self._base()
         if folded == len(keys) and cache and "log" in cache:
             return model
-        for key in keys[folded:]:
-            record = self.store.get_json(key)
-            if record is not None:
-                apply_update(model, record)
+        self._fold(model, keys[folded:], keys)
         body = json.dumps({"log": {"folded": len(keys), "digest": self._digest(keys),
                                    "last": keys[-1] if keys else None}, "model": model.to_json()})
         self.store.put_if(self.cache_key, body, etag)  # losing this race loses nothing: the log is the truth

@@ -52,8 +52,10 @@ def bundle_edges(bundle: Bundle, trace_edges: pd.DataFrame | None) -> list[tuple
     return []
 
 
-def analyse_bundle(bundle: Bundle, settings: Settings | None = None, *, use: set[str] | None = None
-                   ) -> BundleAnalysis:
+def analyse_bundle(bundle: Bundle, settings: Settings | None = None, *, use: set[str] | None = None,
+                   model: DBNModel | None = None) -> BundleAnalysis:
+    """``model``: the persistent model to re-estimate and rank with (as the flow's is; updated in place),
+    else a fresh one."""
     settings = settings or Settings()
     use = set(SOURCES) if use is None else set(use)
     at = bundle.event.timestamp.timestamp()
@@ -83,7 +85,7 @@ def analyse_bundle(bundle: Bundle, settings: Settings | None = None, *, use: set
             topology.add_edge(a, b, 0.0, 0.0)
     if topology.edges:  # with no call edge known, the blast radius is every service with evidence
         topology.services |= services
-    model = DBNModel()
+    model = model if model is not None else DBNModel()
     reestimate(model, topology, edges)
     factors = None
     if "metrics" in use:  # changes.csv and new versions in signals.csv: a prior that decays

@@ -184,7 +184,7 @@ def test_prefect_deploy_accepts_prefect_yaml(stack):
 
     with get_client(sync_client=True) as client:
         names = {d.name for d in client.read_deployments()}
-        assert {"incident-rca", "topology-refresh", "detect-anomalies", "backfill"} <= names
+        assert {"incident-rca", "topology-refresh", "detect-anomalies", "backfill", "confirm-root-cause"} <= names
         for name in ("topology-refresh/topology-refresh", "detect-anomalies/detect-anomalies"):
             scheduled = client.read_deployment_by_name(name)
             assert scheduled.schedules and scheduled.schedules[0].schedule.interval.total_seconds() == 300
@@ -238,3 +238,25 @@ def test_credentials_never_reach_logs_or_artifacts(stack, monkeypatch):
     for path in (st.workdir / "artifacts").rglob("*"):
         if path.is_file():
             assert planted not in path.read_text(errors="ignore"), path
+
+
+def test_confirm_root_cause_flow_stores_the_confirmation_and_the_model_learns(stack):
+    """The confirm-root-cause flow (what its deployment runs from the Prefect UI) on an incident the
+    stack analysed: stored with who and when, the confirmed service's prior rises; a service that was not
+    analysed fails the run, naming it."""
+    from baynet.artifacts import LocalStore
+    from baynet.state import ModelLog
+    from flows.confirm import confirm_root_cause
+
+    st, incident, _ = stack
+    assert flow_state({**incident.event, "id": "confirm-me"}).is_completed()
+    store = LocalStore(st.workdir / "artifacts")
+    before = ModelLog(store, "default").current().prior("payment")
+    record = confirm_root_cause("confirm-me", "payment", by="sre-on-call", note="card processor down")
+    assert record["by"] == "sre-on-call" and record["root_cause"] == "payment"
+    assert json.loads((st.workdir / "artifacts" / "incidents" / "confirm-me" / "confirmation.json").read_text()
+                      )["note"] == "card processor down"
+    assert ModelLog(store, "default").current().prior("payment") > before
+    state = confirm_root_cause("confirm-me", "no-such-service", return_state=True)
+    assert state.is_failed() and "'no-such-service' is not among" in state.message + str(state.result(
+        raise_on_failure=False))
