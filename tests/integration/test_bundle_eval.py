@@ -95,3 +95,38 @@ def test_a_nezha_fault_as_a_bundle_carries_traces_metrics_and_topology(tmp_path)
     fused = analyse_bundle(bundle)
     assert fused.used == ["traces", "metrics"]
     assert {"traces+metrics"} <= set(fused.evidence["sources"])
+
+
+def test_eval_bundles_online_learns_only_after_each_ranking(rcd_bundles):
+    """--online: the bundles in time order through one persistent model each way; the first case is
+    ranked before any confirmation, so both ways agree on it; the figures and halves are reported."""
+    from baynet.evaluate import evaluate_online
+
+    out = evaluate_online([rcd_bundles])
+    assert out["learning"]["n"] == out["static"]["n"] == 3
+    assert set(out["halves"]) == {"learning", "static"} and len(out["halves"]["learning"]) == 2
+    (part,) = out["by_directory"].values()
+    assert part["learning"]["n"] == 3
+    done = json.loads(baynet("eval", "bundles", rcd_bundles, "--online", "--json").stdout)
+    assert done["online"]["static"]["AC@1"] == pytest.approx(out["static"]["AC@1"])
+
+
+def test_online_learning_never_sees_a_case_truth_before_its_ranking(rcd_bundles, monkeypatch):
+    """Truth files are read only after both rankings of their case are recorded."""
+    import baynet.bundles.analyse as analyse
+    import baynet.evaluate as evaluate
+
+    from baynet.bundles import read
+
+    log = []
+    real_analyse = analyse.analyse_bundle
+
+    monkeypatch.setattr(read, "read_truth", lambda path: log.append(("truth", path.name)) or
+                        json.loads((path / "truth.json").read_text()))
+    monkeypatch.setattr(analyse, "analyse_bundle", lambda bundle, *a, **k: log.append(("rank", bundle.path.name))
+                        or real_analyse(bundle, *a, **k))
+    evaluate.evaluate_online([rcd_bundles])
+    for i, (what, name) in enumerate(log):
+        if what == "truth":
+            assert log[i - 2:i] == [("rank", name), ("rank", name)]
+    assert [w for w, _ in log].count("truth") == 3
