@@ -451,6 +451,37 @@ def rank_from_traces(event: AnomalyEvent, settings: Settings) -> tuple[pd.DataFr
     return spans, stats, evidence, ranking
 
 
+def exemplars(spans: pd.DataFrame | None, ranking: list[dict[str, Any]], windows: Windows,
+              template: str | None = None, *, top: int = 5, per_kind: int = 2) -> None:
+    """Add to the first ``top`` services of ``ranking`` a few trace ids that show their problem in the
+    incident slices -- failed (the service's own spans that failed), slowest (its longest spans) -- as
+    ``exemplars``: ``[{"trace_id", "why", "url"}]``, the url from ``template`` (``{trace_id}`` filled in,
+    http(s) only) or None."""
+    if spans is None or spans.empty:
+        return
+    lo, hi = windows.incident
+    start = spans["start_ns"].to_numpy() / 1e9
+    inc = spans[(start >= lo) & (start < hi)]
+    if inc.empty:
+        return
+    dur = inc["end_ns"] - inc["start_ns"]
+    usable = template if template and template.lower().startswith(("http://", "https://")) and \
+        "{trace_id}" in template else None
+    for row in ranking[:top]:
+        mine = inc[inc["service"].astype(str) == row["service"]]
+        if mine.empty:
+            continue
+        picked: list[tuple[str, str]] = []
+        failed = mine[mine["failed"].to_numpy(dtype=bool)]
+        picked += [(str(t), "failed") for t in dict.fromkeys(failed["trace_id"].astype(str))][:per_kind]
+        slow = mine.assign(d=dur.loc[mine.index]).sort_values("d", ascending=False)
+        slow_ids = [str(t) for t in dict.fromkeys(slow["trace_id"].astype(str)) if t not in dict(picked)]
+        picked += [(t, f"slowest ({slow.loc[slow['trace_id'].astype(str) == t, 'd'].iloc[0] / 1e6:.0f} ms)")
+                   for t in slow_ids[:per_kind]]
+        row["exemplars"] = [{"trace_id": t, "why": why, "url": usable.replace("{trace_id}", t) if usable else None}
+                            for t, why in picked]
+
+
 # --- step 6: artifacts ---------------------------------------------------------------------------
 
 def _csv(rows: list[dict[str, Any]]) -> str:
@@ -478,7 +509,8 @@ def store_artifacts(store: ArtifactStore, event: AnomalyEvent, ranking: list[dic
         "ranking.json": store.put_json(f"{base}/ranking.json", summary),
         "ranking.csv": store.put(f"{base}/ranking.csv", _csv([{k: r[k] for k in ("rank", "service", "posterior")}
                                                               for r in ranking])),
-        "posteriors.csv": store.put(f"{base}/posteriors.csv", _csv(ranking)),
+        "posteriors.csv": store.put(f"{base}/posteriors.csv", _csv([
+            {k: r.get(k, "") for k in ("rank", "service", "posterior", "prior", "evidence")} for r in ranking])),
         "evidence.csv": store.put(f"{base}/evidence.csv", evidence.to_csv(index=False)),
         "topology.json": store.put_json(f"{base}/topology.json", topology.to_json()),
         "topology_diff.json": store.put_json(f"{base}/topology_diff.json", diff.to_json()),

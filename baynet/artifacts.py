@@ -267,6 +267,19 @@ def _layout(services: list[str], callees: dict[str, list[str]], entry: str) -> d
     return pos
 
 
+def _exemplar_links(row: dict[str, Any]) -> str:
+    """A service's exemplar traces: linked (http(s) only) when a trace URL template is set, else the ids."""
+    out = []
+    for ex in row.get("exemplars") or []:
+        label = f"{html.escape(str(ex.get('trace_id', ''))[:16])} ({html.escape(str(ex.get('why', '')))})"
+        url = ex.get("url")
+        if url and str(url).lower().startswith(("http://", "https://")):
+            out.append(f'<a class="exemplar" href="{html.escape(str(url))}">{label}</a>')
+        else:
+            out.append(f'<span class="exemplar">{label}</span>')
+    return "<br>".join(out)
+
+
 def _colour(p: float) -> str:
     # white -> red with the posterior
     g = int(255 * (1 - min(1.0, max(0.0, p))))
@@ -310,7 +323,8 @@ def structure_html(title: str, ranking: list[dict[str, Any]], callees: dict[str,
     parts.append("</svg>")
     rows = "".join(
         f'<tr><td>{r["rank"]}</td><td>{html.escape(r["service"])}</td><td>{float(r["posterior"]):.4f}</td>'
-        f'<td>{html.escape(r.get("evidence", ""))}</td></tr>' for r in ranking)
+        f'<td>{html.escape(r.get("evidence", ""))}</td><td class="exemplars">{_exemplar_links(r)}</td></tr>'
+        for r in ranking)
     evidence_json = json.dumps({r["service"]: r.get("evidence", "") for r in ranking}).replace("<", "\\u003c")
     if run_url and not run_url.lower().startswith(("http://", "https://")):
         run_url = None  # a link is only ever to the Prefect UI over HTTP(S), never javascript: or data:
@@ -342,7 +356,8 @@ blue: edges new since the last topology snapshot. Click a service for its eviden
 <div id="details">Click a service.</div>
 {changes_html}
 <h2>Ranking</h2>
-<table id="ranking"><tr><th>rank</th><th>service</th><th>P(root cause)</th><th>evidence</th></tr>{rows}</table>
+<table id="ranking"><tr><th>rank</th><th>service</th><th>P(root cause)</th><th>evidence</th>
+<th>example traces</th></tr>{rows}</table>
 <script>
 const EVIDENCE = {evidence_json};
 document.querySelectorAll('.node').forEach(n => n.addEventListener('click', () => {{

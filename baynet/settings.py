@@ -55,6 +55,10 @@ class Settings(BaseSettings):
         "keeps enough spans to be judged); 0 turns top-ups off."
     )
     ca_bundle: Path | None = Field(None, description="CA bundle for TLS to Tempo/Prometheus/Kiali.")
+    trace_url_template: str | None = Field(
+        None, description="Link for an exemplar trace, with {trace_id} in it (e.g. Grafana Explore on Tempo: "
+        "https://grafana.example/explore?...{trace_id}...); exemplars are listed without links when unset."
+    )
 
     # --- topology --------------------------------------------------------------------------------
     prometheus_url: str | None = Field(

@@ -8,7 +8,7 @@ import httpx
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from baynet.analysis import Windows, snapshot_age
+from baynet.analysis import Windows, exemplars, snapshot_age
 from baynet.events import run_name
 from baynet.settings import Settings
 from baynet.tempo.client import TempoUnavailable
@@ -81,6 +81,7 @@ def incident_rca(message: str | dict[str, Any]) -> dict[str, Any]:
     model, changes = reestimate_dbn(model, topology, edges)
     ranking, path = run_inference(model, event, evidence, topology, settings,     # 5. run inference
                                   prior_factor)
+    exemplars(spans, ranking, windows, settings.trace_url_template)              # traces that show it
     locations = store_results(event, ranking, path, evidence, topology, diff,    # 6. store the artifacts
                               model, fetch_stats, settings, model_update=edges)
 

@@ -102,6 +102,7 @@ def test_queue_to_ranking_with_malformed_messages_dead_lettered(stack):
         assert (base / name).exists(), name
     summary = json.loads((base / "ranking.json").read_text())
     assert summary["ranking"][0]["service"] == "payment"
+    assert "failed" in {e["why"] for e in summary["ranking"][0]["exemplars"]}  # traces that show it
     assert summary["propagation_path"][0] == "payment" and summary["propagation_path"][-1] == "front-end"
     # the incident's update is in the model's log (create-only, keyed by event time and id)
     updates = list((st.workdir / "artifacts" / "model" / "default" / "log").glob(f"*-{event_id}.json"))
