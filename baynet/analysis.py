@@ -519,7 +519,7 @@ def store_artifacts(store: ArtifactStore, event: AnomalyEvent, ranking: list[dic
         "fetch_stats.json": store.put_json(f"{base}/fetch_stats.json", fetch_stats),
         "structure.html": store.put(f"{base}/structure.html", structure_html(
             f"Baynet incident {event.id}: {event.event_type} on {event.service}", ranking, callees, event.service,
-            path, diff.to_json(), run_url)),
+            path, diff.to_json(), run_url, evidence=evidence)),
     }
     # The model persists between incidents as a log of their updates (create-only: a duplicate adds
     # nothing), folded in event-time order by the next load (baynet.state).

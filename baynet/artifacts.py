@@ -267,6 +267,59 @@ def _layout(services: list[str], callees: dict[str, list[str]], entry: str) -> d
     return pos
 
 
+CHART_SIGNALS = (("p95_ms", "latency p95 (ms)"), ("self_p95_ms", "self time p95 (ms)"),
+                 ("error_ratio", "error ratio"), ("rate_ratio", "request rate (x baseline)"), ("net_frac", "network gap share"),
+                 ("m_latency_z", "metric latency (sd)"), ("m_resource_z", "resource (sd)"))
+
+
+def charts_html(evidence: Any, services: list[str]) -> str:
+    """Small inline-SVG charts per service: each signal of ``evidence`` (the rows of ``evidence.csv``) in
+    the baseline (``B``, dashed line across) and each incident slice; a slice where the service was
+    flagged (propagating or own-work state above ok) is drawn red. Each bar carries its value
+    (``data-value``) so what is drawn can be checked against ``evidence.csv``."""
+    if evidence is None or len(evidence) == 0:
+        return ""
+    blocks = []
+    for service in services:
+        rows = evidence[evidence["service"] == service].sort_values("window")
+        if rows.empty:
+            continue
+        charts = []
+        for col, label in CHART_SIGNALS:
+            if col not in rows or rows[col].isna().all():
+                continue
+            values = [(int(w), float(v), bool(st > 0 or own > 0)) for w, v, st, own in zip(
+                rows["window"], rows[col].fillna(0.0), rows["state"], rows["own_state"].fillna(0))]
+            if all(v == 0 for _, v, _ in values):
+                continue
+            top = max(abs(v) for _, v, _ in values) or 1.0
+            width, height = 28 * len(values) + 10, 56
+            base = next((v for w, v, _ in values if w == -1), None)
+            bars = []
+            for i, (w, v, flagged) in enumerate(values):
+                h = 40 * abs(v) / top
+                cls = "bar flagged" if flagged and w >= 0 else ("bar base" if w < 0 else "bar")
+                colour = "#d33" if "flagged" in cls else ("#999" if w < 0 else "#58a")
+                bars.append(f'<rect class="{cls}" data-window="{w}" data-value="{v!r}" x="{5 + 28 * i}" '
+                            f'y="{46 - h:.1f}" width="20" height="{h:.1f}" fill="{colour}"><title>'
+                            f'{"baseline" if w < 0 else f"slice {w}"}: {v:.4g}</title></rect>'
+                            f'<text x="{15 + 28 * i}" y="55" font-size="8" text-anchor="middle">'
+                            f'{"B" if w < 0 else w}</text>')
+            line = (f'<line class="baseline" x1="0" x2="{width}" y1="{46 - 40 * abs(base) / top:.1f}" '
+                    f'y2="{46 - 40 * abs(base) / top:.1f}" stroke="#555" stroke-dasharray="3 2"/>'
+                    if base is not None else "")
+            charts.append(f'<figure class="chart"><svg class="chart" data-service="{html.escape(service)}" '
+                          f'data-signal="{col}" width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
+                          f'{"".join(bars)}{line}</svg><figcaption>{html.escape(label)}</figcaption></figure>')
+        if charts:
+            blocks.append(f'<div class="charts" data-service="{html.escape(service)}"><h3>{html.escape(service)}'
+                          f'</h3>{"".join(charts)}</div>')
+    if not blocks:
+        return ""
+    return ('<h2>Signals behind the states</h2><p>Per service: baseline (B, dashed line) and incident slices; '
+            'red: a slice where the service was flagged.</p>' + "".join(blocks))
+
+
 def _exemplar_links(row: dict[str, Any]) -> str:
     """A service's exemplar traces: linked (http(s) only) when a trace URL template is set, else the ids."""
     out = []
@@ -287,7 +340,8 @@ def _colour(p: float) -> str:
 
 
 def structure_html(title: str, ranking: list[dict[str, Any]], callees: dict[str, list[str]], entry: str,
-                   path: list[str], diff: dict[str, Any] | None = None, run_url: str | None = None) -> str:
+                   path: list[str], diff: dict[str, Any] | None = None, run_url: str | None = None,
+                   evidence: Any = None) -> str:
     """Render the network with posteriors; clicking a node shows its evidence. Every name is escaped."""
     services = [r["service"] for r in ranking]
     info = {r["service"]: r for r in ranking}
@@ -347,6 +401,7 @@ body{{font-family:sans-serif;margin:1.5em}} .edge{{stroke:#999;stroke-width:1.5}
 .node rect{{stroke:#333}} .node rect.onpath{{stroke:#d00;stroke-width:3}} .node{{cursor:pointer}}
 .p{{font-size:11px}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px}}
 #details{{margin:1em 0;padding:.6em;border:1px solid #aaa;min-height:1.2em;background:#fafafa}}
+figure.chart{{display:inline-block;margin:0 1em .5em 0}} figcaption{{font-size:11px}}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>Propagation path (root cause first): <b id="path">{path_txt}</b></p>{run_link}
@@ -358,6 +413,7 @@ blue: edges new since the last topology snapshot. Click a service for its eviden
 <h2>Ranking</h2>
 <table id="ranking"><tr><th>rank</th><th>service</th><th>P(root cause)</th><th>evidence</th>
 <th>example traces</th></tr>{rows}</table>
+{charts_html(evidence, [r["service"] for r in ranking[:5]])}
 <script>
 const EVIDENCE = {evidence_json};
 document.querySelectorAll('.node').forEach(n => n.addEventListener('click', () => {{

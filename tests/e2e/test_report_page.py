@@ -38,6 +38,7 @@ def artifacts(tmp_path_factory, prefect_harness):
     try:
         with LocalStack(work, traces=paths["traces"], use_prometheus=False) as st:
             os.environ.update(st.env)
+            os.environ["BAYNET_TRACE_URL_TEMPLATE"] = "https://grafana.example/explore?trace={trace_id}"
             result = incident_rca(paths["event"].read_text())
     finally:
         os.environ.clear()
@@ -112,6 +113,38 @@ def test_incident_page_graph_click_and_screenshot(report, browser):
     page.screenshot(path=str(SHOTS / "report-incident.png"), full_page=True)
     raw = page.request.get(f"{server.url}/baynet/incidents/{result['event_id']}/ranking.json")
     assert raw.ok and json.loads(raw.text())["ranking"][0]["service"] == top["service"]
+
+
+def test_incident_page_charts_follow_evidence_csv_and_exemplars_link_out(report, browser):
+    import io
+
+    import pandas as pd
+
+    server, result = report
+    page = browser.new_page()
+    page.goto(f"{server.url}/baynet/incidents/{result['event_id']}")
+    evidence = pd.read_csv(io.StringIO(page.request.get(
+        f"{server.url}/baynet/incidents/{result['event_id']}/evidence.csv").text()))
+    top = result["ranking"][0]["service"]
+    charts = page.locator(f'svg.chart[data-service="{top}"]')
+    assert charts.count() >= 3  # latency, self time, request rate at least
+    checked = 0
+    for i in range(charts.count()):
+        signal = charts.nth(i).get_attribute("data-signal")
+        bars = charts.nth(i).locator("rect.bar")
+        drawn = {int(bars.nth(j).get_attribute("data-window")): float(bars.nth(j).get_attribute("data-value"))
+                 for j in range(bars.count())}
+        rows = evidence[evidence["service"] == top].set_index("window")[signal].fillna(0.0)
+        assert drawn == pytest.approx({int(w): float(v) for w, v in rows.items()})
+        flagged = {int(bars.nth(j).get_attribute("data-window")) for j in range(bars.count())
+                   if "flagged" in bars.nth(j).get_attribute("class")}
+        states = evidence[(evidence["service"] == top) & (evidence["window"] >= 0)]
+        assert flagged == {int(r.window) for r in states.itertuples() if r.state > 0 or r.own_state > 0}
+        checked += 1
+    assert checked == charts.count() and page.locator("rect.bar.flagged").count() > 0
+    links = page.locator("a.exemplar")
+    assert links.count() > 0 and links.first.get_attribute("href").startswith("https://grafana.example/explore")
+    page.screenshot(path=str(SHOTS / "report-incident-charts.png"), full_page=True)
 
 
 def test_hostile_names_are_shown_not_run(report, browser):
