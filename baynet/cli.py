@@ -689,9 +689,17 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
           port: int = typer.Option(8080, help="Port."),
           artifacts: Optional[Path] = typer.Option(None, help="Artifact directory (default BAYNET_ARTIFACTS_DIR, "
                                                               "or BAYNET_S3_BUCKET when set)."),
+          token: Optional[str] = typer.Option(None, envvar="BAYNET_REPORT_TOKEN", help="Let operators confirm "
+                                              "root causes from the incident page with this access token "
+                                              "(the form asks for it). Off when neither this nor "
+                                              "--trusted-user-header is given."),
+          trusted_user_header: Optional[str] = typer.Option(None, help="Behind a reverse proxy that "
+                                                            "authenticates users and sets this header (e.g. "
+                                                            "X-Forwarded-User): confirm from the page as that user."),
           verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Serve the incident reports: the index at / and /baynet, one page per incident at
-    /baynet/incidents/<event id> (structure plot, topology changes, ranking with evidence, Prefect run)."""
+    /baynet/incidents/<event id> (structure plot, charts, topology changes, ranking with evidence and
+    example traces, Prefect run, confirmation)."""
     _logging(verbose)
     from baynet.artifacts import LocalStore, make_store
     from baynet.report import ReportServer
@@ -701,7 +709,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
         _err(f"--artifacts {artifacts} is not a directory")
     store = LocalStore(artifacts) if artifacts is not None else make_store(Settings())
     try:
-        server = ReportServer(store, host, port).start()
+        server = ReportServer(store, host, port, token=token, trusted_user_header=trusted_user_header).start()
     except OSError as exc:
         _err(f"cannot listen on {host}:{port}: {exc.strerror}")
     typer.echo(f"Baynet reports at {server.url}/baynet ({len(store.list_incidents())} incidents; Ctrl-C to stop)")

@@ -164,3 +164,52 @@ def test_hostile_names_are_shown_not_run(report, browser):
     assert page.locator('a[href^="javascript:"]').count() == 0
     assert page.request.get(f"{server.url}/baynet/incidents/..%2F..%2Fetc").status == 404
     assert page.request.get(f"{server.url}/baynet/incidents/interrupted").status == 404
+
+
+def test_confirm_from_the_page_with_a_token_and_cross_site_posts_refused(artifacts, browser):
+    from baynet.report import ReportServer
+    from baynet.state import Confirmations, ModelLog
+
+    store, result = artifacts
+    event_id = result["event_id"]
+    page = browser.new_page()
+    # without a token (or a trusted proxy) there is no form, and a POST is refused
+    plain = ReportServer(store, port=0).start()
+    try:
+        page.goto(f"{plain.url}/baynet/incidents/{event_id}")
+        assert page.locator("form#confirm").count() == 0 and "Not confirmed yet" in page.inner_text("#confirmation")
+        refused = page.request.post(f"{plain.url}/baynet/incidents/{event_id}/confirm",
+                                    form={"root_cause": "carts"}, headers={"Origin": plain.url})
+        assert refused.status == 403 and "off" in refused.text()
+    finally:
+        plain.stop()
+    server = ReportServer(store, port=0, token="s3cret").start()
+    try:
+        before = ModelLog(store, "default").current().prior("carts")
+        page.goto(f"{server.url}/baynet/incidents/{event_id}")
+        page.select_option("select[name=root_cause]", "carts")
+        page.fill("input[name=by]", "sre-alice")
+        page.fill("input[name=token]", "s3cret")
+        page.fill("input[name=note]", "carts pods throttled")
+        page.click("button[value=confirm]")
+        page.wait_for_selector("#confirmation >> text=Confirmed root cause")
+        assert "carts" in page.inner_text("#confirmation") and "sre-alice" in page.inner_text("#confirmation")
+        page.screenshot(path=str(SHOTS / "report-incident-confirmed.png"), full_page=True)
+        record = Confirmations(store).of(event_id)
+        assert record["root_cause"] == "carts" and record["by"] == "sre-alice" and record["at"]
+        assert ModelLog(store, "default").current().prior("carts") > before
+        csrf = page.locator("input[name=csrf]").get_attribute("value")
+        url = f"{server.url}/baynet/incidents/{event_id}/confirm"
+        form = {"root_cause": "front-end", "token": "s3cret", "csrf": csrf, "action": "confirm"}
+        # another site's page posting the same form (with the token even): refused
+        evil = page.request.post(url, form=form, headers={"Origin": "http://evil.example"})
+        assert evil.status == 403 and "cross-site" in evil.text()
+        assert page.request.post(url, form={**form, "csrf": "0" * 64}, headers={"Origin": server.url}).status == 403
+        assert page.request.post(url, form={**form, "token": "guess"}, headers={"Origin": server.url}).status == 403
+        assert Confirmations(store).of(event_id)["root_cause"] == "carts"  # nothing refused was stored
+        page.fill("input[name=token]", "s3cret")  # withdrawing needs the token too
+        page.click("button[value=withdraw]")
+        page.wait_for_selector("#confirmation >> text=withdrawn")
+        assert Confirmations(store).of(event_id)["withdrawn"] is True
+    finally:
+        server.stop()
