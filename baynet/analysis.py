@@ -430,7 +430,9 @@ def infer(model: DBNModel, event: AnomalyEvent, evidence: pd.DataFrame, topology
     # Reported to 12 digits: the order above treats closer posteriors as equal, so the column must too.
     ranking = [{"rank": i + 1, "service": s, "posterior": round(posteriors[s], 12),
                 "prior": model.prior(s, (prior_factor or {}).get(s, 1.0)),
-                "evidence": evidence_summary(evidence, s)} for i, s in enumerate(order)]
+                "evidence": evidence_summary(evidence, s),
+                "why": model.explain(s, states, own, own_m, (prior_factor or {}).get(s, 1.0))}
+               for i, s in enumerate(order)]
     path = model.propagation_path(order[0], event.service, states) if order else []
     return ranking, path
 

@@ -320,6 +320,10 @@ def charts_html(evidence: Any, services: list[str]) -> str:
             'red: a slice where the service was flagged.</p>' + "".join(blocks))
 
 
+def _why(row: dict[str, Any]) -> str:
+    return f'<br><i class="why">why: {html.escape(row["why"])}</i>' if row.get("why") else ""
+
+
 def _exemplar_links(row: dict[str, Any]) -> str:
     """A service's exemplar traces: linked (http(s) only) when a trace URL template is set, else the ids."""
     out = []
@@ -377,7 +381,7 @@ def structure_html(title: str, ranking: list[dict[str, Any]], callees: dict[str,
     parts.append("</svg>")
     rows = "".join(
         f'<tr><td>{r["rank"]}</td><td>{html.escape(r["service"])}</td><td>{float(r["posterior"]):.4f}</td>'
-        f'<td>{html.escape(r.get("evidence", ""))}</td><td class="exemplars">{_exemplar_links(r)}</td></tr>'
+        f'<td>{html.escape(r.get("evidence", ""))}{_why(r)}</td><td class="exemplars">{_exemplar_links(r)}</td></tr>'
         for r in ranking)
     evidence_json = json.dumps({r["service"]: r.get("evidence", "") for r in ranking}).replace("<", "\\u003c")
     if run_url and not run_url.lower().startswith(("http://", "https://")):

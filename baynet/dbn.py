@@ -404,6 +404,45 @@ class DBNModel:
 
     # --- paths -----------------------------------------------------------------------------------
 
+    def explain(self, service: str, states: dict[str, list[int]], own: dict[str, list[int]],
+                own_metrics: dict[str, list[int]] | None = None, prior_factor: float = 1.0, top: int = 3) -> str:
+        """The posterior's main contributions in words: per observation (the service's own work from
+        traces, from metrics, its propagating state given its callees'), the slices where it was not ok and
+        its likelihood ratio over them, ``P(obs | root cause) / P(obs | healthy)``; strongest first."""
+        parts: list[tuple[float, str]] = []
+
+        def slices(ts: list[int]) -> str:
+            return f"slice {ts[0]}" if len(ts) == 1 else f"slices {ts[0]}-{ts[-1]}" if ts == list(
+                range(ts[0], ts[-1] + 1)) else "slices " + ", ".join(map(str, ts))
+
+        for name, seq, like, names in (("own work (traces)", own.get(service), self.s_likelihood, S_STATES),
+                                       ("own work (metrics)", (own_metrics or {}).get(service), self.sm_likelihood,
+                                        S_STATES)):
+            if not seq:
+                continue
+            bad = [t for t, v in enumerate(seq) if v > 0]
+            ratio = math.prod(like(v, 1) / like(v, 0) for v in seq if v >= 0)
+            if bad or ratio < 0.5:
+                worst = names[max(seq)] if bad else "ok"
+                parts.append((ratio, f"{name} {worst} in {slices(bad)}" if bad else f"{name} ok throughout"))
+        o_seq = states.get(service, [])
+        ratio, bad = 1.0, []
+        for t, level in enumerate(o_seq):
+            callee_states = {c: states[c][t] for c in self.callees.get(service, []) if c in states}
+            prev = o_seq[t - 1] if t else None
+            ratio *= self.o_likelihood(service, level, 1, callee_states, prev) / max(
+                self.o_likelihood(service, level, 0, callee_states, prev), 1e-300)
+            if level > 0:
+                bad.append(t)
+        if bad:
+            explained = [c for c in self.callees.get(service, []) if c in states and any(states[c][t] for t in bad)]
+            why = f"; callees bad too: {', '.join(explained[:3])}" if explained else "; no callee bad"
+            parts.append((ratio, f"{O_STATES[max(o_seq)]} as its callers see it in {slices(bad)}{why}"))
+        if prior_factor != 1.0:
+            parts.append((prior_factor, "recent change (prior)"))
+        parts.sort(key=lambda p: -abs(math.log(max(p[0], 1e-300))))
+        return "; ".join(f"{text} x{ratio:.3g}" for ratio, text in parts[:top]) or "no observation moved it"
+
     def propagation_path(self, root: str, anomalous: str, states: dict[str, list[int]]) -> list[str]:
         """Most probable path by which a fault at ``root`` reaches ``anomalous``: the caller chain from
         ``root`` up to ``anomalous`` maximising the product of propagation strengths, with services

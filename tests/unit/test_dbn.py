@@ -141,3 +141,18 @@ def test_json_round_trip():
     states, own = {"a": [1, 2], "b": [2, 2]}, {"a": [0, 0], "b": [1, 0]}
     assert m2.infer(states, own) == m.infer(states, own)
     assert R_STATES == ["no", "yes"]
+
+
+def test_explain_names_the_observations_that_moved_the_posterior():
+    m = DBNModel()
+    m.update_structure({"front", "cart", "db"}, {("front", "cart"), ("cart", "db")})
+    states = {"front": [2, 2, 2], "cart": [2, 2, 2], "db": [0, 0, 0]}
+    own = {"front": [0, 0, 0], "cart": [2, 2, 1], "db": [0, 0, 0]}
+    cart = m.explain("cart", states, own)
+    assert cart.startswith("own work (traces) severe in slices 0-2 x") and "no callee bad" in cart
+    ratio = float(cart.split(" x")[1].split(";")[0])
+    expected = (m.s_likelihood(2, 1) / m.s_likelihood(2, 0)) ** 2 * m.s_likelihood(1, 1) / m.s_likelihood(1, 0)
+    assert ratio == pytest.approx(expected, rel=1e-2)
+    front = m.explain("front", states, own)
+    assert "ok throughout x0.0" in front and "callees bad too: cart" in front
+    assert "recent change (prior) x4" in m.explain("db", states, own, prior_factor=4.0)
