@@ -910,17 +910,17 @@ def _print_online(online: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Online: confirming each true cause after its ranking (learning) vs never (static)")
-    for col in ("directory", "n", "learning AC@1", "static AC@1", "learning Avg@5", "static Avg@5",
-                "halves AC@1 learning", "halves AC@1 static"):
+    table = Table(title="Online (in time order): learning = each true cause confirmed after its ranking; "
+                        "static = never")
+    for col in ("set", "n", "AC@1 learning/static", "Avg@5 learning/static", "AC@1 1st→2nd half (L | S)"):
         table.add_column(col)
     for name, part in [*online["by_directory"].items(), ("pooled", online)]:
         h = part["halves"]
         table.add_row(Path(name).name or name, str(part["learning"]["n"]),
-                      f"{part['learning']['AC@1']:.2f}", f"{part['static']['AC@1']:.2f}",
-                      f"{part['learning']['Avg@5']:.2f}", f"{part['static']['Avg@5']:.2f}",
-                      " / ".join(f"{x['AC@1']:.2f}" for x in h["learning"]),
-                      " / ".join(f"{x['AC@1']:.2f}" for x in h["static"]))
+                      f"{part['learning']['AC@1']:.2f} / {part['static']['AC@1']:.2f}",
+                      f"{part['learning']['Avg@5']:.2f} / {part['static']['Avg@5']:.2f}",
+                      f"{h['learning'][0]['AC@1']:.2f}→{h['learning'][1]['AC@1']:.2f} | "
+                      f"{h['static'][0]['AC@1']:.2f}→{h['static'][1]['AC@1']:.2f}")
     Console().print(table)
 
 
@@ -978,6 +978,11 @@ def eval_nezha(paths: list[Path] = typer.Argument(..., help="One or more directo
                                              "its normal phase (a delay, errors or missing calls at one service), "
                                              "reported beside the real faults: -1 all (the default), 0 none."),
                workdir: Optional[Path] = typer.Option(None, help="Keep the stack's files and artifacts here."),
+               online: bool = typer.Option(False, "--online", help="Also the operator's loop per mesh (all its faults, "
+                                           "whatever --cases says): its faults "
+                                           "as bundles, in time order, through one persistent model, the true "
+                                           "cause confirmed after each ranking is recorded, beside the same "
+                                           "without confirmations (in-process, as `eval bundles --online`)."),
                verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Replay each fault through the Tempo-compatible server, SQS and the real incident flow; print per
     mesh (and pooled over several) AC@1/3/5 and Avg@5 overall and per fault type beside BARO-, MicroRank-style
@@ -1021,14 +1026,32 @@ def eval_nezha(paths: list[Path] = typer.Argument(..., help="One or more directo
             result = evaluate_nezha(paths[0], max_cases=cases, synthetic=limit, progress=step, workdir=workdir)
         else:
             result = evaluate_meshes(paths, max_cases=cases, synthetic=limit, progress=step, workdir=workdir)
+        if online:
+            import tempfile
+
+            from baynet.datasets.convert import from_nezha
+            from baynet.evaluate import evaluate_online
+
+            loop = bar.add_task("online", total=None)
+            for name, path in zip(mesh_names(paths), paths):
+                with tempfile.TemporaryDirectory(prefix="baynet-online-") as tmp:
+                    from_nezha(path, Path(tmp) / name)
+                    found = evaluate_online([Path(tmp) / name], progress=lambda line: bar.update(
+                        loop, description=line[:60]))
+                found["by_directory"] = {name: part for part in found["by_directory"].values()}
+                (result if len(paths) == 1 else result["meshes"][name])["online"] = found
     if as_json:
         typer.echo(json.dumps(result))
         return
     if len(paths) == 1:
         _print_eval(result, mesh_names(paths)[0])
+        if online:
+            _print_online(result["online"])
         return
     for name, mesh in result["meshes"].items():
         _print_eval(mesh, name)
+        if online:
+            _print_online(mesh["online"])
     _print_eval(result["pooled"], "pooled over " + ", ".join(result["meshes"]), cases_too=False)
 
 
