@@ -115,6 +115,9 @@ def _run_dataset(path: Path, *, max_cases: int | None, progress: Callable[[str],
                     row = _run_case(case, path, normal, stack, settings, run_consumer, used_ids, work, metric_days)
                 except Exception as exc:  # one broken case is reported, not fatal
                     skipped.append({"case": case.name, "reason": f"{type(exc).__name__}: {exc}"})
+                    # its message is still on the queue (a failed analysis is retried): the next case's
+                    # consumer would take it instead of its own and find none of its traces
+                    stack.sqs.purge_queue(QueueUrl=stack.queue_url)
                     continue
                 row["seconds"] = time.monotonic() - started
                 rows.append(row)
