@@ -16,8 +16,8 @@
   incident's update, ``model/<ns>/log/<event time>-<event id>~confirm-<when>.json`` (who, when, the
   service, the incident's blast radius; or a withdrawal). The fold applies, per incident, only its latest
   confirmation record, and only if not withdrawn: :meth:`baynet.dbn.DBNModel.confirm` moves the
-  root-cause priors. A confirmation of an old incident sorts before the cache's last record, so the next
-  read folds from the base again: the model is the same whenever the confirmation arrived.
+  root-cause priors. A new confirmation record (which may supersede one already folded) makes the next
+  read fold from the base again, in event-time order: the model is the same whenever it arrived.
 * **Topology snapshots** (:class:`SnapshotStore`): ``topology/<ns>/latest.json`` plus one file per stored
   change; "read the last snapshot, diff, store when changed" is one compare-and-swap on ``latest.json``,
   retried when another writer got there first, so two refreshes on two hosts never store the same graph
