@@ -258,13 +258,18 @@ class TempoClient:
 
     def sample_window(self, q: str, start: float, end: float, budget: int, *, sub_s: int = 10
                       ) -> tuple[list[SearchTrace], list[Cell]]:
-        """At most ``budget`` trace ids matching ``q`` in ``[start, end)``, spread evenly over it: the window
+        """At most ``budget`` trace ids matching ``q`` in ``[start, end)``: all of them when one search finds
+        fewer; else a sample spread evenly over the window: the window
         is cut in sub-windows of about ``sub_s`` seconds, each asked for its share (Tempo search has
         ``limit``, and returns the most recent first). Each sub-window becomes a :class:`Cell` saying how
         many traces matched there (exact when it returned fewer than its limit, else estimated from the
         density of those it returned) and how many were read. The search entries come back as they are
         (their ``serviceStats`` say which services each trace went through)."""
         lo, hi = math.floor(start), max(math.floor(start) + 1, math.ceil(end))
+        whole = self.search(q, lo, hi, limit=budget)
+        if len(whole) < budget:  # fewer than the budget matched: read whole, one search
+            self.stats.traces_found += len(whole)
+            return whole, [Cell(lo, hi, len(whole), float(len(whole)))]
         k = max(1, min(budget // 5, (hi - lo) // max(1, sub_s)))  # at least 5 traces a sub-window
         edges = [lo + (hi - lo) * i // k for i in range(k + 1)]
         limit = max(1, -(-budget // k))

@@ -32,6 +32,7 @@ def _analyse(inc, server, budget):
     return rank_from_traces(parse_object(inc.event)[0], settings)
 
 
+@pytest.mark.slow  # ~1 min: three reads of a busy incident, one of them whole
 def test_a_sample_per_slice_gives_the_full_reads_evidence_and_ranking(busy):
     inc, server = busy
     _, full_stats, full_ev, full_rank = _analyse(inc, server, 0)
