@@ -274,9 +274,11 @@ CHART_SIGNALS = (("p95_ms", "latency p95 (ms)"), ("self_p95_ms", "self time p95 
 
 def charts_html(evidence: Any, services: list[str]) -> str:
     """Small inline-SVG charts per service: each signal of ``evidence`` (the rows of ``evidence.csv``) in
-    the baseline (``B``, dashed line across) and each incident slice; a slice where the service was
-    flagged (propagating or own-work state above ok) is drawn red. Each bar carries its value
-    (``data-value``) so what is drawn can be checked against ``evidence.csv``."""
+    the baseline (``B``, dashed line across) and each incident slice, over the baseline band (shaded: the
+    range the signal took over slice-long pieces of the baseline, columns ``<signal>_lo``/``_hi``); a slice
+    where the service was flagged (propagating or own-work state above ok) is drawn red. Each bar carries
+    its value (``data-value``) and the band its bounds (``data-lo``, ``data-hi``) so what is drawn can be
+    checked against ``evidence.csv``. Metric signals are z-scores, already in baseline spreads: no band."""
     if evidence is None or len(evidence) == 0:
         return ""
     blocks = []
@@ -292,10 +294,18 @@ def charts_html(evidence: Any, services: list[str]) -> str:
                 rows["window"], rows[col].fillna(0.0), rows["state"], rows["own_state"].fillna(0))]
             if all(v == 0 for _, v, _ in values):
                 continue
-            top = max(abs(v) for _, v, _ in values) or 1.0
+            lo, hi = (float(rows[f"{col}_{side}"].iloc[0]) if f"{col}_{side}" in rows else math.nan
+                      for side in ("lo", "hi"))
+            has_band = math.isfinite(lo) and math.isfinite(hi)
+            top = max([abs(v) for _, v, _ in values] + ([abs(hi)] if has_band else [])) or 1.0
             width, height = 28 * len(values) + 10, 56
             base = next((v for w, v, _ in values if w == -1), None)
             bars = []
+            if has_band:
+                y_hi, y_lo = 46 - 40 * abs(hi) / top, 46 - 40 * abs(lo) / top
+                bars.append(f'<rect class="band" data-lo="{float(lo)!r}" data-hi="{float(hi)!r}" x="0" '
+                            f'y="{min(y_hi, y_lo):.1f}" width="{width}" height="{max(0.8, abs(y_lo - y_hi)):.1f}" '
+                            f'fill="#cfe3cf"><title>baseline band: {lo:.4g} to {hi:.4g}</title></rect>')
             for i, (w, v, flagged) in enumerate(values):
                 h = 40 * abs(v) / top
                 cls = "bar flagged" if flagged and w >= 0 else ("bar base" if w < 0 else "bar")
@@ -317,7 +327,8 @@ def charts_html(evidence: Any, services: list[str]) -> str:
     if not blocks:
         return ""
     return ('<h2>Signals behind the states</h2><p>Per service: baseline (B, dashed line) and incident slices; '
-            'red: a slice where the service was flagged.</p>' + "".join(blocks))
+            'green band: the range of the baseline\'s slice-long pieces; red: a slice where the service was '
+            'flagged.</p>' + "".join(blocks))
 
 
 def _why(row: dict[str, Any]) -> str:

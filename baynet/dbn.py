@@ -16,7 +16,9 @@ never needs a CPT with ``3**k`` columns: the fast path evaluates the likelihood 
 export divorces parents into groups of at most :data:`GROUP` (intermediate ``M`` nodes) so its tables stay
 small. Parameters are Beta/Dirichlet counts with a forgetting factor: propagation strengths from the
 per-edge span counts (a bad child span with a bad caller span = propagated); root-cause priors are Beta
-counts too, held at their prior (the model's own posteriors are not fed back).
+counts too, held at their prior until an operator confirms a root cause (:meth:`DBNModel.confirm`, which
+moves them and, a little, the strengths on the confirmed fault's way up, by a stated bound): the model's
+own posteriors are never fed back.
 
 Inference: when every ``O`` and ``S`` of the blast radius is observed — always the case for the services
 Baynet models, because silence is itself evidence (rate drop) — the root-cause chains of different
@@ -63,6 +65,9 @@ class Params:
     edge_prior: tuple[float, float] = (3.0, 2.0)   # Beta prior of a propagation strength
     root_prior: tuple[float, float] = (0.5, 9.5)   # Beta prior of P(R=yes) (5 %)
     forgetting: float = 0.9                  # old counts are multiplied by this at each update
+    # Propagation counts one confirmation adds per caller on the confirmed fault's way (split over its
+    # edges there): small against span counts, and what bounds its effect (DBNModel.confirmation_bound).
+    confirm_edge_weight: float = 0.1
 
 
 @dataclass
@@ -140,17 +145,28 @@ class DBNModel:
             self.edge_counts[key] = [a, b]
         self.updates += 1
 
-    def confirm(self, root_cause: str, members: list[str]) -> None:
+    def confirm(self, root_cause: str, members: list[str], propagation: list[dict[str, Any]] | None = None
+                ) -> None:
         """Learn from one confirmed outcome (an operator said which service was the root cause of an
-        incident whose blast radius was ``members``): Beta counts of ``P(R = yes)`` with forgetting
-        towards the prior, as the propagation strengths have. The confirmed service gains one "yes";
-        the other members share one "no" (``1/len(members)`` each). Nothing else moves these counts:
-        the model's own posteriors are never fed back.
+        incident whose blast radius was ``members``). Nothing else moves these counts: the model's own
+        posteriors are never fed back.
 
-        The bound on one confirmation, right or wrong (:meth:`confirmation_bound`): a service's prior
-        odds grow at most ``(a0 + 1) / a0 / forgetting`` and shrink at most to ``forgetting * b0 / (b0 + 1)``,
-        so the posterior odds of any two services move against each other by at most the ratio of the two;
-        the ranking of two services whose odds differ by more cannot swap."""
+        * Root-cause priors: Beta counts of ``P(R = yes)`` with forgetting towards the prior, as the
+          propagation strengths have. The confirmed service gains one "yes"; the other members share one
+          "no" (``1/len(members)`` each).
+        * Propagation strengths: ``propagation`` (:func:`confirmed_propagation`) says, for each edge on the
+          confirmed fault's way up, the share of the slices with a bad callee in which the caller was bad
+          too. Each caller there gets ``Params.confirm_edge_weight`` counts, split over its edges on the
+          way: ``share`` of them "propagated", the rest "not". Edges off the way learn nothing.
+
+        The bound on one confirmation, right or wrong (:meth:`confirmation_bound`): a service's prior odds
+        grow at most ``(a0 + 1) / a0 / forgetting`` and shrink at most to ``forgetting * b0 / (b0 + 1)``.
+        A service's likelihood in one slice is affine in each strength of its own edges (noisy-MAX), so
+        adding ``w`` counts to an edge whose counts are at least the prior's ``(a0, b0)`` scales it by at
+        most ``1 + w / min(a0, b0)`` either way; over ``T`` slices and both values of ``R`` the service's
+        odds move at most ``exp(2 T w / min(a0, b0))``. The posterior odds of any two services therefore
+        move against each other by at most the product of these; two services whose odds differ by more
+        cannot swap."""
         gamma = self.params.forgetting
         a0, b0 = self.params.root_prior
         others = [s for s in dict.fromkeys(members) if s != root_cause]
@@ -159,15 +175,25 @@ class DBNModel:
             yes = 1.0 if s == root_cause else 0.0
             no = 0.0 if s == root_cause else 1.0 / max(1, len(others))
             self.root_counts[s] = [a0 + gamma * (a - a0) + yes, b0 + gamma * (b - b0) + no]
+        known = [e for e in propagation or [] if self.edge_key(e["caller"], e["callee"]) in self.edge_counts]
+        per_caller: dict[str, int] = {}
+        for e in known:
+            per_caller[e["caller"]] = per_caller.get(e["caller"], 0) + 1
+        for e in known:
+            w = self.params.confirm_edge_weight / per_caller[e["caller"]]
+            share = min(1.0, max(0.0, float(e["share"])))
+            a, b = self.edge_counts[self.edge_key(e["caller"], e["callee"])]
+            self.edge_counts[self.edge_key(e["caller"], e["callee"])] = [a + w * share, b + w * (1 - share)]
 
-    def confirmation_bound(self) -> float:
+    def confirmation_bound(self, slices: int = 3) -> float:
         """The largest factor by which one confirmation can move the posterior odds of one service
-        against another's (see :meth:`confirm`)."""
+        against another's in an incident of ``slices`` slices (see :meth:`confirm`)."""
         gamma = self.params.forgetting
         a0, b0 = self.params.root_prior
         up = (a0 + 1) / a0 / gamma
         down = gamma * b0 / (b0 + 1)
-        return up / down
+        edges = math.exp(2 * slices * self.params.confirm_edge_weight / min(self.params.edge_prior))
+        return up / down * edges ** 2
 
     # --- likelihoods -----------------------------------------------------------------------------
 
@@ -487,6 +513,33 @@ class DBNModel:
         params = Params(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["params"].items()})
         return cls(services=data["services"], callees=data["callees"], edge_counts=data["edge_counts"],
                    root_counts=data["root_counts"], params=params, updates=data.get("updates", 0))
+
+
+def confirmed_propagation(root_cause: str, states: dict[str, list[int]], callees: dict[str, list[str]]
+                          ) -> list[dict[str, Any]]:
+    """What one incident says about propagation once its root cause is confirmed: walking up from the
+    root cause through callers, for each edge ``caller -> callee`` whose callee was bad (propagating state
+    above ok) in some slices, the ``share`` of those slices in which the caller was bad too. A caller that
+    was bad carries the walk on. Only services with states take part."""
+    callers: dict[str, list[str]] = {}
+    for caller, cs in callees.items():
+        for c in cs:
+            callers.setdefault(c, []).append(caller)
+    out, seen, todo = [], {root_cause}, [root_cause]
+    while todo:
+        callee = todo.pop(0)
+        bad = [t for t, level in enumerate(states.get(callee, [])) if level > 0]
+        if not bad:
+            continue
+        for caller in sorted(callers.get(callee, [])):
+            if caller not in states or caller == callee:
+                continue
+            share = sum(1 for t in bad if t < len(states[caller]) and states[caller][t] > 0) / len(bad)
+            out.append({"caller": caller, "callee": callee, "share": share})
+            if share > 0 and caller not in seen:
+                seen.add(caller)
+                todo.append(caller)
+    return out
 
 
 def _level_cdf(level: int, strength: float) -> np.ndarray:

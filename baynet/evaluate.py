@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from baynet.analysis import Windows
+from baynet.analysis import Windows, states_from_evidence
 from baynet.baselines import ac_at_k, baro_rank, microrank_rank, random_ac_at_k
 from baynet.datasets.nezha import NezhaCase, entry_service, list_cases, normal_trace_files, read_spans
 from baynet.evidence import spans_frame
@@ -392,7 +392,7 @@ def evaluate_online(directories: list[Path], *, sources: set[str] | None = None,
     AC@1 and Avg@5 each way, overall and over the first and second half of each sequence."""
     from baynet.bundles.analyse import analyse_bundle
     from baynet.bundles.read import load_bundle, read_truth
-    from baynet.dbn import DBNModel
+    from baynet.dbn import DBNModel, confirmed_propagation
 
     settings = Settings()
     by_dir: dict[str, list[Path]] = defaultdict(list)
@@ -412,16 +412,21 @@ def evaluate_online(directories: list[Path], *, sources: set[str] | None = None,
         hits[d] = {"learning": [], "static": []}
         for i, (bundle, path) in enumerate(loaded, 1):
             ranked = {}
+            results = {}
             for way, model in models.items():
-                result = analyse_bundle(bundle, settings, use=sources, model=model)
-                ranked[way] = [r["service"] for r in result.ranking]
+                results[way] = analyse_bundle(bundle, settings, use=sources, model=model)
+                ranked[way] = [r["service"] for r in results[way].ranking]
             truth = (read_truth(path) or {}).get("root_cause")  # read only now, after both rankings
             if not truth:
                 continue
             for way in models:
                 hits[d][way].append(_hits(ranked[way], truth))
             if truth in ranked["learning"]:
-                models["learning"].confirm(truth, ranked["learning"])
+                ev = results["learning"].evidence
+                n = int(ev["window"].max()) + 1 if len(ev) else 1
+                states = states_from_evidence(ev, ranked["learning"], max(n, 1))[0]
+                models["learning"].confirm(truth, ranked["learning"],
+                                           confirmed_propagation(truth, states, models["learning"].callees))
             if progress:
                 progress(f"[{i}/{len(loaded)}] {path.name}: learning top {ranked['learning'][:1]}, "
                          f"static top {ranked['static'][:1]}")

@@ -16,7 +16,8 @@
   incident's update, ``model/<ns>/log/<event time>-<event id>~confirm-<when>.json`` (who, when, the
   service, the incident's blast radius; or a withdrawal). The fold applies, per incident, only its latest
   confirmation record, and only if not withdrawn: :meth:`baynet.dbn.DBNModel.confirm` moves the
-  root-cause priors. A new confirmation record (which may supersede one already folded) makes the next
+  root-cause priors, and the propagation strengths on the confirmed fault's way up (the record keeps
+  what the incident's states said about it, :func:`baynet.dbn.confirmed_propagation`). A new confirmation record (which may supersede one already folded) makes the next
   read fold from the base again, in event-time order: the model is the same whenever it arrived.
 * **Topology snapshots** (:class:`SnapshotStore`): ``topology/<ns>/latest.json`` plus one file per stored
   change; "read the last snapshot, diff, store when changed" is one compare-and-swap on ``latest.json``,
@@ -32,6 +33,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -46,7 +48,7 @@ from typing import Any
 import pandas as pd
 
 from baynet.artifacts import ArtifactStore
-from baynet.dbn import DBNModel
+from baynet.dbn import DBNModel, confirmed_propagation
 from baynet.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -104,12 +106,28 @@ class Confirmations:
         event = summary["event"]
         when = datetime.now(UTC)
         record = {"event_id": event_id, "root_cause": None if withdraw else root_cause, "members": members,
-                  "by": by, "note": note, "at": when.isoformat(), "withdrawn": withdraw}
+                  "by": by, "note": note, "at": when.isoformat(), "withdrawn": withdraw,
+                  "propagation": [] if withdraw else self._propagation(event_id, root_cause, members)}
         base = log_key(event["namespace"], datetime.fromisoformat(event["timestamp"]), event_id)[:-len(".json")]
         key = f"{base}{CONFIRM}{when.strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex[:6]}.json"
         self.store.put_if(key, json.dumps(record), None)
         self.store.put_json(f"incidents/{event_id}/confirmation.json", record)
         return record
+
+    def _propagation(self, event_id: str, root_cause: str, members: list[str]) -> list[dict[str, Any]]:
+        """The incident's states (``evidence.csv``) and call edges (its ``model.json``) walked up from the
+        confirmed root cause; nothing when either is missing."""
+        raw, model = self.store.get(f"incidents/{event_id}/evidence.csv"), self.store.get_json(
+            f"incidents/{event_id}/model.json")
+        if not raw or not model:
+            return []
+        evidence = pd.read_csv(io.BytesIO(raw))
+        n = int(evidence["window"].max()) + 1 if len(evidence) else 0
+        states = {s: [0] * n for s in members}
+        for row in evidence[evidence["window"] >= 0].itertuples():
+            if row.service in states:
+                states[row.service][int(row.window)] = int(row.state)
+        return confirmed_propagation(root_cause, states, model.get("callees", {}))
 
     def of(self, event_id: str) -> dict[str, Any] | None:
         return self.store.get_json(f"incidents/{event_id}/confirmation.json")
@@ -146,7 +164,7 @@ class ModelLog:
                 continue
             if CONFIRM in key:
                 if not record.get("withdrawn"):
-                    model.confirm(record["root_cause"], record["members"])
+                    model.confirm(record["root_cause"], record["members"], record.get("propagation"))
             else:
                 apply_update(model, record)
 

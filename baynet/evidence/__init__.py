@@ -4,6 +4,7 @@
 """
 
 from baynet.evidence.traces import (
+    BAND_COLUMNS,
     EDGE_COLUMNS,
     EVIDENCE_COLUMNS,
     Thresholds,
@@ -11,4 +12,4 @@ from baynet.evidence.traces import (
     spans_frame,
 )
 
-__all__ = ["EDGE_COLUMNS", "EVIDENCE_COLUMNS", "Thresholds", "build_evidence", "spans_frame"]
+__all__ = ["BAND_COLUMNS", "EDGE_COLUMNS", "EVIDENCE_COLUMNS", "Thresholds", "build_evidence", "spans_frame"]

@@ -24,6 +24,9 @@ gap_edges          how many grown gaps are blamed on it (on the endpoint with mo
 state              propagating state for the DBN: 0 ok, 1 degraded, 2 failing (failing too when grown
                    network gaps are blamed on the service: its callers wait for them)
 own_state          own-work state for the DBN: 0 ok, 1 anomalous, 2 severe
+<signal>_lo, _hi   the baseline band of ``p95_ms``, ``self_p95_ms``, ``error_ratio`` and ``rate_ratio``: the
+                   lowest and highest value the signal took over the baseline cut into slice-long pieces
+                   (the same on every row of a service; empty when fewer than two pieces have data)
 =================  ===========================================================================
 
 A span frame with a column ``w`` is a weighted sample (bounded retrieval: ``w`` is one over the chance its
@@ -46,6 +49,8 @@ EVIDENCE_COLUMNS = [
     "slow_frac", "self_slow_frac", "fast_frac", "shape_frac", "rate_ratio", "own_error_frac", "net_frac", "gap_edges",
     "state", "own_state",
 ]
+BAND_SIGNALS = ["p95_ms", "self_p95_ms", "error_ratio", "rate_ratio"]
+BAND_COLUMNS = [f"{c}_{side}" for c in BAND_SIGNALS for side in ("lo", "hi")]
 EDGE_COLUMNS = ["caller", "callee", "calls", "child_bad", "both_bad", "caller_bad_alone"]
 
 
@@ -176,7 +181,7 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     """
     df = spans if isinstance(spans, pd.DataFrame) else spans_frame(spans)
     if df.empty:
-        return pd.DataFrame(columns=EVIDENCE_COLUMNS), pd.DataFrame(columns=EDGE_COLUMNS)
+        return pd.DataFrame(columns=EVIDENCE_COLUMNS + BAND_COLUMNS), pd.DataFrame(columns=EDGE_COLUMNS)
     df = _annotate(df)
     df["window"] = _window_index(df["start_ns"], baseline, slices)
     df = _keep(df, df["window"].to_numpy() >= -1)
@@ -306,8 +311,52 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     for col in ("p50_ms", "p95_ms", "self_p95_ms"):
         ev[col] = ev[col].fillna(0.0)
 
+    band = _baseline_band(df, client, baseline, slices, base_rate, th)
+    ev = ev.join(band, on="service") if not band.empty else ev.assign(**{c: np.nan for c in BAND_COLUMNS})
     edges = _edge_counts(_keep(df, df["window"].to_numpy() >= 0))
-    return ev[EVIDENCE_COLUMNS].copy(), edges
+    return ev[EVIDENCE_COLUMNS + BAND_COLUMNS].copy(), edges
+
+
+def _baseline_band(df: pd.DataFrame, client: np.ndarray, baseline: tuple[float, float],
+                   slices: list[tuple[float, float]], base_rate: pd.Series, th: Thresholds) -> pd.DataFrame:
+    """Per service, the range of :data:`BAND_SIGNALS` over the baseline cut into pieces as long as a slice:
+    how far the signal wanders when nothing is wrong (drawn as the band on the report's charts). Latency
+    and error ratio count a piece only with ``min_requests`` entering spans behind it; the request rate
+    counts every piece of the baseline's extent, a silent piece as 0."""
+    piece = float(np.mean([hi - lo for lo, hi in slices])) if slices else 0.0
+    in_base = df["window"].to_numpy() == -1
+    if piece <= 0 or not in_base.any():
+        return pd.DataFrame(columns=BAND_COLUMNS)
+    t = df["start_ns"].to_numpy()[in_base] / 1e9
+    first, last = max(baseline[0], t.min()), min(baseline[1], t.max())
+    n_pieces = int((last - first) // piece)
+    if n_pieces < 2:
+        return pd.DataFrame(columns=BAND_COLUMNS)
+    idx = np.floor((t - first) / piece).astype(np.int64)
+    part = df.loc[in_base, ["service", "failed", "dur_ns", "self_ns", "entry"]].assign(
+        piece=idx, own=~client[in_base], w=df["w"].to_numpy()[in_base] if "w" in df else 1.0)
+    part = part[(part["piece"] >= 0) & (part["piece"] < n_pieces)]
+    entry = part[part["entry"]]
+    g = entry.assign(werr=entry["w"] * entry["failed"]).groupby(["service", "piece"], observed=True)
+    per = pd.DataFrame({"n": g.size(), "req": g["w"].sum(), "err": g["werr"].sum(),
+                        "p95_ms": g["dur_ns"].quantile(0.95) / 1e6})
+    per["self_p95_ms"] = part[part["own"]].groupby(["service", "piece"], observed=True)["self_ns"].quantile(0.95) / 1e6
+    per = per.reset_index()
+    per["service"] = per["service"].astype(str)
+    enough = per["n"] >= th.min_requests
+    per["error_ratio"] = (per["err"] / per["req"]).where(enough)
+    per["p95_ms"] = per["p95_ms"].where(enough)
+    per["self_p95_ms"] = per["self_p95_ms"].where(enough)
+    rates = per.pivot_table(index="service", columns="piece", values="req", aggfunc="sum", fill_value=0.0)
+    rates = rates.reindex(columns=range(n_pieces), fill_value=0.0) / piece
+    ratio = rates.div(rates.index.map(base_rate).to_numpy(), axis=0).where(lambda r: np.isfinite(r))
+    out = {}
+    for col in ("p95_ms", "self_p95_ms", "error_ratio"):
+        agg = per.dropna(subset=[col]).groupby("service")[col].agg(["min", "max", "size"])
+        agg = agg[agg["size"] >= 2]
+        out[f"{col}_lo"], out[f"{col}_hi"] = agg["min"], agg["max"]
+    out["rate_ratio_lo"], out["rate_ratio_hi"] = ratio.min(axis=1), ratio.max(axis=1)
+    return pd.DataFrame(out).reindex(columns=BAND_COLUMNS)
 
 
 def _weighted(df: pd.DataFrame, client: np.ndarray) -> pd.DataFrame:

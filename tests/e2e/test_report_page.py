@@ -128,7 +128,7 @@ def test_incident_page_charts_follow_evidence_csv_and_exemplars_link_out(report,
     top = result["ranking"][0]["service"]
     charts = page.locator(f'svg.chart[data-service="{top}"]')
     assert charts.count() >= 3  # latency, self time, request rate at least
-    checked = 0
+    checked = banded = 0
     for i in range(charts.count()):
         signal = charts.nth(i).get_attribute("data-signal")
         bars = charts.nth(i).locator("rect.bar")
@@ -140,8 +140,18 @@ def test_incident_page_charts_follow_evidence_csv_and_exemplars_link_out(report,
                    if "flagged" in bars.nth(j).get_attribute("class")}
         states = evidence[(evidence["service"] == top) & (evidence["window"] >= 0)]
         assert flagged == {int(r.window) for r in states.itertuples() if r.state > 0 or r.own_state > 0}
+        band = charts.nth(i).locator("rect.band")
+        if f"{signal}_lo" in evidence and evidence.loc[evidence["service"] == top, f"{signal}_lo"].notna().any():
+            lo, hi = evidence.loc[evidence["service"] == top, [f"{signal}_lo", f"{signal}_hi"]].iloc[0]
+            assert band.count() == 1 and lo <= hi
+            assert float(band.get_attribute("data-lo")) == pytest.approx(lo)
+            assert float(band.get_attribute("data-hi")) == pytest.approx(hi)
+            banded += 1
+        else:
+            assert band.count() == 0
         checked += 1
     assert checked == charts.count() and page.locator("rect.bar.flagged").count() > 0
+    assert banded >= 2  # latency and request rate have a baseline band at least
     links = page.locator("a.exemplar")
     assert links.count() > 0 and links.first.get_attribute("href").startswith("https://grafana.example/explore")
     page.screenshot(path=str(SHOTS / "report-incident-charts.png"), full_page=True)

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from baynet.artifacts import LocalStore
-from baynet.dbn import DBNModel
+from baynet.dbn import DBNModel, confirmed_propagation
 from baynet.state import ConfirmationError, Confirmations, ModelLog
 
 
@@ -31,21 +31,61 @@ def _odds(p: float) -> float:
 
 def test_one_wrong_confirmation_moves_any_two_services_odds_by_at_most_the_bound():
     rng = random.Random(7)
-    worst = 0.0
+    worst, moved_edges = 0.0, 0
     for trial in range(60):
         m, states, own, services = _model(rng)
         for _ in range(trial % 4):  # some earlier confirmations, so counts are not at the prior
             m.confirm(rng.choice(services), services)
         before = m.infer(states, own, services)
         wrong = min(services, key=lambda s: before[s])  # confirm the least likely service: the worst case
-        m.confirm(wrong, services)
+        way = confirmed_propagation(wrong, states, m.callees)
+        strengths = dict(m.edge_counts)
+        m.confirm(wrong, services, way)
+        moved_edges += sum(m.edge_counts[k] != v for k, v in strengths.items())
         after = m.infer(states, own, services)
         for a, b in itertools.permutations(services, 2):
             moved = (_odds(after[a]) / _odds(after[b])) / (_odds(before[a]) / _odds(before[b]))
             worst = max(worst, moved)
-    bound = DBNModel().confirmation_bound()
+    bound = DBNModel().confirmation_bound(slices=3)
+    assert moved_edges > 0  # strengths moved too, in some of the networks
     assert 1.5 < worst <= bound + 1e-9
-    assert bound == pytest.approx((1.5 / 0.5 / 0.9) / (0.9 * 9.5 / 10.5))
+    assert bound == pytest.approx((1.5 / 0.5 / 0.9) / (0.9 * 9.5 / 10.5) * math.exp(2 * 3 * 0.1 / 2.0) ** 2)
+
+
+def test_the_strength_part_of_the_bound_holds_where_only_strengths_move():
+    """Confirm with priors frozen (a huge root prior): what moves the odds is the strength update alone,
+    which must stay within its part of the bound, exp(2 T w / min(edge prior)) per service, squared."""
+    rng = random.Random(11)
+    worst = 0.0
+    for _ in range(80):
+        m, states, own, services = _model(rng)
+        m.params.root_prior = (1e9, 1.9e10)
+        m.root_counts = {s: list(m.params.root_prior) for s in services}
+        m.params.confirm_edge_weight = 2.0  # large, so the bound is tested where it bites
+        before = m.infer(states, own, services)
+        root = rng.choice(services)
+        m.confirm(root, services, confirmed_propagation(root, states, m.callees))
+        after = m.infer(states, own, services)
+        for a, b in itertools.permutations(services, 2):
+            worst = max(worst, (_odds(after[a]) / _odds(after[b])) / (_odds(before[a]) / _odds(before[b])))
+    edge_part = math.exp(2 * 3 * 2.0 / 2.0) ** 2
+    assert 1.05 < worst <= edge_part
+
+
+def test_confirmed_propagation_walks_up_from_the_root_cause():
+    callees = {"front": ["cart", "user"], "cart": ["db"], "user": [], "db": []}
+    states = {"front": [0, 1, 1], "cart": [0, 2, 2], "user": [1, 1, 0], "db": [1, 1, 1]}
+    way = {(e["caller"], e["callee"]): e["share"] for e in confirmed_propagation("db", states, callees)}
+    # db bad in 3 slices, cart in 2 of them; cart bad in 2, front in both; front -> user is off the way
+    assert way == {("cart", "db"): pytest.approx(2 / 3), ("front", "cart"): 1.0}
+    m = DBNModel()
+    m.update_structure(set(callees), {(a, c) for a, cs in callees.items() for c in cs})
+    before = {k: m.strength(*k) for k in [("cart", "db"), ("front", "cart"), ("front", "user")]}
+    m.confirm("db", list(callees), confirmed_propagation("db", states, callees))
+    assert m.strength("front", "cart") > before[("front", "cart")]
+    assert m.strength("front", "user") == before[("front", "user")]
+    w = m.params.confirm_edge_weight
+    assert m.edge_counts["cart->db"] == pytest.approx([3 + w * 2 / 3, 2 + w / 3])
 
 
 def test_a_service_far_ahead_stays_ahead_after_a_wrong_confirmation():
@@ -96,6 +136,30 @@ def test_confirmations_are_stored_folded_and_withdrawn(tmp_path):
         conf.add("e1", "nope")
     with pytest.raises(ConfirmationError, match="no complete analysis of event 'e9'"):
         conf.add("e9", "db")
+
+
+def test_a_confirmation_moves_the_strengths_on_its_way_and_a_withdrawal_undoes_it(tmp_path):
+    store = LocalStore(tmp_path)
+    _incident(store, "e1", "2026-05-01T10:00:00+00:00", ["front", "cart", "db"])
+    ModelLog(store, "ns").store.put_json("model/ns/base.json", _chain_model().to_json())
+    store.put_json("incidents/e1/model.json", _chain_model().to_json())
+    store.put("incidents/e1/evidence.csv", "service,window,state\n" + "".join(
+        f"{s},{w},{v}\n" for s, vals in {"front": [0, 1], "cart": [1, 1], "db": [2, 2]}.items()
+        for w, v in zip([0, 1], vals)) + "front,-1,0\ncart,-1,0\ndb,-1,0\n")
+    plain = ModelLog(store, "ns").current()
+    record = Confirmations(store).add("e1", "db")
+    assert {(e["caller"], e["callee"]) for e in record["propagation"]} == {("cart", "db"), ("front", "cart")}
+    learned = ModelLog(store, "ns").current()
+    assert learned.strength("cart", "db") > plain.strength("cart", "db")
+    assert learned.strength("front", "cart") < plain.strength("front", "cart")  # bad in only half of cart's
+    Confirmations(store).add("e1", None, withdraw=True)
+    assert ModelLog(store, "ns").current().edge_counts == plain.edge_counts
+
+
+def _chain_model() -> DBNModel:
+    m = DBNModel()
+    m.update_structure({"front", "cart", "db"}, {("front", "cart"), ("cart", "db")})
+    return m
 
 
 def test_confirm_command(tmp_path, monkeypatch):

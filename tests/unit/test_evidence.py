@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from baynet.analysis import Windows
-from baynet.evidence import EVIDENCE_COLUMNS, build_evidence, spans_frame
+from baynet.evidence import BAND_COLUMNS, EVIDENCE_COLUMNS, build_evidence, spans_frame
 from baynet.otlp import Span
 from baynet.settings import Settings
 
@@ -24,7 +24,7 @@ def test_self_time_and_entry_spans_by_hand():
     # network time, judged per edge, not as front's own work.
     assert front.self_p95_ms == pytest.approx(40.0)
     assert db.self_p95_ms == pytest.approx(40.0)
-    assert list(ev.columns) == EVIDENCE_COLUMNS
+    assert list(ev.columns) == EVIDENCE_COLUMNS + BAND_COLUMNS
     (edge,) = edges.itertuples()
     assert (edge.caller, edge.callee, edge.calls, edge.child_bad) == ("front", "db", 1, 1)
 
@@ -52,7 +52,7 @@ def test_no_baseline_falls_back_to_first_slice(incident):
 
 def test_empty_input():
     ev, edges = build_evidence([], (0, 1), [(1, 2)])
-    assert ev.empty and edges.empty and list(ev.columns) == EVIDENCE_COLUMNS
+    assert ev.empty and edges.empty and list(ev.columns) == EVIDENCE_COLUMNS + BAND_COLUMNS
 
 
 def test_columnar_frame_gives_the_same_evidence(incident):
@@ -80,3 +80,33 @@ def test_columnar_frame_gives_the_same_evidence(incident):
     c, ec = build_evidence(batch.frame(), w.baseline, w.slices)
     pd.testing.assert_frame_equal(a, c)
     pd.testing.assert_frame_equal(ea, ec)
+
+
+def test_the_baseline_band_is_the_range_over_slice_long_pieces_of_the_baseline():
+    import time
+
+    import numpy as np
+
+    from baynet.generator import generate
+
+    inc = generate("sock-shop", "carts", "latency", fault_start=time.time() - 600, before_s=900, rate_per_s=2.0)
+    windows = Windows.around(inc.event["timestamp"], Settings(_env_file=None))
+    ev, _ = build_evidence(spans_frame(inc.spans), windows.baseline, windows.slices)
+    piece = windows.slices[0][1] - windows.slices[0][0]
+    entry = [s for s in inc.spans if s.service == "carts" and s.kind == "server"
+             and windows.baseline[0] <= s.start_ns / 1e9 < windows.baseline[1]]
+    t0 = max(windows.baseline[0], min(s.start_ns for s in inc.spans
+                                      if windows.baseline[0] <= s.start_ns / 1e9 < windows.baseline[1]) / 1e9)
+    by_piece: dict[int, list[float]] = {}
+    for s in entry:
+        by_piece.setdefault(int((s.start_ns / 1e9 - t0) // piece), []).append((s.end_ns - s.start_ns) / 1e6)
+    last = max(by_piece)  # the last piece is cut short by the baseline's end or the data's: not counted
+    p95 = [float(np.quantile(v, 0.95)) for k, v in by_piece.items() if k < last and len(v) >= 5]
+    carts = ev[ev.service == "carts"]
+    assert carts["p95_ms_lo"].nunique() == 1  # one band per service, on every row
+    row = carts.iloc[0]
+    assert row.p95_ms_lo == pytest.approx(min(p95)) and row.p95_ms_hi == pytest.approx(max(p95))
+    assert row.p95_ms_lo <= carts.loc[carts.window == -1, "p95_ms"].iloc[0] <= row.p95_ms_hi
+    assert row.rate_ratio_lo < 1 < row.rate_ratio_hi and row.error_ratio_hi == 0.0
+    # the injected latency puts the last slice far above the band
+    assert carts.loc[carts.window == carts.window.max(), "p95_ms"].iloc[0] > 2 * row.p95_ms_hi
