@@ -23,6 +23,7 @@ pytestmark = pytest.mark.e2e
 STEPS = {"parse-anomaly", "query-tempo", "build-evidence", "read-topology", "diff-topology", "load-model",
          "reestimate-dbn", "run-inference", "store-artifacts"}
 SHOTS = ROOT / "test-output"
+PAST = 12  # past incidents the backfill test replays (enough for both workers and a crash after five)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def stack(tmp_path_factory):
     (main["traces"]).rename(work / "traces" / "main")
     past = []
     services = ["carts", "orders", "payment", "catalogue", "user"]
-    for k in range(20):  # twenty past incidents, an hour apart
+    for k in range(PAST):  # a dozen past incidents, an hour apart
         inc = generate("sock-shop", services[k % 5], "latency", fault_start=now - 3600 * (k + 2), before_s=900,
                        after_s=240, rate_per_s=0.3, seed=100 + k)
         paths = write_incident(inc, work / f"past-{k:02d}")
@@ -168,7 +169,7 @@ def test_scheduled_topology_refresh_fires_and_stores_only_changes(stack):
     assert len(with_diff) <= len(graphs)  # a diff artifact only from a run that stored a snapshot
 
 
-def test_backfill_of_twenty_incidents_on_two_workers_resumes_after_a_crash(stack):
+def test_backfill_of_a_dozen_incidents_on_two_workers_resumes_after_a_crash(stack):
     state, _, past, work = stack
     events = work / "past-events.jsonl"
     events.write_text("".join(json.dumps(inc.event) + "\n" for inc in past))
@@ -193,11 +194,11 @@ def test_backfill_of_twenty_incidents_on_two_workers_resumes_after_a_crash(stack
     second = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
     counts = json.loads(second.stdout.strip().splitlines()[-1])
-    assert counts["skipped"] >= 5 and counts["skipped"] + counts["analysed"] == 20 and counts["failed"] == 0
-    assert "backfill" in second.stderr and "20" in second.stderr  # the progress bar
+    assert counts["skipped"] >= 5 and counts["skipped"] + counts["analysed"] == PAST and counts["failed"] == 0
+    assert "backfill" in second.stderr and str(PAST) in second.stderr  # the progress bar
     with prefect_client(state) as client:
         runs = [r for r in runs_of(client, "incident-rca") if "backfill" in (r.tags or [])]
-        assert len(runs) == 20 and all(r.state.is_completed() for r in runs)  # none started twice
+        assert len(runs) == PAST and all(r.state.is_completed() for r in runs)  # none started twice
         backfills = [r for r in runs_of(client, "backfill") if r.state.is_completed()]
         from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
@@ -208,4 +209,4 @@ def test_backfill_of_twenty_incidents_on_two_workers_resumes_after_a_crash(stack
     per_worker = [len(re.findall(r"submitting flow run", text)) for text in logs]
     assert all(n > 0 for n in per_worker), per_worker  # both workers took a share
     third = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert json.loads(third.stdout.strip().splitlines()[-1])["skipped"] == 20  # nothing left to do
+    assert json.loads(third.stdout.strip().splitlines()[-1])["skipped"] == PAST  # nothing left to do
