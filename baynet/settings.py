@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     detector_baseline_s: int = Field(3600, ge=300, le=7 * 86400, description="Reference (normal) span before it.")
     detector_warmup_windows: int = Field(10, ge=0, le=100, description="Windows scored for context only.")
     detector_clear_windows: int = Field(3, ge=1, le=100, description="Unflagged windows in a row that resolve.")
+    detector_false_incidents_per_hour: float = Field(
+        1.0, gt=0, le=100, description="False-incident budget the detector's threshold is chosen for on training "
+        "data (incidents per mesh-hour that start outside every fault), instead of the best F1.")
+    detector_group_windows: int = Field(
+        3, ge=1, le=100, description="Services that start firing within this many windows of an open incident "
+        "join it: one event per incident, named after its most upstream firing service.")
 
     # --- artifacts -------------------------------------------------------------------------------
     artifacts_dir: Path = Field(Path("artifacts"), description="Local artifact directory.")

@@ -30,7 +30,9 @@ def detect_anomalies(end: float | None = None, lookback_s: int | None = None, na
     start = observed_from - settings.detector_baseline_s
     store = make_store(settings)
     frames = fetch_metrics(settings.prometheus_url, settings.detector_metric_map, start, end, step, namespace)
-    scored = score_windows(store, frames, observed_from, model_version)
+    scored = score_windows(store, frames, observed_from, model_version, step_s=step,
+                           false_budget=settings.detector_false_incidents_per_hour,
+                           group_windows=settings.detector_group_windows)
     if scored is None:
         return {"events": [], "model_version": None, "top_scores": [],
                 "skipped": "no detector model in the artifact store: run 'baynet detect train'"}
@@ -43,7 +45,8 @@ def detect_anomalies(end: float | None = None, lookback_s: int | None = None, na
         if not queue_url:
             raise ValueError("BAYNET_SQS_QUEUE_URL is not set: nowhere to send anomaly events")
     events = plan_and_send(store, scored, namespace=namespace, not_before=end - lookback,
-                           clear_windows=settings.detector_clear_windows, sqs=sqs, queue_url=queue_url)
+                           clear_windows=settings.detector_clear_windows, sqs=sqs, queue_url=queue_url,
+                           group_s=settings.detector_group_windows * step)
     get_run_logger().info("%d services scored, %d events", len(scored["scores"]), len(events))
     top = sorted(((float(s.scores.max()), s.service) for s in scored["scores"] if len(s.scores)), reverse=True)
     return {"events": events, "model_version": scored["model"].version,

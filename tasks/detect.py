@@ -6,10 +6,12 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
+from baynet.detector.calibrate import calibrate
 from baynet.detector.emit import send_events
 from baynet.detector.models import load_model
 from baynet.detector.run import score_series, split_frames
 from baynet.detector.series import fetch_series, load_metric_map
+from baynet.state import SnapshotStore
 
 
 @task(retries=2, retry_delay_seconds=10)
@@ -22,9 +24,12 @@ def fetch_metrics(prometheus_url: str, metric_map: str, start: float, end: float
 
 
 @task
-def score_windows(store: Any, frames: dict[str, Any], observed_from: float, model_version: str
+def score_windows(store: Any, frames: dict[str, Any], observed_from: float, model_version: str,
+                  step_s: float | None = None, false_budget: float | None = None, group_windows: int = 3
                   ) -> dict[str, Any] | None:
-    """Scores per service, or None when no model has been trained yet (a fresh install: not a failure)."""
+    """Scores per service, or None when no model has been trained yet (a fresh install: not a failure).
+    With ``false_budget``, the threshold is calibrated on the mesh's own reference
+    (``baynet.detector.calibrate``)."""
     try:
         model = load_model(store, model_version)
     except FileNotFoundError as exc:
@@ -32,15 +37,24 @@ def score_windows(store: Any, frames: dict[str, Any], observed_from: float, mode
             raise
         get_run_logger().warning("%s; nothing scored", exc)
         return None
-    scores = score_series(model, split_frames(frames, observed_from))
-    return {"model": model, "scores": scores}
+    series = split_frames(frames, observed_from)
+    scores = score_series(model, series)
+    threshold = model.threshold
+    if false_budget is not None and step_s:
+        cal = calibrate(model, series, step_s, false_budget, group_windows)
+        threshold = cal.threshold
+        get_run_logger().info("threshold %.3g (%s)", threshold, cal.reason)
+    return {"model": model, "scores": scores, "threshold": threshold}
 
 
 @task
 def plan_and_send(store: Any, scored: dict[str, Any], *, namespace: str, not_before: float, clear_windows: int,
-                  sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+                  sqs: Any, queue_url: str, group_s: float | None = None) -> list[dict[str, Any]]:
+    topology = SnapshotStore(store).latest(namespace)
+    callees = {s: topology.callees(s) for s in topology.services} if topology else {}
     events = send_events(store, scored["model"], scored["scores"], namespace=namespace, not_before=not_before,
-                         clear_windows=clear_windows, sqs=sqs, queue_url=queue_url)
+                         clear_windows=clear_windows, sqs=sqs, queue_url=queue_url,
+                         threshold=scored.get("threshold"), group_s=group_s, callees=callees)
     for ev in events:
         get_run_logger().info("%s %s %s at %s (score %.2f)", ev["data"]["status"], ev["data"]["event_type"],
                               ev["data"]["service"], ev["time"], ev["data"]["score"])

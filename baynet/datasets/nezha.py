@@ -76,7 +76,7 @@ def _covered(extents: list[tuple[float, float]], lo: float, hi: float) -> float:
     return total
 
 
-def _locate(listed_ts: int, inject_time: str, extents: list[tuple[float, float]]) -> tuple[int | None, str | None]:
+def locate_fault(listed_ts: int, inject_time: str, extents: list[tuple[float, float]]) -> tuple[int | None, str | None]:
     """The fault's time: of the two the list gives (``inject_timestamp``, and ``inject_time`` read as UTC),
     the one whose analysed window the spans cover best; the timestamp on a tie. Nezha's lists carry
     time-zone slips between the two, and the span files follow whichever was right."""
@@ -120,7 +120,7 @@ def list_cases(root: Path) -> list[NezhaCase]:
                     pod, kind = f["inject_pod"], f["inject_type"]
                 except (KeyError, TypeError, ValueError) as exc:
                     raise ValueError(f"{fault_list}: a fault without a usable {exc} field: {f!r}") from None
-                ts, why = _locate(listed_ts, f.get("inject_time", ""), extents)
+                ts, why = locate_fault(listed_ts, f.get("inject_time", ""), extents)
                 ts = listed_ts if ts is None else ts
                 lo, hi = ts + SPAN_WINDOW_S[0], ts + SPAN_WINDOW_S[1]
                 covering = [p for p, (a, b) in zip(files, extents) if b > lo and a < hi]

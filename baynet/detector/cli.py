@@ -80,26 +80,71 @@ def detect_eval(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '.
                                                                       "scored."),
                 transfer: bool = typer.Option(False, help="Train only on the --also-train datasets and score "
                                               "every case of this one (a model from another mesh)."),
+                leave_mesh_out: bool = typer.Option(False, "--leave-mesh-out", help="Treat this dataset and each "
+                                                    "--also-train one as a mesh; hold out each mesh in turn, "
+                                                    "train on the others only, print one row per held-out mesh."),
+                false_budget: Optional[float] = typer.Option(None, min=0.0, help="False incidents per mesh-hour "
+                                                             "the threshold is chosen for on training data (default: "
+                                                             "BAYNET_DETECTOR_FALSE_INCIDENTS_PER_HOUR, 1)."),
+                group_windows: Optional[int] = typer.Option(None, min=1, help="Firings this many windows apart or "
+                                                            "closer are one incident (default: "
+                                                            "BAYNET_DETECTOR_GROUP_WINDOWS, 3)."),
+                step: Optional[float] = typer.Option(None, min=1.0, help="Score every dataset at this step at "
+                                                     "least, seconds (finer data is averaged per window, as a "
+                                                     "scrape at that interval would; the live detector scores at "
+                                                     "BAYNET_DETECTOR_STEP_S)."),
+                calibrate: bool = typer.Option(True, help="Raise the trained threshold per case until the case's "
+                                               "own reference data stays within the false-incident budget "
+                                               "(--no-calibrate: the trained threshold as is)."),
                 seed: int = typer.Option(0, help="Random state of sampling and models (run a few to see the "
                                                  "spread)."),
                 out: Optional[Path] = typer.Option(None, help="Also write the JSON result to this file."),
                 quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines on stderr.")) -> None:
     """Train on some runs, score runs and services never seen in training; print point-wise precision,
-    recall, F1, accuracy, event recall, median detection delay and false alarms per model, and the
+    recall, F1, accuracy, event recall, median detection delay and false alarms per model; as an alert
+    source, incident recall and false incidents per mesh-hour (firings grouped into incidents); and the
     threshold tables."""
-    from baynet.detector.evaluate import HOLD_OUTS, evaluate, render
+    from baynet.detector.evaluate import HOLD_OUTS, evaluate, leave_mesh_out as lomo, render, render_leave_mesh_out
+    from baynet.settings import Settings
 
+    settings = Settings()
+    budget = settings.detector_false_incidents_per_hour if false_budget is None else false_budget
+    gap = settings.detector_group_windows if group_windows is None else group_windows
     names = _models(models)
     if hold_out not in HOLD_OUTS:
         _err(f"unknown --hold-out {hold_out!r}; choose one of {', '.join(HOLD_OUTS)}")
     if transfer and not also_train:
         _err("--transfer needs at least one --also-train DATASET=PATH to train on")
+    if leave_mesh_out and not also_train:
+        _err("--leave-mesh-out needs at least one --also-train DATASET=PATH (a second mesh)")
     extra = _also(also_train, fault_minutes)
     cases = _cases(dataset, path, fault_minutes)
+    if step:
+        from baynet.detector.series import coarsen
+
+        cases = [coarsen(c, step) for c in cases]
+        extra = {k: [coarsen(c, step) for c in v] for k, v in extra.items()}
     typer.echo(f"{dataset}: {len(cases)} cases from {path}", err=True)
+    if leave_mesh_out:
+        meshes = {path.name or dataset: cases}
+        for spec, more in extra.items():
+            name = Path(spec.partition("=")[2]).name or spec
+            if name in meshes:
+                name = spec
+            meshes[name] = more
+        try:
+            result = lomo(meshes, names, random_state=seed, false_budget=budget, gap_windows=gap,
+                          calibrate_on_reference=calibrate, progress=_say(quiet))
+        except ValueError as exc:
+            _err(str(exc))
+        if out:
+            out.write_text(json.dumps(result, indent=1, default=float))
+        typer.echo(json.dumps(result, default=float) if as_json else render_leave_mesh_out(result))
+        return
     try:
         result = evaluate(cases, names, folds=folds, hold_out=hold_out, extra=extra, transfer=transfer,
-                          random_state=seed, progress=_say(quiet))
+                          random_state=seed, false_budget=budget, gap_windows=gap, calibrate_on_reference=calibrate,
+                          progress=_say(quiet))
     except ValueError as exc:
         _err(str(exc))
     result["dataset"] = dataset
@@ -121,8 +166,9 @@ def detect_train(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '
                                                                       "settings: local dir or S3)."),
                  quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
     """Train on every case of the dataset (and of any --also-train ones) and store the model, its
-    threshold and threshold table as a new version in the artifact store (``detector/models/<version>/``);
-    ``latest`` points to it."""
+    threshold (chosen on out-of-fold scores for BAYNET_DETECTOR_FALSE_INCIDENTS_PER_HOUR false incidents
+    per mesh-hour) and threshold table as a new version in the artifact store
+    (``detector/models/<version>/``); ``latest`` points to it."""
     import pandas as pd
 
     from baynet.artifacts import LocalStore, make_store
@@ -134,7 +180,8 @@ def detect_train(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '
     for spec, cases in _also(also_train, fault_minutes).items():
         blocks += blocks_from_cases(cases, group_prefix=f"{spec}:")
     try:
-        trained = train_detector(blocks, kind, progress=_say(quiet))
+        trained = train_detector(blocks, kind, progress=_say(quiet),
+                                 false_budget=Settings().detector_false_incidents_per_hour)
     except ValueError as exc:
         _err(str(exc))
     store = LocalStore(artifacts) if artifacts else make_store(Settings())

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from baynet.datasets.nezha import service_of
+from baynet.datasets.nezha import locate_fault, service_of
 from baynet.detector.series import Case, Fault, ServiceSeries
 
 RCD_SUFFIXES = {"_cpu": "cpu", "_mem": "mem", "_lod": "load", "_lat_50": "lat_p50", "_lat_90": "lat_p90",
@@ -103,20 +103,28 @@ def nezha_cases(root: Path, fault_s: float = 300.0) -> list[Case]:
         raise DatasetError(f"{root} holds no <day>/fault_list.json with a metric/ directory (Nezha layout)")
     cases = []
     for day in days:
-        listed = json.loads((day / "fault_list.json").read_text())
-        injections = sorted((int(f["inject_timestamp"]), service_of(f["inject_pod"]), f["inject_type"])
-                            for group in listed.values() for f in group)
-        if not injections:
+        listed = [f for group in json.loads((day / "fault_list.json").read_text()).values() for f in group]
+        if not listed:
             continue
-        quiet_from = injections[-1][0] + fault_s + NEZHA_QUIET_AFTER_S
-        services = []
-        faults: list[Fault] = []
         by_service: dict[str, list[pd.DataFrame]] = {}
         for path in sorted((day / "metric").glob("*_metric.csv*")):
             pod = re.sub(r"_metric\.csv(\.gz)?$", "", path.name)
             by_service.setdefault(service_of(pod), []).append(_pod_frame(path, day.name))
         if not by_service:
             raise DatasetError(f"{day / 'metric'} holds no <pod>_metric.csv files")
+        # The list's two times (inject_timestamp; inject_time read as UTC) can differ by a time zone; the
+        # metrics follow one of them, as the spans do: each fault is placed where the metrics cover it.
+        extent = [(float(min(f.index.min() for fs in by_service.values() for f in fs)),
+                   float(max(f.index.max() for fs in by_service.values() for f in fs)))]
+        injections = []
+        for f in listed:
+            ts, _ = locate_fault(int(f["inject_timestamp"]), f.get("inject_time", ""), extent)
+            injections.append((int(f["inject_timestamp"]) if ts is None else ts, service_of(f["inject_pod"]),
+                               f["inject_type"]))
+        injections.sort()
+        quiet_from = injections[-1][0] + fault_s + NEZHA_QUIET_AFTER_S
+        services = []
+        faults: list[Fault] = []
         steps = []
         for svc, pods in sorted(by_service.items()):
             frame = _merge_pods(pods)

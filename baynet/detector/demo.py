@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from baynet.detector.series import Case, Fault, ServiceSeries
+from baynet.settings import Settings
 
 TRAINING = (("carts", "gray"), ("catalogue", "latency"), ("orders", "gray"), ("user", "latency"),
             ("payment", "gray"), ("carts-db", "latency"))
@@ -102,7 +103,8 @@ def train_from_prometheus(prometheus_url: str, store: Any, incidents: list[Any],
     from baynet.detector.series import load_metric_map
 
     cases = training_cases(prometheus_url, load_metric_map("istio-cadvisor"), incidents)
-    model = train_detector(blocks_from_cases(cases), "gbm", ks=(4, 8, 12), inner_folds=3, progress=step)
+    model = train_detector(blocks_from_cases(cases), "gbm", ks=(4, 8, 12), inner_folds=3, progress=step,
+                           false_budget=Settings().detector_false_incidents_per_hour)
     save_model(store, model)
     step(f"model {model.version}: {len(model.features)} features ({', '.join(model.features)}), "
          f"threshold {model.threshold:.2f}")

@@ -5,6 +5,14 @@ Each event is a CloudEvents 1.0 envelope whose ``data`` is Baynet's plain event.
 the same id and the consumer treats it as a duplicate. A service *fires* at the first flagged window and is
 *resolved* after ``clear_windows`` unflagged windows in a row; the state between runs (what is firing, the
 last window looked at) is kept in the artifact store.
+
+One fault makes many services deviate, and a page per service is noise. Firings are therefore grouped into
+*incidents* (:func:`group_events`): services that start firing within ``group_s`` of each other, or of an
+incident still open, are one incident, and only one event goes out for it — named after the most
+upstream firing service (one that no other firing service reaches through calls, in the last topology
+snapshot; among several, the highest score), with the others in its ``labels.also_firing``. The RCA then
+looks downstream from that service, where the others are. The members' own resolved events are not sent;
+the incident's is, when its named service resolves.
 """
 
 from __future__ import annotations
@@ -92,9 +100,70 @@ def plan_events(s: ServiceScores, threshold: float, state: dict[str, Any] | None
     return events, state
 
 
+INCIDENT_KEY = "_incident"
+
+
+def _t(ev: dict[str, Any]) -> float:
+    return datetime.fromisoformat(ev["time"].replace("Z", "+00:00")).timestamp()
+
+
+def _onset(ev: dict[str, Any]) -> float:
+    return datetime.fromisoformat(ev["data"]["labels"]["onset"].replace("Z", "+00:00")).timestamp()
+
+
+def group_events(events: list[dict[str, Any]], state: dict[str, Any] | None, callees: dict[str, list[str]],
+                 group_s: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One event per incident (see the module doc). ``state`` is carried between runs: ``open``, the open
+    incident (named service, members, last firing time) or None, and ``absorbed``, the services whose
+    firing joined an incident and whose resolved event is therefore not sent. Returns the events to send
+    and the new state."""
+    from baynet.detector.incidents import group_services
+
+    state = state or {}
+    incident = dict(state["open"]) if state.get("open") else None
+    absorbed = set(state.get("absorbed", []))
+    firing = sorted((e for e in events if e["data"]["status"] == "firing"), key=lambda e: (_onset(e), e["subject"]))
+    resolved = [e for e in events if e["data"]["status"] != "firing"]
+    out: list[dict[str, Any]] = []
+    i = 0
+    while i < len(firing):
+        ev = firing[i]
+        if incident and _onset(ev) - incident["last"] <= group_s:
+            incident["members"] = sorted(set(incident["members"]) | {ev["subject"]})
+            incident["last"] = max(incident["last"], _t(ev))
+            absorbed.add(ev["subject"])
+            i += 1
+            continue
+        batch = [ev]  # firings chained within group_s of each other start one incident
+        while i + len(batch) < len(firing) and _onset(firing[i + len(batch)]) - max(map(_t, batch)) <= group_s:
+            batch.append(firing[i + len(batch)])
+        named = group_services([(e["subject"], e["data"]["score"]) for e in batch], callees)
+        head = next(e for e in batch if e["subject"] == named)
+        others = sorted({e["subject"] for e in batch} - {named})
+        head["data"]["labels"]["also_firing"] = ",".join(others)
+        out.append(head)
+        absorbed |= set(others)
+        absorbed.discard(named)
+        incident = {"service": named, "members": others, "onset": _onset(head), "last": max(map(_t, batch)),
+                    "id": head["id"]}
+        i += len(batch)
+    for ev in resolved:
+        if ev["subject"] in absorbed:
+            absorbed.discard(ev["subject"])  # a member's end is not news; the incident's end is
+            continue
+        out.append(ev)
+        if incident and ev["subject"] == incident["service"]:
+            incident = None
+    out.sort(key=lambda e: (_t(e), e["data"]["status"] != "resolved"))
+    return out, {"open": incident, "absorbed": sorted(absorbed)}
+
+
 def send_events(store: Any, model: Any, scores: list[ServiceScores], *, namespace: str, not_before: float,
-                clear_windows: int, sqs: Any, queue_url: str | None) -> list[dict[str, Any]]:
-    """Plan the events of windows not seen before and put them on the queue; then save the state.
+                clear_windows: int, sqs: Any, queue_url: str | None, threshold: float | None = None,
+                group_s: float | None = None, callees: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+    """Plan the events of windows not seen before, group them into incidents (``group_s``; None: one event
+    per service) and put them on the queue; then save the state. ``threshold`` overrides the model's (a
+    threshold calibrated on this mesh's reference).
 
     Sent first, saved second: a crash in between re-sends, which the consumer drops as a duplicate,
     rather than losing an event."""
@@ -102,10 +171,21 @@ def send_events(store: Any, model: Any, scores: list[ServiceScores], *, namespac
     ns_state = dict(state_all.get(namespace, {}))
     events: list[dict[str, Any]] = []
     for s in scores:
-        planned, ns_state[s.service] = plan_events(s, model.threshold, ns_state.get(s.service), namespace=namespace,
+        planned, ns_state[s.service] = plan_events(s, model.threshold if threshold is None else threshold,
+                                                   ns_state.get(s.service), namespace=namespace,
                                                    model_version=model.version, clear_windows=clear_windows,
                                                    not_before=not_before)
         events += planned
+    if group_s is not None:
+        grouping = dict(ns_state.get(INCIDENT_KEY) or {})
+        incident = grouping.get("open")
+        if incident:  # members still firing keep the incident open, though they send nothing new
+            bar = model.threshold if threshold is None else threshold
+            for s in scores:
+                if s.service in {incident["service"], *incident["members"]} and (s.scores >= bar).any():
+                    incident = {**incident, "last": max(incident["last"], float(s.times[s.scores >= bar].max()))}
+            grouping["open"] = incident
+        events, ns_state[INCIDENT_KEY] = group_events(events, grouping, callees or {}, group_s)
     for ev in events:
         if sqs is not None and queue_url:
             sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(ev))

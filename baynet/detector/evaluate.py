@@ -11,6 +11,13 @@ out). Event-level: a fault is detected when its service is flagged at least once
 first and last window; the delay is the number of windows from the first fault window to the first flag.
 Beside it, ``event_recall_any_service`` (any scored service flagged during the fault) and false alarms: runs
 of flagged windows labelled normal, per service-hour of normal windows.
+
+As an alert source (``baynet.detector.incidents``): firings of any services of a mesh grouped into
+incidents; ``incident_recall`` (faults with an incident of their own), ``false_incidents_per_mesh_hour``
+(incidents that start outside every fault, per hour of the mesh without a fault) and the delay. The
+threshold is chosen on the training side for a false-incident budget (``false_budget``), not for F1.
+
+``leave_mesh_out``: each mesh in turn is held out whole; the model trains on the others only.
 """
 
 from __future__ import annotations
@@ -21,9 +28,13 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from baynet.detector.models import (Block, blocks_from_cases, format_table, threshold_table, torch_available,
-                                    train_detector)
+from baynet.detector.calibrate import calibrate
+from baynet.detector.incidents import DEFAULT_GAP_WINDOWS, incident_metrics
+from baynet.detector.models import (Block, blocks_from_cases, format_table, meshes_of, threshold_table,
+                                    torch_available, train_detector)
 from baynet.detector.series import Case, Fault
+
+DEFAULT_BUDGET = 1.0  # false incidents per mesh-hour the threshold is chosen for
 
 
 def _point_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -81,9 +92,39 @@ def _false_alarms(blocks: list[Block], preds: list[np.ndarray], step_s: dict[str
 HOLD_OUTS = ("group", "service")
 
 
+def _summary(cases: list[Case], tested: list[Block], probs: list[np.ndarray], thresholds: dict[str, float],
+             gap_windows: int) -> dict[str, Any]:
+    """Per-window, per-service event and incident figures of scored blocks (``thresholds`` per case)."""
+    preds = [p >= thresholds[b.case] for b, p in zip(tested, probs)]
+    y = np.concatenate([b.y for b in tested]) if tested else np.array([])
+    pred = np.concatenate(preds) if preds else np.array([], bool)
+    metrics = _point_metrics(y, pred)
+    events = _events(cases, tested, preds)
+    detected = [e for e in events if e["detected"]]
+    delays = [e["delay_windows"] for e in detected]
+    alarms, hours = _false_alarms(tested, preds, {c.name: c.step_s for c in cases})
+    metrics.update({
+        "event_recall": len(detected) / len(events) if events else 0.0, "events": len(events),
+        "events_detected": len(detected),
+        "event_recall_any_service": (sum(e["detected_anywhere"] for e in events) / len(events)
+                                     if events else 0.0),
+        "median_delay_windows": float(np.median(delays)) if delays else None,
+        "false_alarms": alarms, "normal_service_hours": round(hours, 2),
+        "false_alarms_per_service_hour": alarms / hours if hours else None,
+        "missed": [f"{e['case']} {e['service']} {e['kind']}" for e in events if not e["detected"]][:50],
+    })
+    by_kind: dict[str, list[bool]] = {}
+    for e in events:
+        by_kind.setdefault(e["kind"], []).append(e["detected"])
+    metrics["event_recall_by_fault"] = {k: float(np.mean(v)) for k, v in sorted(by_kind.items())}
+    metrics.update(incident_metrics(meshes_of(tested, probs), thresholds, gap_windows))
+    return metrics
+
+
 def evaluate(cases: list[Case], models: tuple[str, ...] | None = None, *, folds: int = 5, random_state: int = 0,
              hold_out: str = "group", extra: dict[str, list[Case]] | None = None, transfer: bool = False,
-             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+             false_budget: float | None = DEFAULT_BUDGET, gap_windows: int = DEFAULT_GAP_WINDOWS,
+             calibrate_on_reference: bool = True, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Held-out scores of each model on ``cases``.
 
     ``hold_out``: ``group`` holds out whole groups (RCD: every run of one injected service; Nezha: a day);
@@ -109,53 +150,114 @@ def evaluate(cases: list[Case], models: tuple[str, ...] | None = None, *, folds:
     if n_folds < 2 and not transfer:
         raise ValueError(f"held-out evaluation needs at least two {hold_out}s, got {groups}")
     fold_of = {g: i % n_folds for i, g in enumerate(groups)}
-    step_s = {c.name: c.step_s for c in cases}
     result: dict[str, Any] = {"cases": len(cases), "hold_out": hold_out, "groups": groups, "folds": n_folds,
                               "transfer": transfer, "also_trained_on": {k: len(v) for k, v in (extra or {}).items()},
                               "models": {}, "step_s": sorted({c.step_s for c in cases})}
     for kind in models:
-        ys, ps, preds_all, events, per_fold, alarms, normal_hours = [], [], [], [], [], 0, 0.0
+        tested, probs_all, thresholds, per_fold, calibrations = [], [], {}, [], {}
         t0 = time.monotonic()
         for fold in range(n_folds):
             held = {g for g in groups if fold_of[g] == fold}
             train = extra_blocks + ([] if transfer else [b for b in blocks if key(b) not in held])
             test = [b for b in blocks if key(b) in held]
             say(f"{kind}: fold {fold + 1}/{n_folds}, held out {', '.join(sorted(held))}")
-            model = train_detector(train, kind, random_state=random_state, progress=say)
-            probs = model.score(test)
-            preds = [p >= model.threshold for p in probs]
-            events += _events(cases, test, preds)
-            n_alarms, hours = _false_alarms(test, preds, step_s)
-            alarms, normal_hours = alarms + n_alarms, normal_hours + hours
-            ys.append(np.concatenate([b.y for b in test]))
-            ps.append(np.concatenate(probs))
-            preds_all.append(np.concatenate(preds))
+            model = train_detector(train, kind, random_state=random_state, progress=say, false_budget=false_budget)
+            tested += test
+            probs_all += model.score(test)
+            thresholds.update(_thresholds(model, [c for c in cases if c.name in {b.case for b in test}],
+                                          calibrate_on_reference, false_budget, gap_windows, calibrations))
             per_fold.append({"held_out": sorted(held), "k": len(model.features), "threshold": model.threshold,
                              "features": model.features})
-        y, p, pred = np.concatenate(ys), np.concatenate(ps), np.concatenate(preds_all)
-        metrics = _point_metrics(y, pred)
-        detected = [e for e in events if e["detected"]]
-        delays = [e["delay_windows"] for e in detected]
-        table = threshold_table(y, p)
-        metrics.update({
-            "event_recall": len(detected) / len(events) if events else 0.0, "events": len(events),
-            "events_detected": len(detected),
-            "event_recall_any_service": (sum(e["detected_anywhere"] for e in events) / len(events)
-                                         if events else 0.0),
-            "median_delay_windows": float(np.median(delays)) if delays else None,
-            "false_alarms": alarms, "normal_service_hours": round(normal_hours, 2),
-            "false_alarms_per_service_hour": alarms / normal_hours if normal_hours else None,
-            "folds": per_fold, "seconds": round(time.monotonic() - t0, 1),
-            "held_out_threshold_table": table.to_dict("records"),
-            "missed": [f"{e['case']} {e['service']} {e['kind']}" for e in events if not e["detected"]][:50],
-        })
-        by_kind: dict[str, list[bool]] = {}
-        for e in events:
-            by_kind.setdefault(e["kind"], []).append(e["detected"])
-        metrics["event_recall_by_fault"] = {k: float(np.mean(v)) for k, v in sorted(by_kind.items())}
+        metrics = _summary(cases, tested, probs_all, thresholds, gap_windows)
+        table = threshold_table(np.concatenate([b.y for b in tested]), np.concatenate(probs_all))
+        metrics.update({"folds": per_fold, "seconds": round(time.monotonic() - t0, 1),
+                        "held_out_threshold_table": table.to_dict("records"), "calibration": calibrations})
         result["models"][kind] = metrics
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
+
+
+def _thresholds(model: Any, cases: list[Case], calibrate_on_reference: bool, budget: float | None,
+                gap_windows: int, calibrations: dict[str, Any]) -> dict[str, float]:
+    """Per case: the model's threshold, or (``calibrate_on_reference``) that raised on the case's own
+    reference (``baynet.detector.calibrate``)."""
+    out = {}
+    for case in cases:
+        if calibrate_on_reference and budget is not None:
+            cal = calibrate(model, case.services, case.step_s, budget, gap_windows)
+            calibrations[case.name] = cal.as_dict()
+            out[case.name] = cal.threshold
+        else:
+            out[case.name] = model.threshold
+    return out
+
+
+def leave_mesh_out(meshes: dict[str, list[Case]], models: tuple[str, ...] | None = None, *, random_state: int = 0,
+                   false_budget: float | None = DEFAULT_BUDGET, gap_windows: int = DEFAULT_GAP_WINDOWS,
+                   calibrate_on_reference: bool = True, progress: Callable[[str], None] | None = None
+                   ) -> dict[str, Any]:
+    """Each mesh held out whole in turn: train on every other mesh, score every case of the held-out one."""
+    say = progress or (lambda _msg: None)
+    models = models or (("gbm", "lstm") if torch_available() else ("gbm",))
+    if len(meshes) < 2:
+        raise ValueError(f"leave-one-mesh-out needs at least two meshes, got {sorted(meshes)}")
+    started = time.monotonic()
+    blocks = {}
+    for name, cases in meshes.items():
+        say(f"features for {len(cases)} cases of {name}")
+        blocks[name] = blocks_from_cases(cases, group_prefix=f"{name}:")
+    out: dict[str, Any] = {"leave_mesh_out": True, "false_budget": false_budget, "gap_windows": gap_windows,
+                           "calibrated": calibrate_on_reference, "meshes": {}}
+    for held, cases in meshes.items():
+        out["meshes"][held] = {"cases": len(cases), "step_s": sorted({c.step_s for c in cases}),
+                               "trained_on": sorted(m for m in meshes if m != held), "models": {}}
+        for kind in models:
+            t0 = time.monotonic()
+            train = [b for m, bs in blocks.items() if m != held for b in bs]
+            say(f"{kind}: held out {held}; training on {', '.join(out['meshes'][held]['trained_on'])}")
+            model = train_detector(train, kind, random_state=random_state, progress=say, false_budget=false_budget)
+            probs = model.score(blocks[held])
+            calibrations: dict[str, Any] = {}
+            thresholds = _thresholds(model, cases, calibrate_on_reference, false_budget, gap_windows, calibrations)
+            metrics = _summary(cases, blocks[held], probs, thresholds, gap_windows)
+            trained = incident_metrics(meshes_of(blocks[held], probs), model.threshold, gap_windows)
+            metrics.update({"threshold": model.threshold, "thresholds": thresholds, "calibration": calibrations,
+                            "at_trained_threshold": {k: trained[k] for k in (
+                                "incident_recall", "false_incidents_per_mesh_hour", "false_incidents")},
+                            "k": len(model.features), "features": model.features,
+                            "seconds": round(time.monotonic() - t0, 1)})
+            out["meshes"][held]["models"][kind] = metrics
+    out["seconds"] = round(time.monotonic() - started, 1)
+    return out
+
+
+def render_leave_mesh_out(result: dict[str, Any]) -> str:
+    lines = [f"leave-one-mesh-out: each mesh scored by a model trained on the others only; threshold for "
+             f"{result['false_budget']} false incidents per mesh-hour on the training side; firings within "
+             f"{result['gap_windows']} windows are one incident", "",
+             "| held-out mesh | model | incident recall | false incidents / mesh-hour | median delay (windows) "
+             "| per-service event recall | false alarms / service-hour | F1 | threshold (trained → used) "
+             "| at the trained threshold: recall, false / h | seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for mesh, part in result["meshes"].items():
+        for kind, m in part["models"].items():
+            rate = m["false_incidents_per_mesh_hour"]
+            fa = m["false_alarms_per_service_hour"]
+            delay = m["median_incident_delay_windows"]
+            at = m["at_trained_threshold"]
+            at_rate = at["false_incidents_per_mesh_hour"]
+            lines.append(f"| {mesh} | {kind} | {m['incident_recall']:.2f} ({m['faults_detected']}/{m['faults']}) "
+                         f"| {'—' if rate is None else f'{rate:.2f}'} ({m['false_incidents']} in "
+                         f"{m['mesh_hours']:.1f} h) | {'—' if delay is None else f'{delay:.1f}'} "
+                         f"| {m['event_recall']:.2f} ({m['events_detected']}/{m['events']}) "
+                         f"| {'—' if fa is None else f'{fa:.2f}'} | {m['f1']:.3f} | {m['threshold']:.2f} → "
+                         f"{'/'.join(sorted({f'{t:.3g}' for t in m['thresholds'].values()}))} "
+                         f"| {at['incident_recall']:.2f}, {'—' if at_rate is None else f'{at_rate:.2f}'} "
+                         f"| {m['seconds']} |")
+    if result.get("calibrated"):
+        lines += ["", "threshold used: the trained one, raised per case until the case's own reference (its first "
+                  "half as reference, its second scored) stays within the budget"]
+    return "\n".join(lines)
 
 
 def render(result: dict[str, Any]) -> str:
@@ -169,14 +271,18 @@ def render(result: dict[str, Any]) -> str:
     lines = [f"{result['dataset']}: {result['cases']} cases, {how}, step "
              f"{', '.join(str(s) for s in result['step_s'])} s", "",
              "| model | precision | recall | F1 | accuracy | event recall | median delay (windows) "
-             "| any-service recall | false alarms / service-hour | seconds |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| any-service recall | false alarms / service-hour | incident recall | false incidents / mesh-hour "
+             "| seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in result["models"].items():
         delay = "—" if m["median_delay_windows"] is None else f"{m['median_delay_windows']:.1f}"
         rate = m.get("false_alarms_per_service_hour")
+        inc = m.get("false_incidents_per_mesh_hour")
         lines.append(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['accuracy']:.3f} "
                      f"| {m['event_recall']:.3f} ({m['events_detected']}/{m['events']}) | {delay} "
                      f"| {m['event_recall_any_service']:.3f} | {'—' if rate is None else f'{rate:.3f}'} "
+                     f"| {m['incident_recall']:.3f} ({m['faults_detected']}/{m['faults']}) "
+                     f"| {'—' if inc is None else f'{inc:.2f}'} ({m['false_incidents']} in {m['mesh_hours']:.1f} h) "
                      f"| {m['seconds']} |")
     for name, m in result["models"].items():
         chosen = [f["threshold"] for f in m["folds"]]

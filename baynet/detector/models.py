@@ -8,9 +8,14 @@ more than a false alarm). Training (``train_detector``):
 1. mRMR orders the features on the training rows;
 2. K, the number kept, is chosen by grouped cross-validation inside the training data (average precision
    of a gradient-boosting probe; groups = experiment runs / services, so no run is in both sides);
-3. the threshold comes from the same inner folds' out-of-fold scores, as the row of the threshold table
+3. the threshold comes from the same inner folds' out-of-fold scores: by default, as an alert source, the
+   lowest threshold whose firings, grouped into incidents, make at most ``false_budget`` false incidents
+   per mesh-hour (``baynet.detector.incidents``); without a budget, the row of the threshold table
    ``Thresh | Prec | Rec | F1 | Acc`` with the best F1 (within 0.01 of it: the lowest, for recall);
 4. the model is refitted on all training rows. Scalers (LSTM) are fitted on training rows only.
+
+Training drops feature families at random (``family_dropout``): a family one mesh does not publish reads
+as zeros there, and a model that leaned on it would be blind on that mesh.
 """
 
 from __future__ import annotations
@@ -28,13 +33,14 @@ from sklearn.metrics import average_precision_score
 from sklearn.model_selection import GroupKFold
 from threadpoolctl import threadpool_limits
 
-from baynet.detector.features import FEATURES
+from baynet.detector.features import FEATURES, PER_FAMILY
 from baynet.detector.mrmr import mrmr_order
 
 SEQ_LEN = 8
 K_CHOICES = (4, 8, 12, 16, 24)
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 1.0, 0.05))
 MAX_TRAIN_ROWS = 40000
+FAMILY_DROPOUT = 0.3  # chance that a training copy of a block loses one of its families
 PROBE_ROWS = 12000  # rows per fit of the gradient-boosting probe that picks K
 
 
@@ -47,6 +53,8 @@ class Block:
     service: str
     case: str
     group: str
+    t: np.ndarray | None = None   # window times (unix s), for judging firings as incidents
+    step_s: float = 0.0           # the case's window step
 
 
 def torch_available() -> bool:
@@ -372,9 +380,51 @@ class DetectorModel:
                    version=meta["version"], created=meta["created"])
 
 
+def family_dropout(blocks: list[Block], rate: float = FAMILY_DROPOUT, random_state: int = 0) -> list[Block]:
+    """Copies of ``blocks`` in which each family a block has is dropped (its features zeroed, as for a mesh
+    that does not publish it) with probability ``rate``; the features computed over all families
+    (``max_abs_z``, ``n_out``, the per-load ratios) are recomputed without the dropped ones. The copies
+    come in addition to the originals."""
+    from baynet.detector.series import FAMILIES
+
+    rng = np.random.default_rng(random_state)
+    idx = {f: [FEATURES.index(f"{f}_{k}") for k in PER_FAMILY] for f in FAMILIES}
+    z_cols = [FEATURES.index(f"{f}_z") for f in FAMILIES]
+    out = []
+    for b in blocks:
+        present = [f for f in FAMILIES if np.any(b.X[:, idx[f][0]] != 0)]
+        drop = [f for f in present if rng.random() < rate]
+        if not drop or len(drop) == len(present):
+            continue
+        X = b.X.copy()
+        for f in drop:
+            X[:, idx[f]] = 0.0
+        if "load" in drop or all(f in drop for f in ("lat_p50", "lat_p90", "lat_p99")):
+            X[:, FEATURES.index("lat_per_load_z")] = 0.0
+        if "load" in drop or "cpu" in drop:
+            X[:, FEATURES.index("cpu_per_load_z")] = 0.0
+        z = np.abs(X[:, z_cols])
+        X[:, FEATURES.index("max_abs_z")] = z.max(axis=1)
+        X[:, FEATURES.index("n_out")] = (z > np.log1p(3.0)).sum(axis=1)
+        out.append(Block(X, b.y, b.service, b.case + "~drop", b.group, b.t, b.step_s))
+    return out
+
+
+def meshes_of(blocks: list[Block], scores: list[np.ndarray]):
+    """Scored blocks grouped by case, for judging firings as incidents."""
+    from baynet.detector.incidents import by_case
+
+    steps = {b.case: b.step_s or (float(np.median(np.diff(b.t))) if b.t is not None and len(b.t) > 1 else 1.0)
+             for b in blocks}
+    return by_case(blocks, scores, steps)
+
+
 def train_detector(blocks: list[Block], kind: str = "gbm", *, ks: tuple[int, ...] = K_CHOICES,
-                   inner_folds: int = 3, random_state: int = 0, progress=None) -> DetectorModel:
-    """mRMR order -> K by grouped CV -> threshold from out-of-fold scores -> refit on everything."""
+                   inner_folds: int = 3, random_state: int = 0, progress=None,
+                   false_budget: float | None = None, dropout: float = FAMILY_DROPOUT) -> DetectorModel:
+    """mRMR order -> K by grouped CV -> threshold from out-of-fold scores (for ``false_budget`` false
+    incidents per mesh-hour when given and the blocks carry times, else best F1) -> refit on everything
+    (plus family-dropout copies)."""
     say = progress or (lambda _msg: None)
     if not _has_both(blocks):
         raise ValueError("training data needs both anomalous and normal windows")
@@ -387,27 +437,40 @@ def train_detector(blocks: list[Block], kind: str = "gbm", *, ks: tuple[int, ...
     k, k_scores = choose_k(blocks, order, ks, inner_folds, random_state)
     cols = order[:k]
     say(f"K = {k} by cross-validation ({', '.join(f'{kk}: AP {v:.3f}' for kk, v in k_scores.items())})")
-    oof_y, oof_p = [], []
+    oof_y, oof_p, oof_blocks, oof_scores = [], [], [], []
     for train_idx, test_idx in _folds(blocks, inner_folds):
         train = [blocks[i] for i in train_idx]
         if not _has_both(train):
             continue
         test = [blocks[i] for i in test_idx]
-        est = make_estimator(kind, random_state).fit(train, cols)
-        oof_p.append(np.concatenate(est.predict(test, cols)))
+        est = make_estimator(kind, random_state).fit(train + family_dropout(train, dropout, random_state), cols)
+        scores = est.predict(test, cols)
+        oof_p.append(np.concatenate(scores))
         oof_y.append(np.concatenate([b.y for b in test]))
+        oof_blocks += test
+        oof_scores += scores
+    incident_table: list[dict[str, Any]] = []
+    by_budget = false_budget is not None and oof_blocks and all(b.t is not None for b in oof_blocks)
     if oof_y:
         table = threshold_table(np.concatenate(oof_y), np.concatenate(oof_p))
         threshold = choose_threshold(table)
+        if by_budget:
+            from baynet.detector.incidents import budget_threshold
+
+            threshold, incident_table = budget_threshold(meshes_of(oof_blocks, oof_scores), false_budget,
+                                                         THRESHOLDS)
     else:
         table, threshold = threshold_table(np.array([]), np.array([])), 0.5
-    say(f"threshold {threshold:.2f} from {len(oof_y)} inner folds; refitting {kind} on all training windows")
-    estimator = make_estimator(kind, random_state).fit(blocks, cols)
+    how = f"for at most {false_budget:g} false incidents per mesh-hour" if by_budget else "for the best F1"
+    say(f"threshold {threshold:.2f} {how} from {len(oof_y)} inner folds; refitting {kind} on all training windows")
+    estimator = make_estimator(kind, random_state).fit(blocks + family_dropout(blocks, dropout, random_state), cols)
     model = DetectorModel(kind=kind, features=[FEATURES[i] for i in cols], threshold=threshold,
                           table=table.to_dict("records"), k_scores=k_scores,
                           relevance={FEATURES[i]: float(relevance[i]) for i in order},
                           trained_on={"blocks": len(blocks), "groups": sorted({b.group for b in blocks}),
-                                      "windows": int(keep.sum()), "positives": int((y == 1).sum())},
+                                      "windows": int(keep.sum()), "positives": int((y == 1).sum()),
+                                      "false_incident_budget": false_budget if by_budget else None,
+                                      "incident_table": incident_table, "family_dropout": dropout},
                           estimator=estimator, created=time.time())
     model.version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(model.created)) + "-" + hashlib.sha256(
         model.to_bytes()).hexdigest()[:10]
@@ -451,5 +514,6 @@ def blocks_from_cases(cases: list[Any], group_prefix: str = "") -> list[Block]:
         for s in case.services:
             X = service_features(s).to_numpy(float)
             y = s.labels if s.labels is not None else np.full(len(X), -1)
-            blocks.append(Block(X, np.asarray(y, int), s.service, case.name, group_prefix + case.group))
+            blocks.append(Block(X, np.asarray(y, int), s.service, case.name, group_prefix + case.group,
+                                s.observed.index.to_numpy(float), float(case.step_s)))
     return blocks

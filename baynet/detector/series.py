@@ -201,3 +201,31 @@ def fetch_series(base_url: str, metric_map: dict[str, str], start: float, end: f
         if own:
             client.close()
     return {svc: pd.DataFrame(cols, index=grid) for svc, cols in sorted(columns.items())}
+
+
+def coarsen(case: Case, step_s: float) -> Case:
+    """``case`` at a step of ``step_s`` (no change when its own step is that long or longer): each window
+    the mean of the rows in it, as a scrape at that interval would average them; a window is anomalous
+    when any row in it is, unknown when any is unknown and none anomalous. Faults follow the new windows."""
+    if step_s <= case.step_s:
+        return case
+    services, faults = [], []
+    kinds = {f.service: f.kind for f in case.faults}
+    for s in case.services:
+        def agg(frame: pd.DataFrame) -> pd.DataFrame:
+            if frame.empty:
+                return frame
+            keys = np.floor(frame.index.to_numpy(float) / step_s) * step_s
+            return frame.groupby(keys).mean()
+
+        obs = agg(s.observed)
+        labels = None
+        if s.labels is not None and len(s.observed):
+            keys = np.floor(s.observed.index.to_numpy(float) / step_s) * step_s
+            lab = pd.Series(np.asarray(s.labels), index=keys).groupby(level=0)
+            labels = np.where(lab.max().to_numpy() == 1, 1, np.where(lab.min().to_numpy() == -1, -1, 0))
+        services.append(ServiceSeries(s.service, agg(s.reference), obs, labels))
+        if labels is not None and s.service in kinds:
+            runs = np.flatnonzero(np.diff(np.r_[0, (labels == 1).astype(int), 0]))
+            faults += [Fault(s.service, int(a), int(b), kinds[s.service]) for a, b in zip(runs[::2], runs[1::2])]
+    return Case(case.name, case.group, float(step_s), services, faults)

@@ -1,0 +1,76 @@
+"""The threshold, calibrated on the mesh being watched: its own normal data decides how high the bar is.
+
+A model trained on other meshes scores a new mesh on a scale it never saw: 1 s metrics are noisier than
+60 s ones, and one mesh's normal is another's outlier. The training side's threshold (chosen for the
+false-incident budget there) is therefore only a floor. Each mesh brings its reference — the known-normal
+history the features are computed against — and that reference says how often the model fires when
+nothing is wrong: its first half serves as the reference of its second half, the second half is scored as
+if live, every firing there is false, and the threshold is raised to the lowest value at which the false
+incidents stay within the budget (``budget`` per hour of that half; a short reference allows none).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from baynet.detector.features import service_features
+from baynet.detector.incidents import DEFAULT_GAP_WINDOWS, MeshScores, incident_metrics
+from baynet.detector.models import THRESHOLDS, Block
+from baynet.detector.series import ServiceSeries
+
+CANDIDATES = tuple(sorted(set(THRESHOLDS) | {0.97, 0.98, 0.99, 0.995}))
+MIN_REFERENCE_WINDOWS = 20  # fewer windows per half than this: the training side's threshold stands
+
+
+@dataclass
+class Calibration:
+    threshold: float
+    trained: float
+    windows: int
+    hours: float
+    false_incidents: int | None
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def calibrate(model: Any, series: list[ServiceSeries], step_s: float, budget: float,
+              gap_windows: int = DEFAULT_GAP_WINDOWS) -> Calibration:
+    """The threshold for this mesh: the model's, raised until its reference's second half, scored against
+    its first, makes at most ``budget`` false incidents per hour."""
+    halves = []
+    for s in series:
+        ref = s.reference.dropna(how="all")
+        n = len(ref) // 2
+        if n >= MIN_REFERENCE_WINDOWS:
+            halves.append(ServiceSeries(s.service, ref.iloc[:n], ref.iloc[n:]))
+    if not halves:
+        return Calibration(model.threshold, model.threshold, 0, 0.0, None,
+                           f"no service has {2 * MIN_REFERENCE_WINDOWS} reference windows; the trained threshold stands")
+    feats = [service_features(h) for h in halves]
+    blocks = [Block(f.to_numpy(float), np.zeros(len(f), int), h.service, "reference", "reference",
+                    f.index.to_numpy(float), step_s) for h, f in zip(halves, feats)]
+    scores = model.score(blocks)
+    mesh = MeshScores("reference", step_s, [b.t for b in blocks], [b.y for b in blocks], list(scores),
+                      [b.service for b in blocks])
+    windows = int(np.unique(np.concatenate(mesh.times)).size)
+    hours = windows * step_s / 3600.0
+    allowed = budget * hours
+    chosen, false = None, None
+    for th in CANDIDATES:
+        if th < model.threshold:
+            continue
+        false = incident_metrics([mesh], th, gap_windows)["false_incidents"]
+        if false <= allowed:
+            chosen = th
+            break
+    if chosen is None:
+        return Calibration(CANDIDATES[-1], model.threshold, windows, hours, false,
+                           f"the reference fires at every threshold; the highest, {CANDIDATES[-1]}, is used")
+    how = "kept" if chosen == model.threshold else f"raised from {model.threshold:.2f}"
+    return Calibration(chosen, model.threshold, windows, hours, false,
+                       f"{how}: {false} false incidents in {hours:.2f} h of reference (budget {budget:g}/h)")
