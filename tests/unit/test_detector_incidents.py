@@ -224,3 +224,31 @@ def test_every_train_ticket_fault_is_placed_where_its_metrics_are():
     t0 = min(float(s.observed.index.min()) for s in day.services)
     assert all(float(next(s for s in day.services if s.service == f.service).observed.index[f.start]) >= t0
                for f in day.faults)
+
+
+def test_detect_eval_leave_mesh_out_prints_one_row_per_held_out_mesh(tmp_path):
+    from typer.testing import CliRunner
+
+    from baynet.cli import app
+    from tests.unit.test_detector import _rcd_layout
+
+    one, two = _rcd_layout(tmp_path / "one"), _rcd_layout(tmp_path / "two")
+    runner = CliRunner()
+    res = runner.invoke(app, ["detect", "eval", "rcd-sockshop", str(one), "--also-train", f"rcd-sockshop={two}",
+                              "--leave-mesh-out", "--models", "gbm", "--json", "-q"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    assert set(result["meshes"]) == {"one", "two"} and result["false_budget"] == 1.0
+    for held, part in result["meshes"].items():
+        assert part["trained_on"] == sorted({"one", "two"} - {held})
+        m = part["models"]["gbm"]
+        for key in ("incident_recall", "false_incidents_per_mesh_hour", "event_recall", "median_incident_delay_windows"):
+            assert key in m
+        assert m["faults"] == 4 and m["incident_recall"] == 1.0  # a 90-point CPU jump, learnt on the other copy
+        assert set(m["calibration"]) == {"carts-cpu/1", "carts-cpu/2", "user-cpu/1", "user-cpu/2"}
+    table = runner.invoke(app, ["detect", "eval", "rcd-sockshop", str(one), "--also-train", f"rcd-sockshop={two}",
+                                "--leave-mesh-out", "--models", "gbm", "-q"])
+    rows = [line for line in table.stdout.splitlines() if line.startswith("| one") or line.startswith("| two")]
+    assert len(rows) == 2
+    alone = runner.invoke(app, ["detect", "eval", "rcd-sockshop", str(one), "--leave-mesh-out", "--models", "gbm"])
+    assert alone.exit_code == 2 and "--leave-mesh-out needs" in alone.output
