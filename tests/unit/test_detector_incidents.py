@@ -252,3 +252,22 @@ def test_detect_eval_leave_mesh_out_prints_one_row_per_held_out_mesh(tmp_path):
     assert len(rows) == 2
     alone = runner.invoke(app, ["detect", "eval", "rcd-sockshop", str(one), "--leave-mesh-out", "--models", "gbm"])
     assert alone.exit_code == 2 and "--leave-mesh-out needs" in alone.output
+
+
+def test_coarsen_averages_rows_per_window_and_keeps_the_fault_where_it_was(tmp_path):
+    from baynet.detector.datasets import rcd_cases
+    from baynet.detector.series import coarsen
+    from tests.unit.test_detector import _rcd_layout
+
+    case = rcd_cases(_rcd_layout(tmp_path / "rcd", reps=1))[0]
+    coarse = coarsen(case, 10.0)
+    assert coarse.step_s == 10.0 and coarsen(case, 0.5) is case  # never finer than the data
+    fine = next(s for s in case.services if s.service == case.faults[0].service)
+    s = next(s for s in coarse.services if s.service == fine.service)
+    keys = np.floor(fine.observed.index.to_numpy(float) / 10) * 10
+    assert np.allclose(s.observed["cpu"].to_numpy(), fine.observed["cpu"].groupby(keys).mean().to_numpy())
+    (fault,) = coarse.faults
+    t = s.observed.index.to_numpy(float)
+    lo, hi = fine.observed.index[case.faults[0].start], fine.observed.index[case.faults[0].end - 1]
+    assert t[fault.start] <= lo < t[fault.start] + 10 and t[fault.end - 1] <= hi < t[fault.end - 1] + 10
+    assert set(s.labels[fault.start:fault.end]) == {1} and fault.kind == case.faults[0].kind
