@@ -21,7 +21,7 @@ from baynet.detector.incidents import DEFAULT_GAP_WINDOWS, MeshScores, incident_
 from baynet.detector.models import THRESHOLDS, Block
 from baynet.detector.series import ServiceSeries
 
-CANDIDATES = tuple(sorted(set(THRESHOLDS) | {0.97, 0.98, 0.99, 0.995}))
+CANDIDATES = tuple(sorted({float(t) for t in THRESHOLDS} | {0.97, 0.98, 0.99, 0.995}))
 MIN_REFERENCE_WINDOWS = 20  # fewer windows per half than this: the training side's threshold stands
 
 

@@ -285,7 +285,7 @@ def render(result: dict[str, Any]) -> str:
                      f"| {'—' if inc is None else f'{inc:.2f}'} ({m['false_incidents']} in {m['mesh_hours']:.1f} h) "
                      f"| {m['seconds']} |")
     for name, m in result["models"].items():
-        chosen = [f["threshold"] for f in m["folds"]]
+        chosen = [round(float(f["threshold"]), 3) for f in m["folds"]]
         lines += ["", f"{name}: thresholds chosen on training folds {chosen}; K per fold "
                       f"{[f['k'] for f in m['folds']]}; event recall by fault {m['event_recall_by_fault']}",
                   f"{name}: held-out threshold table (all folds pooled; ← the median chosen threshold)",

@@ -146,10 +146,10 @@ def budget_threshold(meshes: Sequence[MeshScores], budget: float, thresholds: Se
     table = []
     for th in sorted(thresholds):
         m = incident_metrics(meshes, th, gap_windows)
-        table.append({"Thresh": th, "IncRecall": m["incident_recall"],
+        table.append({"Thresh": float(th), "IncRecall": m["incident_recall"],
                       "FalsePerHour": m["false_incidents_per_mesh_hour"] or 0.0, "Incidents": m["incidents"]})
     within = [r["Thresh"] for r in table if r["FalsePerHour"] <= budget]
-    return (min(within) if within else max(thresholds)), table
+    return float(min(within) if within else max(thresholds)), table
 
 
 def group_services(firing: list[tuple[str, float]], callees: dict[str, list[str]]) -> str:
