@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from baynet.artifacts import COMPLETE, ArtifactStore, structure_html
+from baynet.artifacts import COMPLETE, ArtifactStore, make_store, structure_html
 from baynet.dbn import O_STATES, DBNModel
 from baynet.events import AnomalyEvent
 from baynet.otlp import SearchTrace
@@ -286,8 +286,6 @@ def trace_topology(edges: pd.DataFrame, namespace: str, window_s: float) -> Topo
 
 def snapshot_age(settings: Settings, now: float | None = None) -> str:
     """Which stored snapshot stands in for the live graph, and how old it is (for the run's report)."""
-    from baynet.artifacts import make_store
-
     previous = SnapshotStore(make_store(settings)).latest(settings.namespace)
     if previous is None:
         return "no stored snapshot either: call edges from traces only"
