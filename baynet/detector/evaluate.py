@@ -223,7 +223,8 @@ def leave_mesh_out(meshes: dict[str, list[Case]], models: tuple[str, ...] | None
             trained = incident_metrics(meshes_of(blocks[held], probs), model.threshold, gap_windows)
             metrics.update({"threshold": model.threshold, "thresholds": thresholds, "calibration": calibrations,
                             "at_trained_threshold": {k: trained[k] for k in (
-                                "incident_recall", "false_incidents_per_mesh_hour", "false_incidents")},
+                                "incident_recall", "new_incident_recall", "false_incidents_per_mesh_hour",
+                                "false_incidents")},
                             "k": len(model.features), "features": model.features,
                             "seconds": round(time.monotonic() - t0, 1)})
             out["meshes"][held]["models"][kind] = metrics
@@ -236,9 +237,9 @@ def render_leave_mesh_out(result: dict[str, Any]) -> str:
              f"{result['false_budget']} false incidents per mesh-hour on the training side; firings within "
              f"{result['gap_windows']} windows are one incident", "",
              "| held-out mesh | model | incident recall | false incidents / mesh-hour | median delay (windows) "
-             "| per-service event recall | false alarms / service-hour | F1 | threshold (trained → used) "
-             "| at the trained threshold: recall, false / h | seconds |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| new-incident recall | per-service event recall | false alarms / service-hour | F1 "
+             "| threshold (trained → used) | at the trained threshold: recall, false / h | seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for mesh, part in result["meshes"].items():
         for kind, m in part["models"].items():
             rate = m["false_incidents_per_mesh_hour"]
@@ -249,6 +250,7 @@ def render_leave_mesh_out(result: dict[str, Any]) -> str:
             lines.append(f"| {mesh} | {kind} | {m['incident_recall']:.2f} ({m['faults_detected']}/{m['faults']}) "
                          f"| {'—' if rate is None else f'{rate:.2f}'} ({m['false_incidents']} in "
                          f"{m['mesh_hours']:.1f} h) | {'—' if delay is None else f'{delay:.1f}'} "
+                         f"| {m['new_incident_recall']:.2f} "
                          f"| {m['event_recall']:.2f} ({m['events_detected']}/{m['events']}) "
                          f"| {'—' if fa is None else f'{fa:.2f}'} | {m['f1']:.3f} | {m['threshold']:.2f} → "
                          f"{'/'.join(sorted({f'{t:.3g}' for t in m['thresholds'].values()}))} "

@@ -4,8 +4,10 @@ per mesh-hour, and the threshold chosen for a false-incident budget.
 A *firing* is a window in which the detector flags some service. Firings of any services of one mesh
 (one case) that follow each other within ``gap`` seconds are one *incident*: one fault that makes ten
 services deviate is one page, not ten. A fault is *detected* when some service fires inside it (the RCA
-localises from there); the delay is from the fault's first window to that firing. A fault's *zone* is the
-fault widened by ``gap`` on both sides (its listed start is approximate; its tail may linger). Firings
+localises from there); the delay is from the fault's first window to that firing. Stricter,
+``new_incident_recall`` counts a fault only when an incident *starts* for it (within ``gap`` before it or
+inside it): with faults close together, an incident that stays open across several sends one event, and
+the RCA runs once. A fault's *zone* is the fault widened by ``gap`` on both sides (its listed start is approximate; its tail may linger). Firings
 outside every zone are false: grouped the same way, each group is one *false incident*, and one that keeps
 firing counts again for every further hour (a page repeats while its alert fires: Alertmanager's
 ``repeat_interval``, at :data:`REPEAT_S`). An alarm that stays on through normal time therefore pays for
@@ -92,12 +94,15 @@ def judge(mesh: MeshScores, threshold: float, gap_windows: int = DEFAULT_GAP_WIN
     faults = faults_of(mesh)
     incidents = incidents_of(mesh, threshold, gap_windows)
     fired = np.array(sorted(float(x) for t, p in zip(mesh.times, mesh.scores) for x in t[p >= threshold]))
-    detected, delays = [], []
+    detected, delays, paged = [], [], []
+    starts = np.array([i["start"] for i in incidents])
     for lo, hi in faults:
         inside = fired[(fired >= lo) & (fired <= hi)] if fired.size else fired
         detected.append(bool(inside.size))
         if inside.size:
             delays.append((float(inside[0]) - lo) / mesh.step_s)
+        # stricter: an incident (one event, one RCA) starts for this fault, not one already open before it
+        paged.append(bool(starts.size and ((starts >= lo - gap) & (starts <= hi)).any()))
     zone = np.zeros(fired.size, bool)
     for lo, hi in faults:
         zone |= (fired >= lo - gap) & (fired <= hi + gap)
@@ -113,7 +118,7 @@ def judge(mesh: MeshScores, threshold: float, gap_windows: int = DEFAULT_GAP_WIN
         in_zone |= (all_t >= lo - gap) & (all_t <= hi + gap)
     services = {float(x): svc for t, p, svc in zip(mesh.times, mesh.scores, mesh.services) for x in t[p >= threshold]}
     pages = sum(max(1, int(np.ceil((hi - lo + mesh.step_s) / REPEAT_S))) for lo, hi in false)
-    return {"faults": len(faults), "detected": sum(detected), "delays_windows": delays,
+    return {"faults": len(faults), "detected": sum(detected), "paged": sum(paged), "delays_windows": delays,
             "false_incidents": pages, "incidents": len(incidents),
             "normal_hours": float((~in_zone).sum()) * mesh.step_s / 3600.0,
             "false_examples": [{"case": mesh.case, "start": lo, "end": hi, "first_service": services.get(lo)}
@@ -131,6 +136,7 @@ def incident_metrics(meshes: Sequence[MeshScores], threshold: float | dict[str, 
     false = sum(p["false_incidents"] for p in parts)
     delays = [d for p in parts for d in p["delays_windows"]]
     return {"incident_recall": sum(p["detected"] for p in parts) / faults if faults else 0.0,
+            "new_incident_recall": sum(p["paged"] for p in parts) / faults if faults else 0.0,
             "faults": faults, "faults_detected": sum(p["detected"] for p in parts),
             "false_incidents": false, "mesh_hours": round(hours, 3),
             "false_incidents_per_mesh_hour": false / hours if hours else None,

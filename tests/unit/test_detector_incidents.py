@@ -58,6 +58,7 @@ def test_a_detector_that_never_stops_firing_pays_for_every_quiet_stretch():
 
     good, always = judge(mesh(quiet), 0.5), judge(mesh(loud), 0.5)
     assert good["detected"] == always["detected"] == 3
+    assert good["paged"] == 3 and always["paged"] == 0  # one incident open all along: no fault gets its own event
     assert good["false_incidents"] == 0
     # before, between and after the three faults (zones widened by the 3-window gap), each paged again every
     # hour it keeps firing: 97, 190, 190 and 92 minutes -> 2 + 4 + 4 + 2
