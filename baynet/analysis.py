@@ -22,6 +22,8 @@ import pandas as pd
 from baynet.artifacts import COMPLETE, ArtifactStore, make_store, structure_html
 from baynet.dbn import O_STATES, DBNModel
 from baynet.events import AnomalyEvent
+from baynet.evidence.fuse import states_from_evidence
+from baynet.evidence.traces import span_keys
 from baynet.otlp import SearchTrace
 from baynet.settings import Settings
 from baynet.state import CAS_ATTEMPTS, ModelLog, SnapshotStore, apply_update, update_record
@@ -326,24 +328,6 @@ def blast_radius(topology: Topology, service: str, hops: int, with_evidence: set
     return sorted(members & with_evidence) or sorted(with_evidence)
 
 
-def states_from_evidence(evidence: pd.DataFrame, services: list[str], n_slices: int
-                         ) -> tuple[dict[str, list[int]], dict[str, list[int]], dict[str, list[int]] | None]:
-    """Observed O, S (trace own-work) and Sm (metrics own-work, None without metric evidence) levels per
-    service and slice; -1 marks an own-work state its source did not observe."""
-    inc = evidence[evidence["window"] >= 0]
-    with_metrics = "m_own_state" in inc
-    states = {s: [0] * n_slices for s in services}
-    own = {s: [0] * n_slices for s in services}
-    own_m = {s: [-1] * n_slices for s in services} if with_metrics else None
-    for row in inc.itertuples():
-        if row.service in states:
-            states[row.service][row.window] = int(row.state)
-            own[row.service][row.window] = int(row.own_state)
-            if own_m is not None and not pd.isna(row.m_own_state):
-                own_m[row.service][row.window] = int(row.m_own_state)
-    return states, own, own_m
-
-
 def evidence_summary(evidence: pd.DataFrame, service: str) -> str:
     rows = evidence[(evidence["service"] == service) & (evidence["window"] >= 0)].sort_values("window")
     parts = []
@@ -412,10 +396,9 @@ def reestimate(model: DBNModel, topology: Topology, edges: pd.DataFrame) -> dict
 def infer(model: DBNModel, event: AnomalyEvent, evidence: pd.DataFrame, topology: Topology,
           settings: Settings, prior_factor: dict[str, float] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """Step 5: posteriors over the blast radius, ranked, and the propagation path to the event's service."""
-    n = int(evidence["window"].max()) + 1 if not evidence.empty else 0
     with_evidence = set(evidence.loc[evidence["window"] >= 0, "service"])
     members = blast_radius(topology, event.service, settings.blast_radius_hops, with_evidence)
-    states, own, own_m = states_from_evidence(evidence, members, max(n, 1))
+    states, own, own_m = states_from_evidence(evidence, members)
     if event.status == "firing" and event.service in states:
         # The detector saw the anomaly on this service: that is evidence too, whatever the spans show.
         states[event.service][-1] = max(states[event.service][-1], 1)
@@ -479,7 +462,8 @@ def exemplars(spans: pd.DataFrame | None, ranking: list[dict[str, Any]], windows
         failed = mine[mine["failed"].to_numpy(dtype=bool)]
         picked += [(str(t), "failed") for t in dict.fromkeys(failed["trace_id"].astype(str))][:per_kind]
         slow = mine.assign(d=dur.loc[mine.index]).sort_values("d", ascending=False)
-        slow_ids = [str(t) for t in dict.fromkeys(slow["trace_id"].astype(str)) if t not in dict(picked)]
+        failed_ids = {t for t, _ in picked}
+        slow_ids = [str(t) for t in dict.fromkeys(slow["trace_id"].astype(str)) if t not in failed_ids]
         picked += [(t, f"slowest ({slow.loc[slow['trace_id'].astype(str) == t, 'd'].iloc[0] / 1e6:.0f} ms)")
                    for t in slow_ids[:per_kind]]
         picked += _unusual_shapes(spans, shapes, in_base, mine.index, {t for t, _ in picked}, per_kind)
@@ -493,11 +477,7 @@ def _call_shapes(spans: pd.DataFrame) -> pd.DataFrame:
     op = spans["service"].astype(str) + " " + spans["name"].astype(str)
     codes, labels = pd.factorize(op)
     salt = np.random.default_rng(0).integers(1, 2**62, size=max(1, len(labels)), dtype=np.int64)
-    n = len(spans)
-    tcode = pd.factorize(spans["trace_id"])[0].astype(np.int64)
-    ids, uniques = pd.factorize(pd.concat([spans["span_id"], spans["parent_span_id"]], ignore_index=True))
-    width = max(1, len(uniques))
-    key, parent = tcode * width + ids[:n], tcode * width + ids[n:]
+    key, parent = span_keys(spans)
     has_parent = spans["parent_span_id"].astype(str).to_numpy() != ""
     sums = pd.DataFrame({"parent": parent[has_parent], "salt": salt[codes][has_parent]}).groupby("parent")[
         "salt"].agg(["sum", "size"])

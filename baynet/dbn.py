@@ -182,8 +182,9 @@ class DBNModel:
         for e in known:
             w = self.params.confirm_edge_weight / per_caller[e["caller"]]
             share = min(1.0, max(0.0, float(e["share"])))
-            a, b = self.edge_counts[self.edge_key(e["caller"], e["callee"])]
-            self.edge_counts[self.edge_key(e["caller"], e["callee"])] = [a + w * share, b + w * (1 - share)]
+            key = self.edge_key(e["caller"], e["callee"])
+            a, b = self.edge_counts[key]
+            self.edge_counts[key] = [a + w * share, b + w * (1 - share)]
 
     def confirmation_bound(self, slices: int = 3) -> float:
         """The largest factor by which one confirmation can move the posterior odds of one service

@@ -20,10 +20,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from baynet.analysis import Windows, states_from_evidence
+from baynet.analysis import Windows
 from baynet.baselines import ac_at_k, baro_rank, microrank_rank, random_ac_at_k
 from baynet.datasets.nezha import NezhaCase, entry_service, list_cases, normal_trace_files, read_spans
 from baynet.evidence import spans_frame
+from baynet.evidence.fuse import states_from_evidence
 from baynet.settings import Settings
 
 # A detector watching user-facing latency fires about two minutes after a fault starts (it needs a
@@ -422,9 +423,7 @@ def evaluate_online(directories: list[Path], *, sources: set[str] | None = None,
             for way in models:
                 hits[d][way].append(_hits(ranked[way], truth))
             if truth in ranked["learning"]:
-                ev = results["learning"].evidence
-                n = int(ev["window"].max()) + 1 if len(ev) else 1
-                states = states_from_evidence(ev, ranked["learning"], max(n, 1))[0]
+                states = states_from_evidence(results["learning"].evidence, ranked["learning"])[0]
                 models["learning"].confirm(truth, ranked["learning"],
                                            confirmed_propagation(truth, states, models["learning"].callees))
             if progress:

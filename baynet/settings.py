@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from baynet.detector.incidents import DEFAULT_BUDGET, DEFAULT_GAP_WINDOWS
+
 
 class Settings(BaseSettings):
     """Baynet settings. Every field can be set as ``BAYNET_<FIELD>`` in the environment."""
@@ -97,10 +99,10 @@ class Settings(BaseSettings):
     detector_warmup_windows: int = Field(10, ge=0, le=100, description="Windows scored for context only.")
     detector_clear_windows: int = Field(3, ge=1, le=100, description="Unflagged windows in a row that resolve.")
     detector_false_incidents_per_hour: float = Field(
-        1.0, gt=0, le=100, description="False-incident budget the detector's threshold is chosen for on training "
+        DEFAULT_BUDGET, gt=0, le=100, description="False-incident budget the detector's threshold is chosen for on training "
         "data (incidents per mesh-hour that start outside every fault), instead of the best F1.")
     detector_group_windows: int = Field(
-        3, ge=1, le=100, description="Services that start firing within this many windows of an open incident "
+        DEFAULT_GAP_WINDOWS, ge=1, le=100, description="Services that start firing within this many windows of an open incident "
         "join it: one event per incident, named after its most upstream firing service.")
 
     # --- artifacts -------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ import pandas as pd
 
 from baynet.artifacts import ArtifactStore
 from baynet.dbn import DBNModel, confirmed_propagation
+from baynet.evidence.fuse import states_from_evidence
 from baynet.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -121,12 +122,7 @@ class Confirmations:
             f"incidents/{event_id}/model.json")
         if not raw or not model:
             return []
-        evidence = pd.read_csv(io.BytesIO(raw))
-        n = int(evidence["window"].max()) + 1 if len(evidence) else 0
-        states = {s: [0] * n for s in members}
-        for row in evidence[evidence["window"] >= 0].itertuples():
-            if row.service in states:
-                states[row.service][int(row.window)] = int(row.state)
+        states = states_from_evidence(pd.read_csv(io.BytesIO(raw)), members)[0]
         return confirmed_propagation(root_cause, states, model.get("callees", {}))
 
     def of(self, event_id: str) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ from prefect import get_run_logger, task
 
 from baynet.detector.calibrate import calibrate
 from baynet.detector.emit import send_events
+from baynet.detector.incidents import DEFAULT_GAP_WINDOWS
 from baynet.detector.models import load_model
 from baynet.detector.run import score_series, split_frames
 from baynet.detector.series import fetch_series, load_metric_map
@@ -25,7 +26,8 @@ def fetch_metrics(prometheus_url: str, metric_map: str, start: float, end: float
 
 @task
 def score_windows(store: Any, frames: dict[str, Any], observed_from: float, model_version: str,
-                  step_s: float | None = None, false_budget: float | None = None, group_windows: int = 3
+                  step_s: float | None = None, false_budget: float | None = None,
+                  group_windows: int = DEFAULT_GAP_WINDOWS
                   ) -> dict[str, Any] | None:
     """Scores per service, or None when no model has been trained yet (a fresh install: not a failure).
     With ``false_budget``, the threshold is calibrated on the mesh's own reference
@@ -50,7 +52,7 @@ def score_windows(store: Any, frames: dict[str, Any], observed_from: float, mode
 @task
 def plan_and_send(store: Any, scored: dict[str, Any], *, namespace: str, not_before: float, clear_windows: int,
                   sqs: Any, queue_url: str, group_s: float | None = None) -> list[dict[str, Any]]:
-    topology = SnapshotStore(store).latest(namespace)
+    topology = SnapshotStore(store).latest(namespace) if group_s is not None else None
     callees = {s: topology.callees(s) for s in topology.services} if topology else {}
     events = send_events(store, scored["model"], scored["scores"], namespace=namespace, not_before=not_before,
                          clear_windows=clear_windows, sqs=sqs, queue_url=queue_url,

@@ -29,12 +29,10 @@ import numpy as np
 import pandas as pd
 
 from baynet.detector.calibrate import calibrate
-from baynet.detector.incidents import DEFAULT_GAP_WINDOWS, incident_metrics
+from baynet.detector.incidents import DEFAULT_BUDGET, DEFAULT_GAP_WINDOWS, incident_metrics
 from baynet.detector.models import (Block, blocks_from_cases, format_table, meshes_of, threshold_table,
                                     torch_available, train_detector)
 from baynet.detector.series import Case, Fault
-
-DEFAULT_BUDGET = 1.0  # false incidents per mesh-hour the threshold is chosen for
 
 
 def _point_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -164,7 +162,8 @@ def evaluate(cases: list[Case], models: tuple[str, ...] | None = None, *, folds:
             model = train_detector(train, kind, random_state=random_state, progress=say, false_budget=false_budget)
             tested += test
             probs_all += model.score(test)
-            thresholds.update(_thresholds(model, [c for c in cases if c.name in {b.case for b in test}],
+            names = {b.case for b in test}
+            thresholds.update(_thresholds(model, [c for c in cases if c.name in names],
                                           calibrate_on_reference, false_budget, gap_windows, calibrations))
             per_fold.append({"held_out": sorted(held), "k": len(model.features), "threshold": model.threshold,
                              "features": model.features})

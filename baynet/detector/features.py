@@ -75,6 +75,12 @@ def family_features(zc: np.ndarray) -> dict[str, np.ndarray]:
     return {"z": zc, "lag1": _shift(zc, 1), "lag2": _shift(zc, 2), "slope": slope, "ewm": ewm, "diff": diff}
 
 
+def summaries(abs_z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``max_abs_z`` and ``n_out`` from the families' compressed |z| (families x windows): the largest
+    deviation and how many families exceed 3."""
+    return abs_z.max(axis=0), (abs_z > np.log1p(3.0)).sum(axis=0).astype(float)
+
+
 def service_features(series: ServiceSeries) -> pd.DataFrame:
     """The feature frame of one service: one row per observed window, columns ``FEATURES``."""
     obs, ref = series.observed, series.reference
@@ -106,8 +112,6 @@ def service_features(series: ServiceSeries) -> pd.DataFrame:
             out["cpu_per_load_z"] = _compressed_z(np.log((obs_d["cpu"].to_numpy(float) + eps) / (load_o + eps)),
                                                   np.log((ref_d["cpu"].to_numpy(float) + eps) / (load_r + eps)))
     if zs:
-        stacked = np.abs(np.vstack(zs))
-        out["max_abs_z"] = stacked.max(axis=0)
-        out["n_out"] = (stacked > np.log1p(3.0)).sum(axis=0).astype(float)
+        out["max_abs_z"], out["n_out"] = summaries(np.abs(np.vstack(zs)))
     frame = pd.DataFrame(out, index=obs.index)
     return frame.replace([np.inf, -np.inf], 0.0).fillna(0.0)

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+DEFAULT_BUDGET = 1.0      # false incidents per mesh-hour the threshold is chosen for
 DEFAULT_GAP_WINDOWS = 3   # firings closer than this many windows apart are one incident
 REPEAT_S = 3600.0         # a false incident still firing counts again after this long
 
@@ -71,29 +72,39 @@ def faults_of(mesh: MeshScores) -> list[tuple[float, float]]:
     return _runs(t, 1.5 * mesh.step_s)
 
 
+def _firings(mesh: MeshScores, threshold: float) -> list[tuple[float, str]]:
+    """(window time, service) of every flagged window, service by service."""
+    return [(float(x), svc) for t, p, svc in zip(mesh.times, mesh.scores, mesh.services) for x in t[p >= threshold]]
+
+
+def _group(fired: list[tuple[float, str]], gap: float) -> list[dict[str, Any]]:
+    ordered = sorted(fired)
+    times = np.array([t for t, _ in ordered])
+    return [{"start": lo, "end": hi, "services": list(dict.fromkeys(s for t, s in ordered if lo <= t <= hi))}
+            for lo, hi in _runs(times, gap)]
+
+
 def incidents_of(mesh: MeshScores, threshold: float, gap_windows: int = DEFAULT_GAP_WINDOWS
                  ) -> list[dict[str, Any]]:
     """The mesh's firings grouped into incidents: start, end, the services that fired (first first)."""
-    fired: list[tuple[float, str]] = []
-    for t, p, svc in zip(mesh.times, mesh.scores, mesh.services):
-        fired += [(float(x), svc) for x in t[p >= threshold]]
-    if not fired:
-        return []
-    fired.sort()
-    times = np.array([t for t, _ in fired])
-    out = []
-    for lo, hi in _runs(times, gap_windows * mesh.step_s):
-        members = list(dict.fromkeys(s for t, s in fired if lo <= t <= hi))
-        out.append({"start": lo, "end": hi, "services": members})
-    return out
+    return _group(_firings(mesh, threshold), gap_windows * mesh.step_s)
+
+
+def _in_zones(times: np.ndarray, faults: list[tuple[float, float]], gap: float) -> np.ndarray:
+    """Which of ``times`` lie in a fault's zone (the fault widened by ``gap`` on both sides)."""
+    inside = np.zeros(times.size, bool)
+    for lo, hi in faults:
+        inside |= (times >= lo - gap) & (times <= hi + gap)
+    return inside
 
 
 def judge(mesh: MeshScores, threshold: float, gap_windows: int = DEFAULT_GAP_WINDOWS) -> dict[str, Any]:
     """Faults detected (and their delays), false incidents and the mesh-hours outside fault zones."""
     gap = gap_windows * mesh.step_s
     faults = faults_of(mesh)
-    incidents = incidents_of(mesh, threshold, gap_windows)
-    fired = np.array(sorted(float(x) for t, p in zip(mesh.times, mesh.scores) for x in t[p >= threshold]))
+    pairs = _firings(mesh, threshold)
+    incidents = _group(pairs, gap)
+    fired = np.array(sorted(t for t, _ in pairs))
     detected, delays, paged = [], [], []
     starts = np.array([i["start"] for i in incidents])
     for lo, hi in faults:
@@ -103,24 +114,18 @@ def judge(mesh: MeshScores, threshold: float, gap_windows: int = DEFAULT_GAP_WIN
             delays.append((float(inside[0]) - lo) / mesh.step_s)
         # stricter: an incident (one event, one RCA) starts for this fault, not one already open before it
         paged.append(bool(starts.size and ((starts >= lo - gap) & (starts <= hi)).any()))
-    zone = np.zeros(fired.size, bool)
-    for lo, hi in faults:
-        zone |= (fired >= lo - gap) & (fired <= hi + gap)
     # a run of false firings ends where a fault zone begins, however close the next false firing is
-    outside = fired[~zone]
+    outside = fired[~_in_zones(fired, faults, gap)]
     zone_id = np.searchsorted(np.array([lo for lo, _ in faults]), outside) if faults else np.zeros(outside.size)
     false = []
     for z in np.unique(zone_id):
         false += _runs(outside[zone_id == z], gap)
     all_t = np.unique(np.concatenate(mesh.times)) if mesh.times else np.array([])
-    in_zone = np.zeros(all_t.size, bool)
-    for lo, hi in faults:
-        in_zone |= (all_t >= lo - gap) & (all_t <= hi + gap)
-    services = {float(x): svc for t, p, svc in zip(mesh.times, mesh.scores, mesh.services) for x in t[p >= threshold]}
+    services = dict(pairs)
     pages = sum(max(1, int(np.ceil((hi - lo + mesh.step_s) / REPEAT_S))) for lo, hi in false)
     return {"faults": len(faults), "detected": sum(detected), "paged": sum(paged), "delays_windows": delays,
             "false_incidents": pages, "incidents": len(incidents),
-            "normal_hours": float((~in_zone).sum()) * mesh.step_s / 3600.0,
+            "normal_hours": float((~_in_zones(all_t, faults, gap)).sum()) * mesh.step_s / 3600.0,
             "false_examples": [{"case": mesh.case, "start": lo, "end": hi, "first_service": services.get(lo)}
                                for lo, hi in false[:3]]}
 

@@ -33,8 +33,9 @@ from sklearn.metrics import average_precision_score
 from sklearn.model_selection import GroupKFold
 from threadpoolctl import threadpool_limits
 
-from baynet.detector.features import FEATURES, PER_FAMILY
+from baynet.detector.features import FEATURES, PER_FAMILY, summaries
 from baynet.detector.mrmr import mrmr_order
+from baynet.detector.series import FAMILIES
 
 SEQ_LEN = 8
 K_CHOICES = (4, 8, 12, 16, 24)
@@ -385,8 +386,6 @@ def family_dropout(blocks: list[Block], rate: float = FAMILY_DROPOUT, random_sta
     that does not publish it) with probability ``rate``; the features computed over all families
     (``max_abs_z``, ``n_out``, the per-load ratios) are recomputed without the dropped ones. The copies
     come in addition to the originals."""
-    from baynet.detector.series import FAMILIES
-
     rng = np.random.default_rng(random_state)
     idx = {f: [FEATURES.index(f"{f}_{k}") for k in PER_FAMILY] for f in FAMILIES}
     z_cols = [FEATURES.index(f"{f}_z") for f in FAMILIES]
@@ -403,9 +402,7 @@ def family_dropout(blocks: list[Block], rate: float = FAMILY_DROPOUT, random_sta
             X[:, FEATURES.index("lat_per_load_z")] = 0.0
         if "load" in drop or "cpu" in drop:
             X[:, FEATURES.index("cpu_per_load_z")] = 0.0
-        z = np.abs(X[:, z_cols])
-        X[:, FEATURES.index("max_abs_z")] = z.max(axis=1)
-        X[:, FEATURES.index("n_out")] = (z > np.log1p(3.0)).sum(axis=1)
+        X[:, FEATURES.index("max_abs_z")], X[:, FEATURES.index("n_out")] = summaries(np.abs(X[:, z_cols]).T)
         out.append(Block(X, b.y, b.service, b.case + "~drop", b.group, b.t, b.step_s))
     return out
 

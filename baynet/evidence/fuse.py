@@ -53,3 +53,25 @@ def fuse(traces: pd.DataFrame | None, metrics: pd.DataFrame | None) -> pd.DataFr
         out[col] = out[col].astype(np.int64)
     rest = [c for c in out.columns if c not in EVIDENCE_COLUMNS]
     return out[EVIDENCE_COLUMNS + rest].sort_values(["service", "window"]).reset_index(drop=True)
+
+
+def states_from_evidence(evidence: pd.DataFrame, services: list[str], n_slices: int | None = None
+                         ) -> tuple[dict[str, list[int]], dict[str, list[int]], dict[str, list[int]] | None]:
+    """The DBN's observations in an evidence frame (this module's, or ``evidence.csv`` read back): O, S
+    (trace own-work) and Sm (metrics own-work, None without metric evidence) levels per service and slice;
+    -1 marks an own-work state its source did not observe. ``n_slices`` defaults to the frame's (at
+    least one); a frame with only the propagating states (``state``) gives own-work levels of 0."""
+    if n_slices is None:
+        n_slices = max(int(evidence["window"].max()) + 1 if len(evidence) else 0, 1)
+    inc = evidence[evidence["window"] >= 0]
+    with_metrics = "m_own_state" in inc
+    states = {s: [0] * n_slices for s in services}
+    own = {s: [0] * n_slices for s in services}
+    own_m = {s: [-1] * n_slices for s in services} if with_metrics else None
+    for row in inc.itertuples():
+        if row.service in states:
+            states[row.service][row.window] = int(row.state)
+            own[row.service][row.window] = int(getattr(row, "own_state", 0))
+            if own_m is not None and not pd.isna(row.m_own_state):
+                own_m[row.service][row.window] = int(row.m_own_state)
+    return states, own, own_m

@@ -89,14 +89,12 @@ def spans_frame(spans: list[Span]) -> pd.DataFrame:
     })
 
 
-def _annotate(df: pd.DataFrame) -> pd.DataFrame:
-    """Add duration, self time, child counts, the parent's row and service to each span.
-
-    Spans are matched to their parents through integer keys (trace code x id code), not strings, and
-    per-parent sums are bincounts over the parent's row (``prow``, -1 when the parent is not here):
-    this is the hot path of evidence building."""
+def span_keys(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Integer keys (trace code x id code) of each span and of its parent, equal where a parent id names a
+    span of the same trace: the codes of the columnar parsers (``baynet.otlp_fast.SpanBatch``,
+    ``otlp.trace_columns``) where the frame has them, else factorised ids."""
     n = len(df)
-    if "span_code" in df:  # codes from the columnar parsers (baynet.otlp_fast.SpanBatch, otlp.trace_columns)
+    if "span_code" in df:
         tcode = df["trace_code"].to_numpy()
         scode, pcode = df["span_code"].to_numpy(), df["parent_code"].to_numpy()
         width = int(max(scode.max(initial=0), pcode.max(initial=0))) + 1
@@ -104,7 +102,17 @@ def _annotate(df: pd.DataFrame) -> pd.DataFrame:
         tcode = pd.factorize(df["trace_id"])[0].astype(np.int64)
         icode, uniques = pd.factorize(pd.concat([df["span_id"], df["parent_span_id"]], ignore_index=True))
         scode, pcode, width = icode[:n], icode[n:], max(1, len(uniques))
-    key = tcode * width + scode
+    return tcode * width + scode, tcode * width + pcode
+
+
+def _annotate(df: pd.DataFrame) -> pd.DataFrame:
+    """Add duration, self time, child counts, the parent's row and service to each span.
+
+    Spans are matched to their parents through integer keys (trace code x id code), not strings, and
+    per-parent sums are bincounts over the parent's row (``prow``, -1 when the parent is not here):
+    this is the hot path of evidence building."""
+    n = len(df)
+    key, pkey = span_keys(df)
     rows = np.argsort(key, kind="stable")  # keys[i] is the key of row rows[i]
     keys = key[rows]
     first = np.r_[True, keys[1:] != keys[:-1]] if n else np.zeros(0, dtype=bool)
@@ -112,7 +120,7 @@ def _annotate(df: pd.DataFrame) -> pd.DataFrame:
         keep = np.zeros(n, dtype=bool)
         keep[rows[first]] = True
         df = df[keep].reset_index(drop=True)
-        key, tcode, pcode = key[keep], tcode[keep], pcode[keep]
+        key, pkey = key[keep], pkey[keep]
         rows = np.argsort(key, kind="stable")
         keys = key[rows]
     n = len(df)
@@ -122,7 +130,6 @@ def _annotate(df: pd.DataFrame) -> pd.DataFrame:
     # selection copies every column.
     df = df[["trace_id", "parent_span_id", "service", "name", "start_ns", "failed"]
             + (["w"] if "w" in df else [])].copy()
-    pkey = tcode * width + pcode
     pos = np.minimum(np.searchsorted(keys, pkey), len(keys) - 1)
     found = has_parent & (keys[pos] == pkey)
     prow = np.where(found, rows[pos], -1)

@@ -152,7 +152,7 @@ def test_a_service_joining_an_open_incident_in_a_later_run_sends_nothing_and_a_l
     assert [(e["subject"], e["data"]["status"]) for e in third] == [("orders", "resolved"), ("user", "firing")]
 
 
-def test_grouping_is_the_same_function_the_events_and_the_evaluation_use():
+def test_a_firing_after_the_open_incident_went_quiet_starts_a_new_one():
     a, _ = plan_events(_scores("a", [0, 1, 1, 0, 0, 0]), 0.5, None, namespace="n", model_version="v")
     b, _ = plan_events(_scores("b", [0, 0, 0, 0, 0, 0, 0, 0, 0, 1]), 0.5, None, namespace="n", model_version="v")
     out, state = group_events(a + b, None, {}, 3 * STEP)
