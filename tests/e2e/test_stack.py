@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 STEPS = {"parse-anomaly", "query-tempo", "build-evidence", "read-topology", "diff-topology", "load-model",
          "reestimate-dbn", "run-inference", "store-artifacts"}
 SHOTS = ROOT / "test-output"
-PAST = 12  # past incidents the backfill test replays (enough for both workers and a crash after five)
+PAST = 20  # past incidents the backfill test replays: with 12, one worker sometimes took every run
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def stack(tmp_path_factory):
     (main["traces"]).rename(work / "traces" / "main")
     past = []
     services = ["carts", "orders", "payment", "catalogue", "user"]
-    for k in range(PAST):  # a dozen past incidents, an hour apart
+    for k in range(PAST):  # twenty past incidents, an hour apart
         inc = generate("sock-shop", services[k % 5], "latency", fault_start=now - 3600 * (k + 2), before_s=900,
                        after_s=240, rate_per_s=0.3, seed=100 + k)
         paths = write_incident(inc, work / f"past-{k:02d}")
@@ -169,7 +169,7 @@ def test_scheduled_topology_refresh_fires_and_stores_only_changes(stack):
     assert len(with_diff) <= len(graphs)  # a diff artifact only from a run that stored a snapshot
 
 
-def test_backfill_of_a_dozen_incidents_on_two_workers_resumes_after_a_crash(stack):
+def test_backfill_of_twenty_incidents_on_two_workers_resumes_after_a_crash(stack):
     state, _, past, work = stack
     events = work / "past-events.jsonl"
     events.write_text("".join(json.dumps(inc.event) + "\n" for inc in past))
