@@ -217,10 +217,84 @@ def fetch_metrics(windows: Windows, settings: Settings) -> tuple[pd.DataFrame | 
     frames = fetch_series(settings.prometheus_url, load_metric_map(settings.detector_metric_map),
                           windows.baseline[0], windows.incident[1], step, namespace=settings.namespace)
     signals, resources = family_rows(frames, step)
+    edges = edge_signals(windows, settings, quantiles=(50,), counts=False)
+    if edges is not None:  # the network gap per call edge: the caller's view minus the callee's
+        edges = edges[edges["source"] != ""]
+        signals = edges if signals is None else pd.concat([signals, edges], ignore_index=True)
     stats = {"metrics": f"{len(frames)} services from {settings.prometheus_url}",
              "metric_rows": {"signals": 0 if signals is None else len(signals),
-                             "resources": 0 if resources is None else len(resources)}}
+                             "resources": 0 if resources is None else len(resources),
+                             "edges": 0 if edges is None else int(edges[["source", "destination"]]
+                                                                  .drop_duplicates().shape[0])}}
     return signals, resources, stats
+
+
+_EDGE_KEYS = "source_canonical_service, destination_canonical_service, reporter, destination_version"
+SIGNAL_COLUMNS = ["time", "source", "destination", "window_s", "requests", "error_ratio", "latency_ms_p50",
+                  "latency_ms_p90", "latency_ms_p99", "destination_version", "reporter"]
+
+
+def edge_queries(namespace: str, window: str, quantiles: tuple[int, ...] = (50, 90, 99),
+                 counts: bool = True) -> dict[str, str]:
+    """PromQL for Istio's golden signals per call edge, reporter and destination version."""
+    sel = f'destination_workload_namespace="{namespace}"'
+    out = {}
+    if counts:
+        out["rate"] = f"sum by ({_EDGE_KEYS}) (rate(istio_requests_total{{{sel}}}[{window}]))"
+        out["errors"] = f'sum by ({_EDGE_KEYS}) (rate(istio_requests_total{{{sel},response_code=~"5.."}}[{window}]))'
+    for q in quantiles:
+        out[f"p{q}"] = (f"histogram_quantile({q / 100}, sum by ({_EDGE_KEYS}, le) "
+                        f"(rate(istio_request_duration_milliseconds_bucket{{{sel}}}[{window}])))")
+    return out
+
+
+def edge_signals(windows: Windows, settings: Settings, *, quantiles: tuple[int, ...] = (50, 90, 99),
+                 counts: bool = True) -> pd.DataFrame | None:
+    """Signal rows (:mod:`baynet.bundles.format`) per call edge, reporter and destination version, from
+    Istio's series over the baseline and incident windows at the metric step: request counts and error
+    ratios (``counts``) and latency quantiles. A source Istio labels ``unknown`` (outside the mesh) is
+    blank. None when Prometheus is not configured or no series answers."""
+    if not (settings.prometheus_url and settings.metrics_evidence):
+        return None
+    import httpx
+
+    from baynet.detector.series import query_range
+
+    step = settings.metrics_step_s
+    window = f"{max(step * 2, 30)}s"
+    series: dict[tuple, dict[str, dict[float, float]]] = {}
+    with httpx.Client(timeout=30.0) as client:
+        for name, query in edge_queries(settings.namespace, window, quantiles, counts).items():
+            for item in query_range(client, settings.prometheus_url, query, windows.baseline[0],
+                                    windows.incident[1], step):
+                m = item.get("metric") or {}
+                key = (m.get("source_canonical_service", ""), m.get("destination_canonical_service", ""),
+                       m.get("reporter", ""), m.get("destination_version", ""))
+                if key[1]:
+                    series.setdefault(key, {})[name] = {float(t): float(v) for t, v in item.get("values") or []}
+    rows = []
+    for (src, dst, reporter, version), cols in sorted(series.items()):
+        times = sorted(cols.get("rate", {}) if counts else set().union(*cols.values()))
+        for t in times:
+            row = {"time": t, "source": "" if src in ("", "unknown") else src, "destination": dst,
+                   "window_s": float(step), "requests": np.nan, "error_ratio": np.nan,
+                   "destination_version": "" if version in ("", "unknown") else version, "reporter": reporter}
+            if counts:
+                r = cols["rate"][t]
+                err = cols.get("errors", {}).get(t, 0.0)
+                row.update(requests=r * step, error_ratio=(err / r) if r > 0 else np.nan)
+            for q in (50, 90, 99):
+                v = cols.get(f"p{q}", {}).get(t)
+                row[f"latency_ms_p{q}"] = v if v is not None and np.isfinite(v) else np.nan
+            rows.append(row)
+    if not rows:
+        return None
+    frame = pd.DataFrame(rows, columns=SIGNAL_COLUMNS)
+    if counts:
+        frame = frame[np.isfinite(frame["requests"])]
+    else:
+        frame = frame[frame[[f"latency_ms_p{q}" for q in quantiles]].notna().any(axis=1)]
+    return frame.reset_index(drop=True) if len(frame) else None
 
 
 VERSION_QUERIES = {

@@ -90,27 +90,11 @@ def replay(path: Path, workdir: Path | None = None, *, step: Step | None = None)
 
 # --- export ---------------------------------------------------------------------------------------
 
-_EDGE_KEYS = "source_canonical_service, destination_canonical_service, reporter, destination_version"
-
-
-def _edge_queries(namespace: str, window: str) -> dict[str, str]:
-    sel = f'destination_workload_namespace="{namespace}"'
-    rate = f"sum by ({_EDGE_KEYS}) (rate(istio_requests_total{{{sel}}}[{window}]))"
-    errors = f'sum by ({_EDGE_KEYS}) (rate(istio_requests_total{{{sel},response_code=~"5.."}}[{window}]))'
-    out = {"rate": rate, "errors": errors}
-    for q in (50, 90, 99):
-        out[f"p{q}"] = (f"histogram_quantile({q / 100}, sum by ({_EDGE_KEYS}, le) "
-                        f"(rate(istio_request_duration_milliseconds_bucket{{{sel}}}[{window}])))")
-    return out
-
 
 def export(event_file: Path, out: Path, *, step: Step | None = None) -> dict[str, Any]:
     """Write the bundle of the incident in ``event_file`` from the configured Tempo and Prometheus."""
-    import httpx
-
-    from baynet.analysis import Windows, fetch_metrics, fetch_spans, read_topology
+    from baynet.analysis import Windows, edge_signals, fetch_metrics, fetch_spans, read_topology
     from baynet.datasets.convert import ConvertError, _fresh
-    from baynet.detector.series import query_range
     from baynet.events import parse_object
     from baynet.generator import write_traces
     from baynet.otlp import Span
@@ -143,7 +127,7 @@ def export(event_file: Path, out: Path, *, step: Step | None = None) -> dict[str
         written["spans"] = len(spans)
         say(f"traces: {stats.get('traces', 0)} from {settings.tempo_url}, {len(spans)} spans")
         if settings.prometheus_url:
-            signals = _edge_signals(settings, windows, query_range, httpx)
+            signals = edge_signals(windows, settings)
             _, resources, _ = fetch_metrics(windows, settings)
             if signals is not None and len(signals):
                 signals.to_csv(tmp / "signals.csv", index=False, float_format="%.15g")
@@ -164,39 +148,3 @@ def export(event_file: Path, out: Path, *, step: Step | None = None) -> dict[str
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return written
-
-
-def _edge_signals(settings: Any, windows: Any, query_range: Any, httpx: Any) -> pd.DataFrame | None:
-    step = settings.metrics_step_s
-    window = f"{max(step * 2, 30)}s"
-    start, end = windows.baseline[0], windows.incident[1]
-    series: dict[tuple, dict[str, dict[float, float]]] = {}
-    with httpx.Client(timeout=30.0) as client:
-        for name, query in _edge_queries(settings.namespace, window).items():
-            for item in query_range(client, settings.prometheus_url, query, start, end, step):
-                m = item.get("metric") or {}
-                key = (m.get("source_canonical_service", ""), m.get("destination_canonical_service", ""),
-                       m.get("reporter", ""), m.get("destination_version", ""))
-                if not key[1]:
-                    continue
-                values = {float(t): float(v) for t, v in item.get("values") or []}
-                series.setdefault(key, {})[name] = values
-    rows = []
-    for (src, dst, reporter, version), cols in sorted(series.items()):
-        rate = cols.get("rate", {})
-        for t in sorted(rate):
-            r = rate[t]
-            err = cols.get("errors", {}).get(t, 0.0)
-            row = {"time": t, "source": "" if src in ("", "unknown") else src, "destination": dst, "window_s": step,
-                   "requests": r * step, "error_ratio": (err / r) if r > 0 else np.nan,
-                   "destination_version": "" if version in ("", "unknown") else version, "reporter": reporter}
-            for q in (50, 90, 99):
-                v = cols.get(f"p{q}", {}).get(t)
-                row[f"latency_ms_p{q}"] = v if v is not None and np.isfinite(v) else np.nan
-            rows.append(row)
-    if not rows:
-        return None
-    frame = pd.DataFrame(rows)
-    frame = frame[np.isfinite(frame["requests"])]
-    return frame[["time", "source", "destination", "window_s", "requests", "error_ratio", "latency_ms_p50",
-                  "latency_ms_p90", "latency_ms_p99", "destination_version", "reporter"]]

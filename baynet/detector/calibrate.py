@@ -7,6 +7,10 @@ history the features are computed against — and that reference says how often 
 nothing is wrong: its first half serves as the reference of its second half, the second half is scored as
 if live, every firing there is false, and the threshold is raised to the lowest value at which the false
 incidents stay within the budget (``budget`` per hour of that half; a short reference allows none).
+
+One threshold per mesh: when a mesh is watched in several separate recordings (an evaluation's cases), the
+reference halves of all of them are scored together, each on its own, and their hours added up. A budget
+of one false incident an hour cannot be judged on a minute of reference, but it can on an hour of them.
 """
 
 from __future__ import annotations
@@ -22,6 +26,12 @@ from baynet.detector.models import THRESHOLDS, Block
 from baynet.detector.series import ServiceSeries
 
 CANDIDATES = tuple(sorted({float(t) for t in THRESHOLDS} | {0.97, 0.98, 0.99, 0.995}))
+
+
+def candidates_for(model: Any) -> tuple[float, ...]:
+    """The thresholds calibration may raise to: finer near 1 for probabilities, the model's own grid else."""
+    grid = getattr(model, "thresholds", THRESHOLDS)
+    return CANDIDATES if tuple(grid) == tuple(THRESHOLDS) else tuple(sorted(float(t) for t in grid))
 MIN_REFERENCE_WINDOWS = 20  # fewer windows per half than this: the training side's threshold stands
 
 
@@ -42,35 +52,49 @@ def calibrate(model: Any, series: list[ServiceSeries], step_s: float, budget: fl
               gap_windows: int = DEFAULT_GAP_WINDOWS) -> Calibration:
     """The threshold for this mesh: the model's, raised until its reference's second half, scored against
     its first, makes at most ``budget`` false incidents per hour."""
-    halves = []
-    for s in series:
-        ref = s.reference.dropna(how="all")
-        n = len(ref) // 2
-        if n >= MIN_REFERENCE_WINDOWS:
-            halves.append(ServiceSeries(s.service, ref.iloc[:n], ref.iloc[n:]))
-    if not halves:
+    return calibrate_recordings(model, [(series, step_s)], budget, gap_windows)
+
+
+def calibrate_recordings(model: Any, recordings: list[tuple[list[ServiceSeries], float]], budget: float,
+                         gap_windows: int = DEFAULT_GAP_WINDOWS) -> Calibration:
+    """:func:`calibrate` over several recordings of one mesh (``(series, step_s)`` each): every recording's
+    reference is halved on its own, and the false incidents and hours of all of them are added up."""
+    meshes, windows, hours = [], 0, 0.0
+    for k, (series, step_s) in enumerate(recordings):
+        halves = []
+        for s in series:
+            ref = s.reference.dropna(how="all")
+            n = len(ref) // 2
+            if n >= MIN_REFERENCE_WINDOWS:
+                halves.append(ServiceSeries(s.service, ref.iloc[:n], ref.iloc[n:]))
+        if not halves:
+            continue
+        feats = [service_features(h) for h in halves]
+        blocks = [Block(f.to_numpy(float), np.zeros(len(f), int), h.service, f"reference {k}", "reference",
+                        f.index.to_numpy(float), step_s) for h, f in zip(halves, feats)]
+        scores = model.score(blocks)
+        mesh = MeshScores(f"reference {k}", step_s, [b.t for b in blocks], [b.y for b in blocks], list(scores),
+                          [b.service for b in blocks])
+        meshes.append(mesh)
+        n_windows = int(np.unique(np.concatenate(mesh.times)).size)
+        windows += n_windows
+        hours += n_windows * step_s / 3600.0
+    if not meshes:
         return Calibration(model.threshold, model.threshold, 0, 0.0, None,
                            f"no service has {2 * MIN_REFERENCE_WINDOWS} reference windows; the trained threshold stands")
-    feats = [service_features(h) for h in halves]
-    blocks = [Block(f.to_numpy(float), np.zeros(len(f), int), h.service, "reference", "reference",
-                    f.index.to_numpy(float), step_s) for h, f in zip(halves, feats)]
-    scores = model.score(blocks)
-    mesh = MeshScores("reference", step_s, [b.t for b in blocks], [b.y for b in blocks], list(scores),
-                      [b.service for b in blocks])
-    windows = int(np.unique(np.concatenate(mesh.times)).size)
-    hours = windows * step_s / 3600.0
     allowed = budget * hours
     chosen, false = None, None
-    for th in CANDIDATES:
+    candidates = candidates_for(model)
+    for th in candidates:
         if th < model.threshold:
             continue
-        false = incident_metrics([mesh], th, gap_windows)["false_incidents"]
+        false = incident_metrics(meshes, th, gap_windows)["false_incidents"]
         if false <= allowed:
             chosen = th
             break
     if chosen is None:
-        return Calibration(CANDIDATES[-1], model.threshold, windows, hours, false,
-                           f"the reference fires at every threshold; the highest, {CANDIDATES[-1]}, is used")
-    how = "kept" if chosen == model.threshold else f"raised from {model.threshold:.2f}"
+        return Calibration(candidates[-1], model.threshold, windows, hours, false,
+                           f"the reference fires at every threshold; the highest, {candidates[-1]:g}, is used")
+    how = "kept" if chosen == model.threshold else f"raised from {model.threshold:g}"
     return Calibration(chosen, model.threshold, windows, hours, false,
                        f"{how}: {false} false incidents in {hours:.2f} h of reference (budget {budget:g}/h)")

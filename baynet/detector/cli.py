@@ -69,7 +69,8 @@ def _models(models: str) -> tuple[str, ...]:
 def detect_eval(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '.join(DATASETS)}."),
                 path: Path = typer.Argument(..., help="The dataset's directory."),
                 as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
-                models: str = typer.Option("gbm,lstm", help="Comma-separated models to compare: gbm, lstm."),
+                models: str = typer.Option("gbm,lstm,zmax", help="Comma-separated models to compare: gbm, lstm, "
+                                                                  "zmax (no learning: the largest robust z)."),
                 folds: int = typer.Option(5, min=2, max=20, help="Held-out folds (whole groups held out)."),
                 fault_minutes: float = typer.Option(5.0, min=0.5, help="Nezha: how long a fault is taken to last."),
                 hold_out: str = typer.Option("group", help="What a fold holds out: 'group' (RCD: all runs of one "
@@ -159,7 +160,7 @@ def detect_eval(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '.
 @detect_app.command("train")
 def detect_train(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '.join(DATASETS)}."),
                  path: Path = typer.Argument(..., help="The dataset's directory."),
-                 model: str = typer.Option("gbm", help="gbm or lstm."),
+                 model: str = typer.Option("gbm", help="gbm, lstm or zmax."),
                  fault_minutes: float = typer.Option(5.0, min=0.5, help="Nezha: how long a fault is taken to last."),
                  also_train: list[str] = typer.Option([], "--also-train", metavar="DATASET=PATH", help=ALSO_HELP),
                  artifacts: Optional[Path] = typer.Option(None, help="Artifact directory (default: BAYNET_* "

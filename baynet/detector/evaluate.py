@@ -28,10 +28,14 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from baynet.detector.calibrate import calibrate
+from baynet.detector.calibrate import calibrate_recordings
 from baynet.detector.incidents import DEFAULT_BUDGET, DEFAULT_GAP_WINDOWS, incident_metrics
 from baynet.detector.models import (Block, blocks_from_cases, format_table, meshes_of, threshold_table,
                                     torch_available, train_detector)
+
+
+def default_models() -> tuple[str, ...]:
+    return ("gbm", "lstm", "zmax") if torch_available() else ("gbm", "zmax")
 from baynet.detector.series import Case, Fault
 
 
@@ -130,7 +134,7 @@ def evaluate(cases: list[Case], models: tuple[str, ...] | None = None, *, folds:
     ``extra``: other datasets' cases, added to every training side and never scored. ``transfer``: train on
     ``extra`` only and score every case (a model trained on other meshes)."""
     say = progress or (lambda _msg: None)
-    models = models or (("gbm", "lstm") if torch_available() else ("gbm",))
+    models = models or default_models()
     if hold_out not in HOLD_OUTS:
         raise ValueError(f"unknown hold-out {hold_out!r}; choose one of {', '.join(HOLD_OUTS)}")
     if transfer and not extra:
@@ -178,17 +182,14 @@ def evaluate(cases: list[Case], models: tuple[str, ...] | None = None, *, folds:
 
 def _thresholds(model: Any, cases: list[Case], calibrate_on_reference: bool, budget: float | None,
                 gap_windows: int, calibrations: dict[str, Any]) -> dict[str, float]:
-    """Per case: the model's threshold, or (``calibrate_on_reference``) that raised on the case's own
-    reference (``baynet.detector.calibrate``)."""
-    out = {}
-    for case in cases:
-        if calibrate_on_reference and budget is not None:
-            cal = calibrate(model, case.services, case.step_s, budget, gap_windows)
-            calibrations[case.name] = cal.as_dict()
-            out[case.name] = cal.threshold
-        else:
-            out[case.name] = model.threshold
-    return out
+    """Per case: the model's threshold, or (``calibrate_on_reference``) that raised on the references of
+    ``cases`` -- recordings of one mesh, pooled (``baynet.detector.calibrate.calibrate_recordings``)."""
+    threshold = model.threshold
+    if calibrate_on_reference and budget is not None and cases:
+        cal = calibrate_recordings(model, [(c.services, c.step_s) for c in cases], budget, gap_windows)
+        calibrations[", ".join(c.name for c in cases)] = cal.as_dict()
+        threshold = cal.threshold
+    return {case.name: threshold for case in cases}
 
 
 def leave_mesh_out(meshes: dict[str, list[Case]], models: tuple[str, ...] | None = None, *, random_state: int = 0,
@@ -197,7 +198,7 @@ def leave_mesh_out(meshes: dict[str, list[Case]], models: tuple[str, ...] | None
                    ) -> dict[str, Any]:
     """Each mesh held out whole in turn: train on every other mesh, score every case of the held-out one."""
     say = progress or (lambda _msg: None)
-    models = models or (("gbm", "lstm") if torch_available() else ("gbm",))
+    models = models or default_models()
     if len(meshes) < 2:
         raise ValueError(f"leave-one-mesh-out needs at least two meshes, got {sorted(meshes)}")
     started = time.monotonic()

@@ -1,9 +1,14 @@
 """Classifiers, the threshold table and the versioned model.
 
-Two models, evaluated side by side: gradient boosting (scikit-learn's ``HistGradientBoostingClassifier``)
-on the window's features, and an LSTM (PyTorch, the ``torch`` extra) over the last ``SEQ_LEN`` windows.
-Both weight the classes inversely to their frequency (positives are rare; missing a gray failure costs
-more than a false alarm). Training (``train_detector``):
+Three models, evaluated side by side: gradient boosting (scikit-learn's ``HistGradientBoostingClassifier``)
+on the window's features, an LSTM (PyTorch, the ``torch`` extra) over the last ``SEQ_LEN`` windows, and
+``zmax``, which learns nothing: a window's score is the service's largest deviation from its own reference
+over every family it publishes (``max_abs_z``, in robust z units). The learnt two weight the classes
+inversely to their frequency (positives are rare; missing a gray failure costs more than a false alarm).
+``zmax`` is the one whose scale means the same on every mesh -- a deviation in the service's own spreads --
+so a threshold calibrated on the watched mesh's reference carries over to its faults; the learnt models'
+probabilities do not (1 s data saturate them). Training (``train_detector``; ``zmax`` skips 1, 2 and 4 and
+chooses its threshold on ``Z_THRESHOLDS`` from all the training windows):
 
 1. mRMR orders the features on the training rows;
 2. K, the number kept, is chosen by grouped cross-validation inside the training data (average precision
@@ -40,6 +45,8 @@ from baynet.detector.series import FAMILIES
 SEQ_LEN = 8
 K_CHOICES = (4, 8, 12, 16, 24)
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 1.0, 0.05))
+Z_THRESHOLDS = (3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0, 80.0, 100.0, 150.0,
+                200.0, 300.0, 500.0, 1000.0)  # zmax: deviations in robust spreads
 MAX_TRAIN_ROWS = 40000
 FAMILY_DROPOUT = 0.3  # chance that a training copy of a block loses one of its families
 PROBE_ROWS = 12000  # rows per fit of the gradient-boosting probe that picks K
@@ -287,7 +294,28 @@ class LSTM:
         return obj
 
 
-ESTIMATORS = {"gbm": GradientBoosting, "lstm": LSTM}
+class RobustZ:
+    """``zmax``: no fitting; the score is the window's ``max_abs_z`` back on the robust-z scale."""
+
+    def __init__(self, random_state: int = 0):
+        self.random_state = random_state
+
+    def fit(self, blocks: list[Block], cols: list[int]) -> "RobustZ":
+        return self
+
+    def predict(self, blocks: list[Block], cols: list[int]) -> list[np.ndarray]:
+        return [np.expm1(b.X[:, MAX_Z]) for b in blocks]
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "RobustZ":
+        return cls()
+
+
+MAX_Z = FEATURES.index("max_abs_z")
+ESTIMATORS = {"gbm": GradientBoosting, "lstm": LSTM, "zmax": RobustZ}
 
 
 def make_estimator(kind: str, random_state: int = 0):
@@ -357,6 +385,11 @@ class DetectorModel:
     def cols(self) -> list[int]:
         return [FEATURES.index(f) for f in self.features]
 
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        """The thresholds this model's scores are judged at (probabilities, or robust z for ``zmax``)."""
+        return thresholds_for(self.kind)
+
     def score(self, blocks: list[Block]) -> list[np.ndarray]:
         return self.estimator.predict(blocks, self.cols)
 
@@ -407,6 +440,10 @@ def family_dropout(blocks: list[Block], rate: float = FAMILY_DROPOUT, random_sta
     return out
 
 
+def thresholds_for(kind: str) -> tuple[float, ...]:
+    return Z_THRESHOLDS if kind == "zmax" else THRESHOLDS
+
+
 def meshes_of(blocks: list[Block], scores: list[np.ndarray]):
     """Scored blocks grouped by case, for judging firings as incidents."""
     from baynet.detector.incidents import by_case
@@ -427,40 +464,51 @@ def train_detector(blocks: list[Block], kind: str = "gbm", *, ks: tuple[int, ...
         raise ValueError("training data needs both anomalous and normal windows")
     X, y = _rows(blocks, list(range(len(FEATURES))))
     keep = y >= 0
-    say(f"mRMR over {int(keep.sum())} labelled windows")
-    order, relevance = mrmr_order(X[keep], y[keep], max(ks), random_state=random_state)
-    if not order:
-        raise ValueError("no feature varies in the training data")
-    k, k_scores = choose_k(blocks, order, ks, inner_folds, random_state)
-    cols = order[:k]
-    say(f"K = {k} by cross-validation ({', '.join(f'{kk}: AP {v:.3f}' for kk, v in k_scores.items())})")
+    grid = thresholds_for(kind)
     oof_y, oof_p, oof_blocks, oof_scores = [], [], [], []
-    for train_idx, test_idx in _folds(blocks, inner_folds):
-        train = [blocks[i] for i in train_idx]
-        if not _has_both(train):
-            continue
-        test = [blocks[i] for i in test_idx]
-        est = make_estimator(kind, random_state).fit(train + family_dropout(train, dropout, random_state), cols)
-        scores = est.predict(test, cols)
-        oof_p.append(np.concatenate(scores))
-        oof_y.append(np.concatenate([b.y for b in test]))
-        oof_blocks += test
-        oof_scores += scores
+    if kind == "zmax":  # nothing is fitted, so every training window is out of sample
+        order, relevance, k_scores, cols = [MAX_Z], np.zeros(len(FEATURES)), {}, [MAX_Z]
+        scores = make_estimator(kind).predict(blocks, cols)
+        oof_p, oof_y, oof_blocks, oof_scores = [np.concatenate(scores)], [y], list(blocks), scores
+    else:
+        say(f"mRMR over {int(keep.sum())} labelled windows")
+        order, relevance = mrmr_order(X[keep], y[keep], max(ks), random_state=random_state)
+        if not order:
+            raise ValueError("no feature varies in the training data")
+        k, k_scores = choose_k(blocks, order, ks, inner_folds, random_state)
+        cols = order[:k]
+        say(f"K = {k} by cross-validation ({', '.join(f'{kk}: AP {v:.3f}' for kk, v in k_scores.items())})")
+        for train_idx, test_idx in _folds(blocks, inner_folds):
+            train = [blocks[i] for i in train_idx]
+            if not _has_both(train):
+                continue
+            test = [blocks[i] for i in test_idx]
+            est = make_estimator(kind, random_state).fit(train + family_dropout(train, dropout, random_state), cols)
+            scores = est.predict(test, cols)
+            oof_p.append(np.concatenate(scores))
+            oof_y.append(np.concatenate([b.y for b in test]))
+            oof_blocks += test
+            oof_scores += scores
     incident_table: list[dict[str, Any]] = []
     by_budget = false_budget is not None and oof_blocks and all(b.t is not None for b in oof_blocks)
     if oof_y:
-        table = threshold_table(np.concatenate(oof_y), np.concatenate(oof_p))
+        table = threshold_table(np.concatenate(oof_y), np.concatenate(oof_p), grid)
         threshold = choose_threshold(table)
         if by_budget:
             from baynet.detector.incidents import budget_threshold
 
-            threshold, incident_table = budget_threshold(meshes_of(oof_blocks, oof_scores), false_budget,
-                                                         THRESHOLDS)
+            threshold, incident_table = budget_threshold(meshes_of(oof_blocks, oof_scores), false_budget, grid)
     else:
-        table, threshold = threshold_table(np.array([]), np.array([])), 0.5
+        table, threshold = threshold_table(np.array([]), np.array([]), grid), grid[len(grid) // 2]
     how = f"for at most {false_budget:g} false incidents per mesh-hour" if by_budget else "for the best F1"
-    say(f"threshold {threshold:.2f} {how} from {len(oof_y)} inner folds; refitting {kind} on all training windows")
-    estimator = make_estimator(kind, random_state).fit(blocks + family_dropout(blocks, dropout, random_state), cols)
+    if kind == "zmax":
+        say(f"threshold {threshold:g} {how} from all {len(blocks)} training blocks (zmax fits nothing)")
+        estimator = make_estimator(kind)
+    else:
+        say(f"threshold {threshold:.2f} {how} from {len(oof_y)} inner folds; refitting {kind} on all training "
+            "windows")
+        estimator = make_estimator(kind, random_state).fit(blocks + family_dropout(blocks, dropout, random_state),
+                                                           cols)
     model = DetectorModel(kind=kind, features=[FEATURES[i] for i in cols], threshold=threshold,
                           table=table.to_dict("records"), k_scores=k_scores,
                           relevance={FEATURES[i]: float(relevance[i]) for i in order},

@@ -253,7 +253,10 @@ def _rates_and_errors(dest: pd.DataFrame, n: int, th: MetricThresholds) -> pd.Da
 
 def _gap_blame(s: pd.DataFrame, n: int, th: MetricThresholds) -> pd.DataFrame:
     """Grown network gaps per edge (the caller's view of the call minus the callee's), each blamed on the
-    endpoint with more grown edges (on a tie, the callee)."""
+    endpoint with the larger share of its measured edges grown (on a tie, the callee): a delay on one
+    service's network shows on all of its edges, while its busy caller also has edges that did not grow.
+    (Blaming the endpoint with more grown edges instead put Online Boutique's delays on the caller: metrics
+    alone found 6 of its 16 network delays, 9 by share; no other fault changed.)"""
     src = s[(s["reporter"] == "source") & (s["source"] != "")]
     dst = s[(s["reporter"] != "source") & (s["source"] != "")]
     if src.empty or dst.empty:
@@ -268,7 +271,9 @@ def _gap_blame(s: pd.DataFrame, n: int, th: MetricThresholds) -> pd.DataFrame:
     rows = []
     for w, g in z.groupby("window"):
         grown = g[g["z"] >= th.z_anomalous]
-        touched = pd.concat([grown["source"], grown["destination"]]).value_counts()
+        grown_n = pd.concat([grown["source"], grown["destination"]]).value_counts()
+        measured = pd.concat([g["source"], g["destination"]]).value_counts()
+        touched = grown_n / measured.reindex(grown_n.index)
         blamed: dict[str, int] = {}
         for a, b in zip(grown["source"], grown["destination"]):
             who = a if touched.get(a, 0) > touched.get(b, 0) else b

@@ -80,6 +80,65 @@ def test_a_metrics_only_bundle_replays_through_prometheus(tmp_path, prefect_harn
     assert "cpu +" in summary["ranking"][0]["evidence"]
 
 
+def _network_delay_bundle(out, delayed: str = "payment", delay_ms: float = 200.0, seed: int = 3):
+    """A metrics-only bundle: per call edge and 15 s window, both reporters' p50. From the fault on, the
+    calls to ``delayed`` wait ``delay_ms`` on the network: its callers see it (source reporter and their own
+    latency), its own sidecar does not."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    own = {"payment": 20.0, "shipping": 15.0, "catalogue": 10.0, "orders": 30.0, "front-end": 5.0}
+    calls = {"front-end": ["orders", "catalogue"], "orders": ["payment", "shipping"]}
+    event_t, step = 1_700_000_000.0, 15.0
+    fault_start = event_t - 180.0
+    rows = []
+    for t in np.arange(event_t - 1500.0, event_t + step, step):
+        late = delay_ms if t > fault_start else 0.0
+        lat: dict[str, float] = {}
+
+        def latency(svc: str) -> float:  # the service's own sidecar view, its calls included
+            if svc not in lat:
+                lat[svc] = own[svc] * rng.lognormal(0, 0.05) + sum(
+                    latency(c) + 1.0 + (late if c == delayed else 0.0) for c in calls.get(svc, []))
+            return lat[svc]
+
+        for src, dst in [("", "front-end")] + [(a, b) for a, bs in calls.items() for b in bs]:
+            dest_ms = latency(dst)
+            src_ms = dest_ms + 1.0 + (late if dst == delayed else 0.0) + rng.normal(0, 0.3)
+            for reporter, ms in (("destination", dest_ms), ("source", src_ms)):
+                if reporter == "source" and not src:
+                    continue
+                rows.append({"time": t, "source": src, "destination": dst, "window_s": step, "requests": 60,
+                             "error_ratio": 0.0, "latency_ms_p50": ms, "latency_ms_p90": ms * 1.6,
+                             "latency_ms_p99": ms * 2.2, "destination_version": "", "reporter": reporter})
+    out.mkdir(parents=True)
+    (out / "bundle.json").write_text(json.dumps({"format": 1}) + "\n")
+    (out / "event.json").write_text(json.dumps({"id": f"netdelay-{delayed}", "service": "front-end",
+                                                "event_type": "latency", "timestamp": event_t,
+                                                "namespace": "sock-shop"}) + "\n")
+    pd.DataFrame(rows).to_csv(out / "signals.csv", index=False)
+    return out
+
+
+def test_network_delay_metrics_only_the_flow_reads_each_edge_from_both_reporters(tmp_path, prefect_harness):
+    """No traces: the flow's metric map sees latency per service, where the delay shows on the callers; the
+    edge gaps it reads from Istio (caller-reported minus callee-reported) put it on the delayed service."""
+    require(prometheus_available(), "Debian's prometheus and promtool (apt-get install -y prometheus)")
+    from prefect.settings import PREFECT_API_URL
+
+    bundle = _network_delay_bundle(tmp_path / "netdelay")
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    summary = json.loads(baynet("bundle", "replay", bundle, "--json", env=env).stdout)
+    assert summary["fetch"]["sources"] == ["metrics"]
+    top = summary["ranking"][0]
+    assert top["service"] == "payment", summary["ranking"][:3]
+    assert "network gap" in top["evidence"]
+    # the caller, whose own latency rose by the same amount, is not blamed for the gap
+    orders = next(r for r in summary["ranking"] if r["service"] == "orders")
+    assert "network gap" not in orders["evidence"]
+
+
 def test_replay_of_a_bad_bundle_exits_2_naming_the_problem(tmp_path):
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "event.json").write_text('{"service": ""}')
