@@ -94,9 +94,10 @@ def detect_eval(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '.
                                                      "least, seconds (finer data is averaged per window, as a "
                                                      "scrape at that interval would; the live detector scores at "
                                                      "BAYNET_DETECTOR_STEP_S)."),
-                calibrate: bool = typer.Option(True, help="Raise the trained threshold per case until the case's "
-                                               "own reference data stays within the false-incident budget "
-                                               "(--no-calibrate: the trained threshold as is)."),
+                calibrate: bool = typer.Option(True, help="Raise the trained threshold until the scored cases' "
+                                               "own reference data (all of them together: one mesh) stays "
+                                               "within the false-incident budget (--no-calibrate: the trained "
+                                               "threshold as is)."),
                 seed: int = typer.Option(0, help="Random state of sampling and models (run a few to see the "
                                                  "spread)."),
                 out: Optional[Path] = typer.Option(None, help="Also write the JSON result to this file."),

@@ -187,7 +187,8 @@ def _thresholds(model: Any, cases: list[Case], calibrate_on_reference: bool, bud
     threshold = model.threshold
     if calibrate_on_reference and budget is not None and cases:
         cal = calibrate_recordings(model, [(c.services, c.step_s) for c in cases], budget, gap_windows)
-        calibrations[", ".join(c.name for c in cases)] = cal.as_dict()
+        for c in cases:  # the same calibration, under each case it covers
+            calibrations[c.name] = {**cal.as_dict(), "recordings": len(cases)}
         threshold = cal.threshold
     return {case.name: threshold for case in cases}
 
@@ -252,13 +253,14 @@ def render_leave_mesh_out(result: dict[str, Any]) -> str:
                          f"{m['mesh_hours']:.1f} h) | {'—' if delay is None else f'{delay:.1f}'} "
                          f"| {m['new_incident_recall']:.2f} "
                          f"| {m['event_recall']:.2f} ({m['events_detected']}/{m['events']}) "
-                         f"| {'—' if fa is None else f'{fa:.2f}'} | {m['f1']:.3f} | {m['threshold']:.2f} → "
-                         f"{'/'.join(sorted({f'{t:.3g}' for t in m['thresholds'].values()}))} "
+                         f"| {'—' if fa is None else f'{fa:.2f}'} | {m['f1']:.3f} | {m['threshold']:g} → "
+                         f"{'/'.join(f'{t:g}' for t in sorted(set(m['thresholds'].values())))} "
                          f"| {at['incident_recall']:.2f}, {'—' if at_rate is None else f'{at_rate:.2f}'} "
                          f"| {m['seconds']} |")
     if result.get("calibrated"):
-        lines += ["", "threshold used: the trained one, raised per case until the case's own reference (its first "
-                  "half as reference, its second scored) stays within the budget"]
+        lines += ["", "threshold used: the trained one, raised until the held-out mesh's references (each case's "
+                  "first half as reference, its second scored; all cases together) stay within the budget. "
+                  "gbm and lstm thresholds are probabilities, zmax's are robust z"]
     return "\n".join(lines)
 
 

@@ -215,6 +215,58 @@ def test_calibration_raises_the_threshold_on_a_noisy_mesh_and_keeps_it_on_a_quie
     assert short.threshold == _ByLevel.threshold and "trained threshold stands" in short.reason
 
 
+def test_calibration_over_several_recordings_of_a_mesh_adds_up_their_hours_and_false_incidents():
+    """Short recordings (an evaluation's cases) allow no false incident each: judged one by one, a burst in
+    one raises that one's threshold only; pooled, the burst counts against the hours of all of them."""
+    rng = np.random.default_rng(9)
+
+    def recording(burst: bool) -> list[ServiceSeries]:
+        t = T0 + STEP * np.arange(60)
+        v = 10 + rng.normal(0, 0.5, 60)
+        if burst:
+            v[45:50] += 16
+        frame = pd.DataFrame({"cpu": v}, index=t)
+        return [ServiceSeries("a", frame, frame.iloc[-5:])]
+
+    from baynet.detector.calibrate import calibrate_recordings
+
+    recordings = [(recording(k == 0), STEP) for k in range(4)]
+    alone = [calibrate(_ByLevel(), series, step, budget=1.0) for series, step in recordings]
+    pooled = calibrate_recordings(_ByLevel(), recordings, budget=1.0)
+    assert alone[0].threshold > max(c.threshold for c in alone[1:])
+    assert pooled.windows == sum(c.windows for c in alone) == 4 * 30
+    assert pooled.hours == pytest.approx(4 * 30 * STEP / 3600)
+    # 2 h of reference allow 2 false incidents, where half an hour allowed none: the pooled bar is below
+    # what the burst's recording alone needed, and no higher than the quiet ones' own
+    assert pooled.false_incidents <= 2 and "in 2.00 h" in pooled.reason
+    assert pooled.threshold < alone[0].threshold and pooled.threshold <= max(c.threshold for c in alone[1:])
+
+
+def test_zmax_scores_in_robust_spreads_and_calibrates_on_its_own_grid(tmp_path):
+    """The model that learns nothing: its score is the window's largest |z|, its threshold comes from the
+    budget on the training windows, it is stored and loaded like the others, and calibration raises it
+    along the z grid, not the probability one."""
+    from baynet.artifacts import LocalStore
+    from baynet.detector.datasets import rcd_cases
+    from baynet.detector.models import Z_THRESHOLDS, blocks_from_cases, load_model, save_model, train_detector
+    from tests.unit.test_detector import _rcd_layout
+
+    cases = rcd_cases(_rcd_layout(tmp_path / "rcd"))
+    blocks = blocks_from_cases(cases)
+    model = train_detector(blocks, "zmax", false_budget=1.0)
+    assert model.kind == "zmax" and model.features == ["max_abs_z"] and model.threshold in Z_THRESHOLDS
+    scores = model.score(blocks)
+    for b, s in zip(blocks, scores):
+        assert np.allclose(s, np.expm1(b.X[:, FEATURES.index("max_abs_z")]))
+        if (b.y == 1).any():  # a 90-point CPU jump is far beyond the threshold; the quiet windows are not
+            assert np.median(s[b.y == 1]) > 10 * model.threshold > 10 * np.median(s[b.y == 0])
+    save_model(LocalStore(tmp_path / "art"), model)
+    again = load_model(LocalStore(tmp_path / "art"))
+    assert again.kind == "zmax" and all(np.array_equal(a, b) for a, b in zip(again.score(blocks), scores))
+    cal = calibrate(model, cases[0].services, cases[0].step_s, budget=1.0)
+    assert cal.threshold in Z_THRESHOLDS and cal.threshold >= model.threshold
+
+
 @pytest.mark.skipif(not (SHARED / "nezha" / "trainticket").is_dir(), reason="needs ../shared/datasets")
 def test_every_train_ticket_fault_is_placed_where_its_metrics_are():
     from baynet.detector.datasets import nezha_cases
@@ -247,6 +299,9 @@ def test_detect_eval_leave_mesh_out_prints_one_row_per_held_out_mesh(tmp_path):
             assert key in m
         assert m["faults"] == 4 and m["incident_recall"] == 1.0  # a 90-point CPU jump, learnt on the other copy
         assert set(m["calibration"]) == {"carts-cpu/1", "carts-cpu/2", "user-cpu/1", "user-cpu/2"}
+        # one threshold for the held-out mesh, calibrated on all four recordings' references together
+        assert len(set(m["thresholds"].values())) == 1
+        assert {c["recordings"] for c in m["calibration"].values()} == {4}
     table = runner.invoke(app, ["detect", "eval", "rcd-sockshop", str(one), "--also-train", f"rcd-sockshop={two}",
                                 "--leave-mesh-out", "--models", "gbm", "-q"])
     rows = [line for line in table.stdout.splitlines() if line.startswith("| one") or line.startswith("| two")]
