@@ -123,3 +123,43 @@ def test_second_own_observation_multiplies_evidence_and_matches_pgmpy():
     # A level below 0 is not observed: the same as leaving the service out of own_metrics.
     silent = m.infer(states, own, ["front", "a", "b"], own_metrics={"front": [-1, -1], "a": [-1, -1], "b": [-1, -1]})
     assert silent == pytest.approx(m.infer(states, own, ["front", "a", "b"]))
+
+
+def test_saturation_far_below_the_slices_largest_is_anomalous_not_severe():
+    """A stressed pod moves thousands of spreads, a neighbour on the same node a few: only the first is
+    severe. Alone, the neighbour's rise stays severe."""
+    rng = np.random.default_rng(4)
+    stressed = {("a", "cpu"): lambda t: 10 + rng.normal(0, 0.1) + (900 if t > 780 else 0),
+                ("b", "cpu"): lambda t: 10 + rng.normal(0, 0.1) + (8 if t > 780 else 0)}
+    ev = build_metric_evidence(None, resources(stressed), BASE, SLICES)
+    assert row(ev, "a", 1)["resource_z"] > 10 * row(ev, "b", 1)["resource_z"] > 10 * 6
+    assert row(ev, "a", 1)["own_state"] == 2 and row(ev, "b", 1)["own_state"] == 1
+    alone = build_metric_evidence(None, resources({("b", "cpu"): stressed[("b", "cpu")]}), BASE, SLICES)
+    assert row(alone, "b", 1)["own_state"] == 2
+
+
+def _edge_signals(delayed_edges: set[tuple[str, str]], edges: list[tuple[str, str]], step: float = 10.0):
+    rng = np.random.default_rng(2)
+    rows = []
+    for t in np.arange(step, 900.0 + step, step):
+        for src, dst in edges:
+            dest_ms = 20 + rng.normal(0, 0.5)
+            late = 200.0 if (src, dst) in delayed_edges and t > 780 else 0.0
+            for reporter, ms in (("destination", dest_ms), ("source", dest_ms + 1 + late + rng.normal(0, 0.2))):
+                rows.append({"time": t, "source": src, "destination": dst, "reporter": reporter, "window_s": step,
+                             "latency_ms_p50": ms})
+    return pd.DataFrame(rows)
+
+
+def test_a_grown_network_gap_goes_to_the_endpoint_with_the_larger_share_of_its_edges_grown():
+    """payment's one edge grew; orders, which calls it, has three more that did not, and its own caller's
+    edge to it grew too. Counting grown edges blamed both on orders; by share, the call to payment is
+    payment's (all of its edges), the call to orders stays orders' (frontend's other two are fine)."""
+    edges = [("frontend", "orders"), ("frontend", "catalogue"), ("frontend", "user"),
+             ("orders", "payment"), ("orders", "shipping"), ("orders", "db"), ("orders", "user")]
+    signals = _edge_signals({("orders", "payment"), ("frontend", "orders")}, edges)
+    ev = build_metric_evidence(signals, None, BASE, SLICES)
+    assert row(ev, "payment", 1)["gap_edges"] == 1 and row(ev, "payment", 1)["own_state"] >= 1
+    assert row(ev, "orders", 1)["gap_edges"] == 1
+    assert set(ev.loc[ev["gap_edges"] > 0, "service"]) == {"payment", "orders"}
+    assert row(ev, "payment", 0)["gap_edges"] == 0  # before the delay
