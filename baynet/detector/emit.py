@@ -40,7 +40,7 @@ def event_id(service: str, namespace: str, onset: float, status: str) -> str:
 
 
 def cloud_event(service: str, namespace: str, event_type: str, at: float, onset: float, status: str,
-                score: float, model_version: str) -> dict[str, Any]:
+                score: float, model_version: str, critical_at: float = 0.9) -> dict[str, Any]:
     return {
         "specversion": "1.0",
         "id": event_id(service, namespace, onset, status),
@@ -50,7 +50,7 @@ def cloud_event(service: str, namespace: str, event_type: str, at: float, onset:
         "time": _iso(at),
         "datacontenttype": "application/json",
         "data": {"service": service, "namespace": namespace, "event_type": event_type, "timestamp": _iso(at),
-                 "severity": "critical" if score >= 0.9 else "warning", "score": round(float(score), 4),
+                 "severity": "critical" if score >= critical_at else "warning", "score": round(float(score), 4),
                  "status": status, "labels": {"detector": SOURCE, "model_version": model_version,
                                               "onset": _iso(onset)}},
     }
@@ -60,14 +60,15 @@ def cloud_event(service: str, namespace: str, event_type: str, at: float, onset:
 class ServiceScores:
     service: str
     times: np.ndarray      # window end times (unix s), ascending
-    scores: np.ndarray     # model probability per window
+    scores: np.ndarray     # model score per window (a probability; robust z for zmax)
     kinds: list[str]       # the family deviating most per window (-> event type)
 
 
 def plan_events(s: ServiceScores, threshold: float, state: dict[str, Any] | None, *, namespace: str,
-                model_version: str, clear_windows: int = 3, not_before: float | None = None
-                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Events for the windows of ``s`` not yet seen (after ``state['last']``), and the new state."""
+                model_version: str, clear_windows: int = 3, not_before: float | None = None,
+                critical_at: float = 0.9) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Events for the windows of ``s`` not yet seen (after ``state['last']``), and the new state. An event
+    is ``critical`` from a score of ``critical_at`` (a probability; for ``zmax``, twice its threshold)."""
     state = dict(state or {})
     last = state.get("last", float("-inf"))
     firing = state.get("onset")
@@ -81,7 +82,7 @@ def plan_events(s: ServiceScores, threshold: float, state: dict[str, Any] | None
         if firing is None and flagged:
             firing, quiet = float(t), 0
             current = cloud_event(s.service, namespace, EVENT_TYPES.get(kind, "anomaly"), t, firing, "firing",
-                                  score, model_version)
+                                  score, model_version, critical_at)
             events.append(current)
             state["type"] = current["data"]["event_type"]  # the resolved event, maybe in a later run, says it too
         elif firing is not None:
@@ -91,9 +92,11 @@ def plan_events(s: ServiceScores, threshold: float, state: dict[str, Any] | None
                 # the analysis it triggers looks at the anomaly rather than at its first minute
                 current["time"] = current["data"]["timestamp"] = _iso(t)
                 current["data"]["score"] = round(max(current["data"]["score"], float(score)), 4)
+                if current["data"]["score"] >= critical_at:
+                    current["data"]["severity"] = "critical"
             if quiet >= clear_windows:
                 events.append(cloud_event(s.service, namespace, state.get("type", "anomaly"), t, firing,
-                                          "resolved", score, model_version))
+                                          "resolved", score, model_version, critical_at))
                 firing, quiet, current = None, 0, None
         last = float(t)
     state.update({"last": last, "onset": firing, "quiet": quiet})
@@ -170,17 +173,17 @@ def send_events(store: Any, model: Any, scores: list[ServiceScores], *, namespac
     state_all = store.get_json(STATE_KEY) or {}
     ns_state = dict(state_all.get(namespace, {}))
     events: list[dict[str, Any]] = []
+    bar = model.threshold if threshold is None else threshold
+    critical_at = 2 * bar if getattr(model, "kind", "") == "zmax" else 0.9
     for s in scores:
-        planned, ns_state[s.service] = plan_events(s, model.threshold if threshold is None else threshold,
-                                                   ns_state.get(s.service), namespace=namespace,
+        planned, ns_state[s.service] = plan_events(s, bar, ns_state.get(s.service), namespace=namespace,
                                                    model_version=model.version, clear_windows=clear_windows,
-                                                   not_before=not_before)
+                                                   not_before=not_before, critical_at=critical_at)
         events += planned
     if group_s is not None:
         grouping = dict(ns_state.get(INCIDENT_KEY) or {})
         incident = grouping.get("open")
         if incident:  # members still firing keep the incident open, though they send nothing new
-            bar = model.threshold if threshold is None else threshold
             for s in scores:
                 if s.service in {incident["service"], *incident["members"]} and (s.scores >= bar).any():
                     incident = {**incident, "last": max(incident["last"], float(s.times[s.scores >= bar].max()))}

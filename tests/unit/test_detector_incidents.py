@@ -113,6 +113,21 @@ class _Queue:
         self.sent.append(json.loads(MessageBody))
 
 
+def test_a_zmax_event_is_critical_from_twice_its_threshold_a_probability_model_from_0_9():
+    class _ZModel(_Model):
+        kind, threshold = "zmax", 40.0
+
+    def severity(model, score):
+        queue = _Queue()
+        send_events(_Store(), model, [_scores("a", [0, 1, 1], score=score)], namespace="ns", not_before=T0,
+                    clear_windows=3, sqs=queue, queue_url="q")
+        (event,) = queue.sent
+        return event["data"]["severity"]
+
+    assert severity(_ZModel(), 60.0) == "warning" and severity(_ZModel(), 85.0) == "critical"
+    assert severity(_Model(), 0.8) == "warning" and severity(_Model(), 0.95) == "critical"
+
+
 def test_one_event_per_incident_named_after_the_most_upstream_firing_service():
     callees = {"front-end": ["orders"], "orders": ["payment"], "payment": [], "catalogue": []}
     scores = [_scores("payment", [0, 1, 1, 1, 1, 0, 0, 0, 0, 0], score=0.99),
