@@ -22,16 +22,16 @@ import numpy as np
 
 from baynet.detector.features import service_features
 from baynet.detector.incidents import DEFAULT_GAP_WINDOWS, MeshScores, incident_metrics
-from baynet.detector.models import THRESHOLDS, Block
+from baynet.detector.models import THRESHOLDS, Block, thresholds_for
 from baynet.detector.series import ServiceSeries
 
 CANDIDATES = tuple(sorted({float(t) for t in THRESHOLDS} | {0.97, 0.98, 0.99, 0.995}))
 
 
 def candidates_for(model: Any) -> tuple[float, ...]:
-    """The thresholds calibration may raise to: finer near 1 for probabilities, the model's own grid else."""
-    grid = getattr(model, "thresholds", THRESHOLDS)
-    return CANDIDATES if tuple(grid) == tuple(THRESHOLDS) else tuple(sorted(float(t) for t in grid))
+    """The thresholds calibration may raise to: for probabilities, the model's grid made finer near 1."""
+    kind = getattr(model, "kind", "")
+    return CANDIDATES if thresholds_for(kind) == THRESHOLDS else thresholds_for(kind)
 MIN_REFERENCE_WINDOWS = 20  # fewer windows per half than this: the training side's threshold stands
 
 

@@ -170,11 +170,13 @@ def send_events(store: Any, model: Any, scores: list[ServiceScores], *, namespac
 
     Sent first, saved second: a crash in between re-sends, which the consumer drops as a duplicate,
     rather than losing an event."""
+    from baynet.detector.models import critical_score
+
     state_all = store.get_json(STATE_KEY) or {}
     ns_state = dict(state_all.get(namespace, {}))
     events: list[dict[str, Any]] = []
     bar = model.threshold if threshold is None else threshold
-    critical_at = 2 * bar if getattr(model, "kind", "") == "zmax" else 0.9
+    critical_at = critical_score(getattr(model, "kind", ""), bar)
     for s in scores:
         planned, ns_state[s.service] = plan_events(s, bar, ns_state.get(s.service), namespace=namespace,
                                                    model_version=model.version, clear_windows=clear_windows,

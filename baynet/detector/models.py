@@ -385,11 +385,6 @@ class DetectorModel:
     def cols(self) -> list[int]:
         return [FEATURES.index(f) for f in self.features]
 
-    @property
-    def thresholds(self) -> tuple[float, ...]:
-        """The thresholds this model's scores are judged at (probabilities, or robust z for ``zmax``)."""
-        return thresholds_for(self.kind)
-
     def score(self, blocks: list[Block]) -> list[np.ndarray]:
         return self.estimator.predict(blocks, self.cols)
 
@@ -441,7 +436,13 @@ def family_dropout(blocks: list[Block], rate: float = FAMILY_DROPOUT, random_sta
 
 
 def thresholds_for(kind: str) -> tuple[float, ...]:
+    """The thresholds a model's scores are judged at: probabilities, or robust z for ``zmax``."""
     return Z_THRESHOLDS if kind == "zmax" else THRESHOLDS
+
+
+def critical_score(kind: str, threshold: float) -> float:
+    """The score from which an event is critical: 0.9 for a probability, twice the threshold for ``zmax``."""
+    return 2 * threshold if kind == "zmax" else 0.9
 
 
 def meshes_of(blocks: list[Block], scores: list[np.ndarray]):
