@@ -297,46 +297,22 @@ def edge_signals(windows: Windows, settings: Settings, *, quantiles: tuple[int, 
     return frame.reset_index(drop=True) if len(frame) else None
 
 
-VERSION_QUERIES = {
-    "rate": 'sum by (destination_canonical_service, destination_version) (rate(istio_requests_total'
-            '{{reporter="destination",destination_workload_namespace="{ns}"}}[{window}]))',
-    "errors": 'sum by (destination_canonical_service, destination_version) (rate(istio_requests_total'
-              '{{reporter="destination",destination_workload_namespace="{ns}",response_code=~"5.."}}[{window}]))',
-}
-
-
 def fetch_versions(windows: Windows, settings: Settings) -> pd.DataFrame | None:
     """Requests and error ratio per service and ``destination_version`` (Istio's label for the workload
     version serving the calls), at the metric step: the rows the change evidence reads
-    (:mod:`baynet.evidence.changes`). None when no series carries a version."""
-    if not (settings.prometheus_url and settings.metrics_evidence):
+    (:mod:`baynet.evidence.changes`), summed over callers from :func:`edge_signals`. None when no series
+    carries a version."""
+    edges = edge_signals(windows, settings, quantiles=())
+    if edges is None:
         return None
-    import httpx
-
-    from baynet.detector.series import query_range
-
-    step = settings.metrics_step_s
-    window = f"{max(step * 2, 30)}s"
-    found: dict[tuple[str, str], dict[str, dict[float, float]]] = {}
-    with httpx.Client(timeout=30.0) as client:
-        for name, template in VERSION_QUERIES.items():
-            query = template.format(ns=settings.namespace, window=window)
-            for item in query_range(client, settings.prometheus_url, query, windows.baseline[0],
-                                    windows.incident[1], step):
-                m = item.get("metric") or {}
-                svc, version = m.get("destination_canonical_service"), m.get("destination_version", "")
-                if not svc or version in ("", "unknown"):
-                    continue
-                found.setdefault((svc, version), {})[name] = {float(t): float(v) for t, v in item.get("values") or []}
-    rows = []
-    for (svc, version), cols in found.items():
-        for t, rate in cols.get("rate", {}).items():
-            err = cols.get("errors", {}).get(t, 0.0)
-            rows.append({"time": t, "source": "", "destination": svc, "window_s": float(step), "requests": rate * step,
-                         "error_ratio": err / rate if rate > 0 else 0.0, "destination_version": version,
-                         "reporter": "destination"})
-    versions = {v for _, v in found}
-    return pd.DataFrame(rows) if rows and len(versions) > 0 else None
+    edges = edges[(edges["reporter"] == "destination") & (edges["destination_version"] != "")]
+    if edges.empty:
+        return None
+    rows = edges.assign(errors=edges["requests"] * edges["error_ratio"].fillna(0.0)).groupby(
+        ["time", "destination", "destination_version"], as_index=False)[["requests", "errors"]].sum()
+    ratio = (rows["errors"] / rows["requests"]).where(rows["requests"] > 0, 0.0)
+    return rows.assign(source="", window_s=float(settings.metrics_step_s), error_ratio=ratio,
+                       reporter="destination").drop(columns="errors")
 
 
 # --- step 3: topology ----------------------------------------------------------------------------
