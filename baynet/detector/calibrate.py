@@ -15,10 +15,12 @@ of one false incident an hour cannot be judged on a minute of reference, but it 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from baynet.detector.features import service_features
 from baynet.detector.incidents import DEFAULT_GAP_WINDOWS, MeshScores, incident_metrics
@@ -26,13 +28,27 @@ from baynet.detector.models import THRESHOLDS, Block, thresholds_for
 from baynet.detector.series import ServiceSeries
 
 CANDIDATES = tuple(sorted({float(t) for t in THRESHOLDS} | {0.97, 0.98, 0.99, 0.995}))
+MIN_REFERENCE_WINDOWS = 20  # fewer windows per half than this: the training side's threshold stands
+log = logging.getLogger(__name__)
 
 
 def candidates_for(model: Any) -> tuple[float, ...]:
     """The thresholds calibration may raise to: for probabilities, the model's grid made finer near 1."""
     kind = getattr(model, "kind", "")
     return CANDIDATES if thresholds_for(kind) == THRESHOLDS else thresholds_for(kind)
-MIN_REFERENCE_WINDOWS = 20  # fewer windows per half than this: the training side's threshold stands
+
+
+def idle_services(series: list[ServiceSeries]) -> list[str]:
+    """The services with requests in the scored stretch that served none in their reference (every load 0
+    or absent there). Against such a reference (a load generator switched off or running another mix, a
+    service scaled to zero) any request reads as an outlier, so those services fire whenever they are used,
+    and a calibration on that reference cannot see it."""
+    return [s.service for s in series if _busy(s.observed) and not _busy(s.reference)]
+
+
+def _busy(frame: pd.DataFrame) -> bool:
+    """Whether a service's frame has a request in it (some load above 0)."""
+    return "load" in frame.columns and bool(np.nan_to_num(frame["load"].to_numpy(float)).any())
 
 
 @dataclass
@@ -43,6 +59,8 @@ class Calibration:
     hours: float
     false_incidents: int | None
     reason: str
+    idle_services: list[str] = field(default_factory=list)  # see idle_services()
+    busy_services: int = 0                                  # services with requests in the scored stretch
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -59,6 +77,20 @@ def calibrate_recordings(model: Any, recordings: list[tuple[list[ServiceSeries],
                          gap_windows: int = DEFAULT_GAP_WINDOWS) -> Calibration:
     """:func:`calibrate` over several recordings of one mesh (``(series, step_s)`` each): every recording's
     reference is halved on its own, and the false incidents and hours of all of them are added up."""
+    cal = _calibrate_recordings(model, recordings, budget, gap_windows)
+    cal.idle_services = sorted({svc for series, _ in recordings for svc in idle_services(series)})
+    cal.busy_services = len({s.service for series, _ in recordings for s in series if _busy(s.observed)})
+    if cal.idle_services:
+        note = (f"{len(cal.idle_services)} of {cal.busy_services} services with requests in the scored stretch "
+                f"served none in the reference ({', '.join(cal.idle_services[:5])}"
+                f"{', …' if len(cal.idle_services) > 5 else ''})")
+        log.warning("%s: any request of theirs reads as an outlier", note)
+        cal.reason += "; " + note
+    return cal
+
+
+def _calibrate_recordings(model: Any, recordings: list[tuple[list[ServiceSeries], float]], budget: float,
+                          gap_windows: int) -> Calibration:
     meshes, windows, hours = [], 0, 0.0
     for k, (series, step_s) in enumerate(recordings):
         halves = []

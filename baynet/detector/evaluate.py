@@ -257,11 +257,26 @@ def render_leave_mesh_out(result: dict[str, Any]) -> str:
                          f"{'/'.join(f'{t:g}' for t in sorted(set(m['thresholds'].values())))} "
                          f"| {at['incident_recall']:.2f}, {'—' if at_rate is None else f'{at_rate:.2f}'} "
                          f"| {m['seconds']} |")
+    for mesh, part in result["meshes"].items():
+        lines += _idle_note(part["models"], mesh)
     if result.get("calibrated"):
         lines += ["", "threshold used: the trained one, raised until the held-out mesh's references (each case's "
                   "first half as reference, its second scored; all cases together) stay within the budget. "
                   "gbm and lstm thresholds are probabilities, zmax's are robust z"]
     return "\n".join(lines)
+
+
+def _idle_note(models: dict[str, Any], mesh: str = "") -> list[str]:
+    """A warning when the calibration found services that served no request in the reference but do in the
+    scored stretch (``calibrate.idle_services``): their every request reads as an outlier."""
+    cals = [c for m in models.values() for c in (m.get("calibration") or {}).values() if c.get("idle_services")]
+    if not cals:
+        return []
+    idle, busy = cals[0]["idle_services"], cals[0]["busy_services"]
+    return ["", f"reference without traffic{' on ' + mesh if mesh else ''}: {len(idle)} of {busy} services with "
+            f"requests in the scored stretch served none in the reference ({', '.join(idle)}); any request of "
+            "theirs reads as an outlier, so a detector can fire on them all along and still fit the budget: "
+            "these figures say little"]
 
 
 def render(result: dict[str, Any]) -> str:
@@ -288,6 +303,7 @@ def render(result: dict[str, Any]) -> str:
                      f"| {m['incident_recall']:.3f} ({m['faults_detected']}/{m['faults']}) "
                      f"| {'—' if inc is None else f'{inc:.2f}'} ({m['false_incidents']} in {m['mesh_hours']:.1f} h) "
                      f"| {m['seconds']} |")
+    lines += _idle_note(result["models"])
     for name, m in result["models"].items():
         chosen = [round(float(f["threshold"]), 3) for f in m["folds"]]
         lines += ["", f"{name}: thresholds chosen on training folds {chosen}; K per fold "

@@ -3,7 +3,8 @@
 Each family is first denoised (``denoise``), then expressed against the service's own reference data as a
 robust z-score ``(x - median) / scale`` (scale: 1.4826·MAD, or 1.2533·mean absolute deviation where
 the MAD is 0 — as in Iglewicz and Hoaglin's modified z-score — so a mostly-zero series does not turn every
-small value into an extreme) compressed by ``sign(z) * log1p(|z|)``. From that:
+small value into an extreme; and, on a reference of 100 points or more, at least its 1st-99th percentile
+range over 4.653, so a tail the reference itself shows is not an outlier) compressed by ``sign(z) * log1p(|z|)``. From that:
 
 * ``<family>_z``: the level now; ``_lag1``, ``_lag2``: the level one and two windows ago;
 * ``<family>_slope``: least-squares slope over the last five windows (the trend);
@@ -32,7 +33,20 @@ _SLOPE = np.array([2.0, 1.0, 0.0, -1.0, -2.0]) / 10.0  # np.convolve flips the k
 _LATENCY_PREFERENCE = ("lat_p90", "lat_p99", "lat_p50")
 
 
+TAIL_Q = 0.01             # the reference's 1st and 99th percentiles bound its normal range
+TAIL_SPAN = 4.653         # their distance in standard deviations for normal data (2 x 2.326)
+MIN_TAIL_POINTS = 100     # a 1 % tail needs 100 points to be seen at all; fewer: the MAD alone
+
+
 def _robust(ref: np.ndarray, fallback: np.ndarray) -> tuple[float, float]:
+    """Centre and spread of the reference (``fallback`` when it has under 3 points).
+
+    The spread is the larger of the MAD's and, on 100 points or more (a 1 % tail is not seen in fewer),
+    the reference's own 1st-99th percentile range on the normal scale. The MAD alone ignores a tail that over half the data never reaches: a p99 latency that sits on
+    one histogram bucket and moves to the next in a tenth of the windows has a MAD near 0, and its normal
+    next-bucket value then reads as 70 spreads. The percentile range counts that tail as normal; on data
+    without one it agrees with the MAD, and a fault far beyond the reference's range still stands out.
+    """
     data = ref[np.isfinite(ref)]
     if data.size < 3:
         data = fallback[np.isfinite(fallback)]
@@ -43,6 +57,9 @@ def _robust(ref: np.ndarray, fallback: np.ndarray) -> tuple[float, float]:
     scale = 1.4826 * float(np.median(dev))
     if scale == 0.0:  # over half the reference sits on its median (an idle edge, a constant bucket):
         scale = 1.2533 * float(np.mean(dev))  # the mean absolute deviation (modified z-score convention)
+    if data.size >= MIN_TAIL_POINTS:
+        lo, hi = np.quantile(data, [TAIL_Q, 1.0 - TAIL_Q])
+        scale = max(scale, float(hi - lo) / TAIL_SPAN)
     return med, max(scale, 0.01 * abs(med), 1e-9)
 
 

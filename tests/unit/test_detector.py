@@ -92,6 +92,18 @@ def test_a_mostly_zero_reference_does_not_make_every_small_value_extreme():
     assert z[4] - z[2] > 4  # and far apart from the blips (a 1e-9 scale put both near 13)
 
 
+
+
+def test_a_tail_the_reference_shows_is_normal_and_a_fault_beyond_it_is_not():
+    # a p99 latency on histogram buckets: 5 ms in 90 % of windows (with interpolation jitter far below a
+    # bucket), the next bucket (8.5 ms) in the rest -- the MAD only sees the jitter
+    ref = np.where(RNG.random(600) < 0.1, 0.0085, 0.00496 + RNG.normal(0, 1e-7, 600))
+    obs = np.array([0.00496, 0.0085, 0.0085, 0.0085, 0.9, 0.9, 0.9])  # the next bucket, then a 900 ms fault
+    s = ServiceSeries("svc", pd.DataFrame({"lat_p99": ref}),
+                      pd.DataFrame({"lat_p99": obs}, index=1e9 + np.arange(obs.size)))
+    z = np.expm1(np.abs(service_features(s)["lat_p99_z"].to_numpy()))
+    assert z[3] < 6  # the bucket the reference visits one window in ten (70 MAD-spreads on the MAD alone)
+    assert z[6] > 300  # the fault is still far beyond anything the reference held
 # --- mRMR -------------------------------------------------------------------------------------------
 
 def test_mrmr_prefers_a_new_signal_over_a_copy_of_the_first():

@@ -214,8 +214,9 @@ def test_calibration_raises_the_threshold_on_a_noisy_mesh_and_keeps_it_on_a_quie
         for svc in ("a", "b", "c"):
             t = T0 + STEP * np.arange(200)
             v = 10 + rng.normal(0, 0.5, 200)
-            if noise_bursts:  # sustained bursts (a one-window spike is denoised away)
-                for at in rng.choice(190, 8, replace=False):
+            if noise_bursts:  # sustained bursts (a one-window spike is denoised away) in the half that is
+                # scored: bursts in the other half would be part of its normal range (its 99th percentile)
+                for at in 100 + rng.choice(90, 4, replace=False):
                     v[at:at + 4] += rng.choice([4, 8, 16])
             frame = pd.DataFrame({"cpu": v}, index=t)
             out.append(ServiceSeries(svc, frame, frame.iloc[-10:]))
@@ -228,6 +229,31 @@ def test_calibration_raises_the_threshold_on_a_noisy_mesh_and_keeps_it_on_a_quie
     short = calibrate(_ByLevel(), [ServiceSeries("a", pd.DataFrame({"cpu": [1.0] * 10}), pd.DataFrame())],
                       STEP, budget=1.0)
     assert short.threshold == _ByLevel.threshold and "trained threshold stands" in short.reason
+
+
+def test_services_without_traffic_in_the_reference_are_named_in_the_calibration():
+    """A load generator switched off after the experiment (or running another mix) leaves services whose
+    reference served no request: every request of theirs in the scored stretch is then an outlier, and the
+    calibration names them instead of passing it."""
+    rng = np.random.default_rng(4)
+    t = T0 + STEP * np.arange(120)
+
+    def service(name: str, ref_load: float, obs_load: bool = True) -> ServiceSeries:
+        ref = pd.DataFrame({"cpu": 1 + rng.normal(0, 0.05, 120), "load": np.full(120, ref_load)}, index=t)
+        obs = pd.DataFrame({"cpu": 1 + rng.normal(0, 0.05, 30),
+                            "load": rng.uniform(0.1, 2, 30) if obs_load else np.zeros(30)},
+                           index=t[-1] + STEP * np.arange(1, 31))
+        return ServiceSeries(name, ref, obs)
+
+    from baynet.detector.calibrate import idle_services
+
+    mesh = [service("gateway", 1.0), service("booking", 0.0), service("unused", 0.0, obs_load=False),
+            ServiceSeries("db", pd.DataFrame({"cpu": np.ones(120)}, index=t), pd.DataFrame({"cpu": np.ones(3)}))]
+    assert idle_services(mesh) == ["booking"]  # not the one idle in both, nor one that publishes no load
+    cal = calibrate(_ByLevel(), mesh, STEP, budget=1.0)
+    assert cal.idle_services == ["booking"] and cal.busy_services == 2
+    assert "1 of 2 services with requests in the scored stretch served none in the reference" in cal.reason
+    assert calibrate(_ByLevel(), [service("gateway", 1.0)], STEP, budget=1.0).idle_services == []
 
 
 def test_calibration_over_several_recordings_of_a_mesh_adds_up_their_hours_and_false_incidents():
