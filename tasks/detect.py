@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from baynet.detector.calibrate import calibrate
 from baynet.detector.emit import send_events
@@ -15,7 +16,7 @@ from baynet.detector.series import fetch_series, load_metric_map
 from baynet.state import SnapshotStore
 
 
-@task(retries=2, retry_delay_seconds=10)
+@task(retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
 def fetch_metrics(prometheus_url: str, metric_map: str, start: float, end: float, step_s: float,
                   namespace: str) -> dict[str, Any]:
     frames = fetch_series(prometheus_url, load_metric_map(metric_map), start, end, step_s, namespace=namespace)
@@ -24,7 +25,7 @@ def fetch_metrics(prometheus_url: str, metric_map: str, start: float, end: float
     return frames
 
 
-@task
+@task(cache_policy=NO_CACHE)  # its inputs (a store client) cannot be hashed; every run scores anew
 def score_windows(store: Any, frames: dict[str, Any], observed_from: float, model_version: str,
                   step_s: float | None = None, false_budget: float | None = None,
                   group_windows: int = DEFAULT_GAP_WINDOWS
@@ -49,7 +50,7 @@ def score_windows(store: Any, frames: dict[str, Any], observed_from: float, mode
     return {"model": model, "scores": scores, "threshold": threshold}
 
 
-@task
+@task(cache_policy=NO_CACHE)
 def plan_and_send(store: Any, scored: dict[str, Any], *, namespace: str, not_before: float, clear_windows: int,
                   sqs: Any, queue_url: str, group_s: float | None = None) -> list[dict[str, Any]]:
     topology = SnapshotStore(store).latest(namespace) if group_s is not None else None

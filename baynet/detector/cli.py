@@ -161,7 +161,9 @@ def detect_eval(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '.
 @detect_app.command("train")
 def detect_train(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '.join(DATASETS)}."),
                  path: Path = typer.Argument(..., help="The dataset's directory."),
-                 model: str = typer.Option("gbm", help="gbm, lstm or zmax."),
+                 model: str = typer.Option("zmax", help="zmax (learns nothing: a service's largest deviation "
+                                            "from its own reference; carries over to meshes it never saw), gbm "
+                                            "or lstm."),
                  fault_minutes: float = typer.Option(5.0, min=0.5, help="Nezha: how long a fault is taken to last."),
                  also_train: list[str] = typer.Option([], "--also-train", metavar="DATASET=PATH", help=ALSO_HELP),
                  artifacts: Optional[Path] = typer.Option(None, help="Artifact directory (default: BAYNET_* "
