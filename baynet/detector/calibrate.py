@@ -11,6 +11,11 @@ incidents stay within the budget (``budget`` per hour of that half; a short refe
 One threshold per mesh: when a mesh is watched in several separate recordings (an evaluation's cases), the
 reference halves of all of them are scored together, each on its own, and their hours added up. A budget
 of one false incident an hour cannot be judged on a minute of reference, but it can on an hour of them.
+
+A reference can also fail to stand for normal operation: a service that served no request in it but does
+in the scored stretch (a load generator switched off or running another mix) fires on every request, and
+no threshold calibrated on that reference can tell. The calibration names such services
+(:func:`idle_services`) in its reason, and ``detect eval`` prints them.
 """
 
 from __future__ import annotations
