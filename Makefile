@@ -40,7 +40,7 @@ down:
 	$(BIN)/baynet stack down --dir .baynet-stack
 
 test: install system-deps
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow" --durations=15
 
 test-fast: install
 	$(BIN)/pytest -m "not slow and not integration and not e2e"
