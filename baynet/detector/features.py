@@ -4,7 +4,8 @@ Each family is first denoised (``denoise``), then expressed against the service'
 robust z-score ``(x - median) / scale`` (scale: 1.4826·MAD, or 1.2533·mean absolute deviation where
 the MAD is 0 — as in Iglewicz and Hoaglin's modified z-score — so a mostly-zero series does not turn every
 small value into an extreme; and, on a reference of 100 points or more, at least its 1st-99th percentile
-range over 4.653, so a tail the reference itself shows is not an outlier) compressed by ``sign(z) * log1p(|z|)``. From that:
+range over 4.653, so a tail the reference itself shows is not an outlier) compressed by
+``sign(z) * log1p(|z|)``. From that:
 
 * ``<family>_z``: the level now; ``_lag1``, ``_lag2``: the level one and two windows ago;
 * ``<family>_slope``: least-squares slope over the last five windows (the trend);
@@ -42,10 +43,11 @@ def _robust(ref: np.ndarray, fallback: np.ndarray) -> tuple[float, float]:
     """Centre and spread of the reference (``fallback`` when it has under 3 points).
 
     The spread is the larger of the MAD's and, on 100 points or more (a 1 % tail is not seen in fewer),
-    the reference's own 1st-99th percentile range on the normal scale. The MAD alone ignores a tail that over half the data never reaches: a p99 latency that sits on
-    one histogram bucket and moves to the next in a tenth of the windows has a MAD near 0, and its normal
-    next-bucket value then reads as 70 spreads. The percentile range counts that tail as normal; on data
-    without one it agrees with the MAD, and a fault far beyond the reference's range still stands out.
+    the reference's own 1st-99th percentile range on the normal scale. The MAD alone ignores a tail that
+    over half the data never reaches: a p99 latency that sits on one histogram bucket and moves to the next
+    in a tenth of the windows has a MAD near 0, and its normal next-bucket value then reads as 70 spreads.
+    The percentile range counts that tail as normal; on data without one it agrees with the MAD, and a
+    fault far beyond the reference's range still stands out.
     """
     data = ref[np.isfinite(ref)]
     if data.size < 3:
