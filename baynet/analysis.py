@@ -210,13 +210,7 @@ def fetch_metrics(windows: Windows, settings: Settings) -> tuple[pd.DataFrame | 
     from Prometheus through the metric map; ``(None, None, stats)`` when metrics are not configured."""
     if not (settings.prometheus_url and settings.metrics_evidence):
         return None, None, {"metrics": "not configured (BAYNET_PROMETHEUS_URL unset or metrics evidence off)"}
-    from baynet.detector.series import fetch_series, load_metric_map
-    from baynet.evidence.metrics import family_rows
-
-    step = settings.metrics_step_s
-    frames = fetch_series(settings.prometheus_url, load_metric_map(settings.detector_metric_map),
-                          windows.baseline[0], windows.incident[1], step, namespace=settings.namespace)
-    signals, resources = family_rows(frames, step)
+    frames, signals, resources = fetch_families(windows, settings)
     edges = edge_signals(windows, settings, quantiles=(50,), counts=False)
     if edges is not None:  # the network gap per call edge: the caller's view minus the callee's
         edges = edges[edges["source"] != ""]
@@ -227,6 +221,20 @@ def fetch_metrics(windows: Windows, settings: Settings) -> tuple[pd.DataFrame | 
                              "edges": 0 if edges is None else int(edges[["source", "destination"]]
                                                                   .drop_duplicates().shape[0])}}
     return signals, resources, stats
+
+
+def fetch_families(windows: Windows, settings: Settings
+                   ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame | None, pd.DataFrame | None]:
+    """The metric map's per-service series over the baseline and incident windows, and the signal and
+    resource rows made of them (:func:`baynet.evidence.metrics.family_rows`), without the per-edge ones."""
+    from baynet.detector.series import fetch_series, load_metric_map
+    from baynet.evidence.metrics import family_rows
+
+    step = settings.metrics_step_s
+    frames = fetch_series(settings.prometheus_url, load_metric_map(settings.detector_metric_map),
+                          windows.baseline[0], windows.incident[1], step, namespace=settings.namespace)
+    signals, resources = family_rows(frames, step)
+    return frames, signals, resources
 
 
 _EDGE_KEYS = "source_canonical_service, destination_canonical_service, reporter, destination_version"

@@ -93,7 +93,7 @@ def replay(path: Path, workdir: Path | None = None, *, step: Step | None = None)
 
 def export(event_file: Path, out: Path, *, step: Step | None = None) -> dict[str, Any]:
     """Write the bundle of the incident in ``event_file`` from the configured Tempo and Prometheus."""
-    from baynet.analysis import Windows, edge_signals, fetch_metrics, fetch_spans, read_topology
+    from baynet.analysis import Windows, edge_signals, fetch_families, fetch_spans, read_topology
     from baynet.datasets.convert import ConvertError, _fresh
     from baynet.events import parse_object
     from baynet.generator import write_traces
@@ -127,8 +127,8 @@ def export(event_file: Path, out: Path, *, step: Step | None = None) -> dict[str
         written["spans"] = len(spans)
         say(f"traces: {stats.get('traces', 0)} from {settings.tempo_url}, {len(spans)} spans")
         if settings.prometheus_url:
-            signals = edge_signals(windows, settings)
-            _, resources, _ = fetch_metrics(windows, settings)
+            signals = edge_signals(windows, settings)  # every edge, reporter and quantile: the bundle's rows
+            resources = fetch_families(windows, settings)[2] if settings.metrics_evidence else None
             if signals is not None and len(signals):
                 signals.to_csv(tmp / "signals.csv", index=False, float_format="%.15g")
             if resources is not None and len(resources):
