@@ -7,7 +7,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from baynet.detector.incidents import DEFAULT_BUDGET, DEFAULT_GAP_WINDOWS
+# The detector's defaults, shared with its evaluation (baynet.detector.incidents imports them from here).
+DEFAULT_BUDGET = 1.0      # false incidents per mesh-hour the threshold is chosen for
+DEFAULT_GAP_WINDOWS = 3   # firings closer than this many windows apart are one incident
 
 
 class Settings(BaseSettings):
@@ -68,6 +70,11 @@ class Settings(BaseSettings):
     )
     kiali_graph_file: Path | None = Field(
         None, description="A saved Kiali /api/namespaces/graph body to read the topology from instead."
+    )
+    prometheus_token: SecretStr | None = Field(None, description="Bearer token for Prometheus (never logged).")
+    prometheus_timeout_s: float = Field(30.0, gt=0, le=600, description="HTTP timeout for Prometheus queries.")
+    prometheus_max_retries: int = Field(
+        3, ge=0, le=10, description="Retries of one Prometheus query on 429/5xx/network errors (backoff with jitter)."
     )
     namespace: str = Field("default", description="Mesh namespace the services live in.")
     topology_window_s: int = Field(600, ge=60, le=86400, description="Rate window for topology queries.")

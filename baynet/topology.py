@@ -7,19 +7,16 @@ request rate (req/s) and the error rate (share of 5xx / no-response / gRPC serve
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import random
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
+from baynet.prometheus import PrometheusClient, PrometheusError
 
 log = logging.getLogger(__name__)
 
@@ -198,50 +195,21 @@ def topology_from_edges(edges: list[tuple[str, str, float, float]], namespace: s
     return topo
 
 
-class PrometheusClient:
-    """Instant queries against Prometheus' HTTP API, retried on 5xx and connection errors."""
-
-    def __init__(self, base_url: str, timeout_s: float = 15.0, max_retries: int = 3,
-                 verify: bool | str = True, token: str | None = None):
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s, verify=verify, headers=headers)
-        self.max_retries = max_retries
-
-    def close(self) -> None:
-        self.http.close()
-
-    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"query": promql}
-        if at is not None:
-            params["time"] = f"{at:.3f}"
-        for attempt in range(self.max_retries + 1):
-            try:
-                resp = self.http.get("/api/v1/query", params=params)
-            except httpx.TransportError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            else:
-                if resp.status_code == 200:
-                    body = resp.json()
-                    return body["data"]["result"]
-                if resp.status_code < 500 and resp.status_code != 429:
-                    try:
-                        detail = resp.json().get("error", resp.text)
-                    except ValueError:
-                        detail = resp.text
-                    raise TopologyError(f"Prometheus rejected the query ({resp.status_code}): {detail}")
-                problem = f"HTTP {resp.status_code}"
-            if attempt < self.max_retries:
-                time.sleep(min(5.0, 0.3 * 2**attempt) * (0.5 + random.random() / 2))
-        raise TopologyError(f"Prometheus at {self.http.base_url} unreachable: {problem}")
-
-    def topology(self, namespace: str, window_s: int, at: float | None = None) -> Topology:
-        result = self.query(PROM_EDGE_QUERY.format(ns=namespace, window=window_s), at)
-        if not result:
-            when = "now" if at is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
-            raise TopologyMissing(f"Prometheus at {self.http.base_url} has no Istio requests in namespace "
-                                  f"{namespace!r} in the {window_s}s before {when} (outside its retention, or no "
-                                  f"traffic)")
-        return topology_from_prometheus_result(result, namespace)
+def topology_from_prometheus(prometheus: PrometheusClient, namespace: str, window_s: int, at: float | None = None
+                             ) -> Topology:
+    """The graph from Istio's ``istio_requests_total`` over the ``window_s`` before ``at`` (default now).
+    Raises :class:`TopologyMissing` when Prometheus holds no requests for the namespace then, and
+    :class:`TopologyError` when it cannot answer ("rejected" in the message for a 4xx)."""
+    try:
+        result = prometheus.query(PROM_EDGE_QUERY.format(ns=namespace, window=window_s), at)
+    except PrometheusError as exc:
+        raise TopologyError(str(exc)) from exc
+    if not result:
+        when = "now" if at is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+        raise TopologyMissing(f"Prometheus at {prometheus.base_url} has no Istio requests in namespace "
+                              f"{namespace!r} in the {window_s}s before {when} (outside its retention, or no "
+                              f"traffic)")
+    return topology_from_prometheus_result(result, namespace)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from baynet.evidence import build_evidence  # noqa: E402
-from baynet.generator import generate  # noqa: E402
+from baynet.lab.generator import generate  # noqa: E402
 from baynet.otlp import render_resource_spans  # noqa: E402
 from baynet.otlp_fast import SpanBatch  # noqa: E402
 

@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from baynet.generator import generate, write_incident  # noqa: E402
-from baynet.stack import LocalStack, PrefectServer  # noqa: E402
+from baynet.lab.generator import generate, write_incident  # noqa: E402
+from baynet.local.stack import LocalStack, PrefectServer  # noqa: E402
 
 
 def messages(event: dict, n: int, tag: str) -> tuple[list[str], set[str], int]:

@@ -32,14 +32,20 @@ sys.path.insert(0, str(ROOT))
 
 def analyse(tempo_url: str, budget: int, event: dict) -> dict:
     """The flow's steps 2-5 on one event (in this process), timed."""
-    from baynet.analysis import rank_from_traces
+    from baynet.analysis import analyse
+    from baynet.dbn import DBNModel
     from baynet.events import parse_object
     from baynet.settings import Settings
+    from baynet.sources import gather
+    from baynet.sources.tempo import TempoTraces
+    from baynet.windows import Windows
 
     settings = Settings(tempo_url=tempo_url, traces_per_slice=budget, _env_file=None)
     (ev,) = parse_object(event)
     t0 = time.perf_counter()
-    _, stats, _, ranking = rank_from_traces(ev, settings)
+    observations = gather(ev, Windows.around(ev.unix, settings), [TempoTraces(settings)])
+    ranking = analyse(ev, observations, DBNModel(), settings).ranking
+    stats = observations.parts[0].stats
     seconds = time.perf_counter() - t0
     return {"seconds": round(seconds, 2), "top1": ranking[0]["service"], "traces_read": stats["traces_fetched"],
             "traces_matching": stats.get("traces_estimated") or stats["traces_found"],
@@ -82,9 +88,9 @@ def main() -> None:
         print(json.dumps(analyse(url, int(budget), json.loads(event))))
         return
 
-    from baynet.generator import generate
+    from baynet.lab.generator import generate
     from baynet.settings import Settings
-    from baynet.tempo.server import TempoServer, TraceStore
+    from baynet.local.tempo import TempoServer, TraceStore
 
     budget = args.budget if args.budget is not None else Settings.model_fields["traces_per_slice"].default
     multipliers = [float(m) for m in args.multipliers.split(",")]

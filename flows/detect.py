@@ -14,11 +14,13 @@ from tasks.detect import fetch_metrics, plan_and_send, score_windows
 
 @flow(name="detect-anomalies", log_prints=True)
 def detect_anomalies(end: float | None = None, lookback_s: int | None = None, namespace: str | None = None,
-                     model_version: str = "latest", send: bool = True) -> dict[str, Any]:
+                     model_version: str = "latest", send: bool = True, settings: Settings | None = None
+                     ) -> dict[str, Any]:
     """Score the last ``lookback_s`` of every service against the hour before it and send new events.
 
-    ``end`` defaults to now; everything else comes from the BAYNET_DETECTOR_* settings."""
-    settings = Settings()
+    ``end`` defaults to now; everything else comes from the BAYNET_DETECTOR_* settings (``settings``, when
+    an in-process caller passes them; else the environment's)."""
+    settings = settings or Settings()
     if not settings.prometheus_url:
         raise ValueError("BAYNET_PROMETHEUS_URL is not set: the detector reads its series from Prometheus")
     end = float(end if end is not None else time.time())
@@ -29,7 +31,7 @@ def detect_anomalies(end: float | None = None, lookback_s: int | None = None, na
     observed_from = end - lookback - warmup
     start = observed_from - settings.detector_baseline_s
     store = make_store(settings)
-    frames = fetch_metrics(settings.prometheus_url, settings.detector_metric_map, start, end, step, namespace)
+    frames = fetch_metrics(settings, start, end, step, namespace)
     scored = score_windows(store, frames, observed_from, model_version, step_s=step,
                            false_budget=settings.detector_false_incidents_per_hour,
                            group_windows=settings.detector_group_windows)

@@ -15,15 +15,12 @@ from tasks.topology import diff_with_snapshot, read_live_topology
 @flow(name="topology-refresh", log_prints=True)
 def topology_refresh() -> dict[str, Any]:
     """Read the live graph; store a new snapshot only when it changed, and publish the diff."""
-    import pandas as pd
-
     settings = Settings()
     logger = get_run_logger()
     live = read_live_topology(settings)
     if live is None:
         raise ValueError("no topology source configured: set BAYNET_PROMETHEUS_URL or BAYNET_KIALI_GRAPH_FILE")
-    no_trace_edges = pd.DataFrame(columns=["caller", "callee", "calls"])
-    _, diff, stored = diff_with_snapshot(live, no_trace_edges, settings, settings.topology_window_s)
+    _, diff, stored = diff_with_snapshot(live, settings)
     if stored:
         create_markdown_artifact(key=artifact_key("topology-diff", settings.namespace), markdown=diff.to_markdown(),
                                  description=f"Service graph of {settings.namespace} changed")

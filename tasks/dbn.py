@@ -1,4 +1,4 @@
-"""Steps 4 and 5: re-estimate the DBN from the topology and span counts, then run inference."""
+"""Steps 4 and 5: re-estimate the DBN and run inference -- the one analysis (:func:`baynet.analysis.analyse`)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,19 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from baynet.analysis import infer, load_model, reestimate
+from baynet.analysis import AnalysisResult, analyse
+from baynet.analysis.infer import load_model
 from baynet.artifacts import make_store
 from baynet.dbn import DBNModel
 from baynet.events import AnomalyEvent
 from baynet.settings import Settings
+from baynet.sources import Observations
 from baynet.topology import Topology
-from tasks.validate import validated
 from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_unless_rejected
+from tasks.validate import validated
+
+# The hand-off suite each kind's evidence is checked against.
+SUITES = {"traces": "evidence", "metrics": "metric_evidence"}
 
 
 @task(name="load-model", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
@@ -22,20 +27,19 @@ def load_persisted_model(settings: Settings) -> DBNModel:
     return load_model(make_store(settings), settings.namespace)
 
 
-@task(name="reestimate-dbn", cache_policy=NO_CACHE)
-def reestimate_dbn(model: DBNModel, topology: Topology, edges: pd.DataFrame) -> tuple[DBNModel, dict]:
-    """Update the structure in place (new services/edges get priors) and the parameters from spans."""
-    changes = reestimate(model, topology, edges)
-    return model, changes
-
-
-@task(name="run-inference", cache_policy=NO_CACHE)
-def run_inference(model: DBNModel, event: AnomalyEvent, evidence: pd.DataFrame, topology: Topology,
-                  settings: Settings, prior_factor: dict[str, float] | None = None) -> tuple[list[dict], list[str]]:
-    """Ranked posteriors (validated) and the most probable propagation path to the event's service;
-    ``prior_factor`` raises the prior odds of recently changed services."""
-    ranking, path = infer(model, event, evidence, topology, settings, prior_factor)
-    validated("posteriors", pd.DataFrame(ranking, columns=["rank", "service", "posterior", "prior", "evidence"]))
+@task(name="analyse", cache_policy=NO_CACHE)
+def run_analysis(event: AnomalyEvent, observations: Observations, model: DBNModel, settings: Settings,
+                 topology: Topology | None) -> AnalysisResult:
+    """Judge and fuse the evidence, update the model (structure from the graph, parameters from the spans)
+    and rank the services; each kind's evidence and the ranking validated."""
+    result = analyse(event, observations, model, settings, topology=topology)
+    for kind, judged in result.judged.items():
+        if kind in SUITES and judged.evidence is not None:
+            validated(SUITES[kind], judged.evidence)
+    if not result.ranking:
+        raise ValueError(f"no service to rank for {event.service!r}: the sources answered "
+                         f"({', '.join(observations.kinds) or 'none'}) but hold no evidence about any service")
+    validated("posteriors", pd.DataFrame(result.ranking, columns=["rank", "service", "posterior", "prior", "evidence"]))
     # Priors are not fed back from the model's own posteriors: without a confirmed root cause that loop
     # only reinforces whatever the model blamed before (measured: AC@1 0.93 -> 0.73 on Online Boutique).
-    return ranking, path
+    return result

@@ -9,19 +9,22 @@ from prefect.cache_policies import NO_CACHE
 
 from baynet.detector.calibrate import calibrate
 from baynet.detector.emit import send_events
-from baynet.detector.incidents import DEFAULT_GAP_WINDOWS
 from baynet.detector.models import load_model
 from baynet.detector.run import score_series, split_frames
-from baynet.detector.series import fetch_series, load_metric_map
+from baynet.families import fetch_series, load_metric_map
+from baynet.prometheus import PrometheusClient
+from baynet.settings import DEFAULT_GAP_WINDOWS, Settings
 from baynet.state import SnapshotStore
 
 
 @task(retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
-def fetch_metrics(prometheus_url: str, metric_map: str, start: float, end: float, step_s: float,
-                  namespace: str) -> dict[str, Any]:
-    frames = fetch_series(prometheus_url, load_metric_map(metric_map), start, end, step_s, namespace=namespace)
+def fetch_metrics(settings: Settings, start: float, end: float, step_s: float, namespace: str) -> dict[str, Any]:
+    """Every family of the metric map, per service, from ``start`` to ``end`` at ``step_s``."""
+    with PrometheusClient.from_settings(settings) as prometheus:
+        frames = fetch_series(prometheus, load_metric_map(settings.detector_metric_map), start, end, step_s,
+                              namespace=namespace)
     get_run_logger().info("read %d services x %s families from %s", len(frames),
-                          sorted({c for f in frames.values() for c in f.columns}), prometheus_url)
+                          sorted({c for f in frames.values() for c in f.columns}), settings.prometheus_url)
     return frames
 
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import pandas as pd
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from baynet.analysis import store_artifacts
+from baynet.analysis import AnalysisResult
+from baynet.analysis.store import store_artifacts
 from baynet.artifacts import make_store
-from baynet.dbn import DBNModel
-from baynet.events import AnomalyEvent
 from baynet.settings import Settings
-from baynet.topology import Topology, TopologyDiff
+from baynet.topology import TopologyDiff
 from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_unless_rejected
 
 
@@ -24,16 +22,17 @@ def artifact_key(prefix: str, name: str) -> str:
 
 @task(name="store-artifacts", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
       retry_jitter_factor=IO_RETRY_JITTER, retry_condition_fn=retry_unless_rejected, cache_policy=NO_CACHE)
-def store_results(event: AnomalyEvent, ranking: list[dict], path: list[str], evidence: pd.DataFrame,
-                  topology: Topology, diff: TopologyDiff, model: DBNModel, fetch_stats: dict,
-                  settings: Settings, model_update: pd.DataFrame | None = None) -> dict[str, str]:
+def store_results(result: AnalysisResult, diff: TopologyDiff, settings: Settings) -> dict[str, str]:
+    """Every artifact of the incident in the store (the model update last but the marker), and the
+    ranking, the topology diff and a link to the report as Prefect artifacts."""
     from prefect.runtime import flow_run
 
+    event, ranking, path, fetch_stats = result.event, result.ranking, result.path, result.fetch
     store = make_store(settings)
     ui_url = flow_run.get_flow_run_ui_url()  # "None/flow-runs/..." when no UI is configured
-    locations = store_artifacts(store, event, ranking, path, evidence, topology, diff, model, fetch_stats,
-                                run_url=ui_url if ui_url and ui_url.startswith("http") else None,
-                                run_id=flow_run.get_id(), model_update=model_update)
+    locations = store_artifacts(store, event, ranking, path, result.evidence, result.topology, diff, result.model,
+                                fetch_stats, run_url=ui_url if ui_url and ui_url.startswith("http") else None,
+                                run_id=flow_run.get_id(), model_update=result.model_update)
     create_table_artifact(
         key=artifact_key("rca-ranking", event.service),
         table=[{"rank": r["rank"], "service": r["service"], "posterior": round(r["posterior"], 4),

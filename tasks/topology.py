@@ -9,11 +9,11 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from baynet.analysis import diff_and_snapshot, read_topology, trace_topology
-from baynet.settings import Settings
+from baynet.analysis.topology import diff_and_snapshot, read_topology
 from baynet.artifacts import make_store
+from baynet.settings import Settings
 from baynet.state import SnapshotStore
-from baynet.topology import Topology, TopologyDiff
+from baynet.topology import Topology, TopologyDiff, diff_topology
 from tasks.validate import validated
 from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_unless_rejected
 
@@ -35,23 +35,21 @@ def read_live_topology(settings: Settings, at: float | None = None) -> Topology 
 
 
 @task(name="diff-topology", cache_policy=NO_CACHE)
-def diff_with_snapshot(live: Topology | None, trace_edges: pd.DataFrame, settings: Settings,
-                       window_s: float, store_changes: bool = True) -> tuple[Topology, TopologyDiff, bool]:
+def diff_with_snapshot(live: Topology | None, settings: Settings, store_changes: bool = True
+                       ) -> tuple[Topology | None, TopologyDiff, bool]:
     """Diff the live graph with the last snapshot (stored when changed, or with ``store_changes=False``
-    only when there is none yet); add call edges seen in traces, which the mesh telemetry may lack
-    (e.g. services outside the mesh)."""
+    only when there is none yet). With no live graph, the last snapshot stands in for it (None when
+    there is none either: the analysis then has only the call edges its data shows)."""
     snapshots = SnapshotStore(make_store(settings))
     if live is None:
         previous = snapshots.latest(settings.namespace)
         if previous is None:
-            log.warning("no topology source configured and no snapshot: using call edges from traces only")
-            live = Topology(settings.namespace, "none")
-        else:
-            age = datetime.now(UTC) - datetime.fromisoformat(previous.taken_at)
-            log.warning("no live topology: using the snapshot taken at %s (%.0f s old)", previous.taken_at,
-                        age.total_seconds())
-            live = previous
+            log.warning("no topology source configured and no snapshot: call edges from the data only")
+            return None, diff_topology(None, Topology(settings.namespace, "none")), False
+        age = datetime.now(UTC) - datetime.fromisoformat(previous.taken_at)
+        log.warning("no live topology: using the snapshot taken at %s (%.0f s old)", previous.taken_at,
+                    age.total_seconds())
+        live = previous
     diff, stored = diff_and_snapshot(live, snapshots, store_changes=store_changes)
-    merged = live.merged(trace_topology(trace_edges, settings.namespace, window_s))
-    _validate_edges(merged)
-    return merged, diff, stored
+    _validate_edges(live)
+    return live, diff, stored

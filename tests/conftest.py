@@ -46,7 +46,7 @@ def prefect_harness():
 
 @pytest.fixture(scope="session")
 def moto_server():
-    from baynet.stack import MotoServer
+    from baynet.local.stack import MotoServer
 
     server = MotoServer().start()
     yield server
@@ -66,6 +66,6 @@ def baynet_env(monkeypatch, tmp_path):
 @pytest.fixture
 def incident():
     """A generated sock-shop incident: latency in carts, fault 10 minutes ago."""
-    from baynet.generator import generate
+    from baynet.lab.generator import generate
 
     return generate("sock-shop", "carts", "latency", fault_start=time.time() - 600, before_s=900, rate_per_s=2.0)

@@ -38,6 +38,12 @@ from typing import Any, Callable
 
 FORMAT = 1
 REPORTERS = {"", "source", "destination"}
+# Every column each CSV may have, in the order the writers write them (the one definition).
+SIGNAL_COLUMNS = ["time", "source", "destination", "window_s", "requests", "error_ratio", "latency_ms_avg",
+                  "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "destination_version", "reporter"]
+RESOURCE_COLUMNS = ["time", "service", "metric", "value"]
+TOPOLOGY_COLUMNS = ["source", "destination"]
+CHANGE_COLUMNS = ["time", "service", "kind", "detail"]
 # Columns each CSV must have in its header; the other known columns are optional.
 REQUIRED = {
     "signals.csv": ["time", "destination"],

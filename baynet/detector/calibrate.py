@@ -28,9 +28,10 @@ import numpy as np
 import pandas as pd
 
 from baynet.detector.features import service_features
-from baynet.detector.incidents import DEFAULT_GAP_WINDOWS, MeshScores, incident_metrics
+from baynet.detector.incidents import MeshScores, incident_metrics
 from baynet.detector.models import THRESHOLDS, Block, thresholds_for
 from baynet.detector.series import ServiceSeries
+from baynet.settings import DEFAULT_GAP_WINDOWS
 
 CANDIDATES = tuple(sorted({float(t) for t in THRESHOLDS} | {0.97, 0.98, 0.99, 0.995}))
 MIN_REFERENCE_WINDOWS = 20  # fewer windows per half than this: the training side's threshold stands

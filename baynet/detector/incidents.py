@@ -27,8 +27,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-DEFAULT_BUDGET = 1.0      # false incidents per mesh-hour the threshold is chosen for
-DEFAULT_GAP_WINDOWS = 3   # firings closer than this many windows apart are one incident
+from baynet.settings import DEFAULT_GAP_WINDOWS
+
 REPEAT_S = 3600.0         # a false incident still firing counts again after this long
 
 

@@ -19,8 +19,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+from baynet.evidence.base import Judged
+
+if TYPE_CHECKING:
+    from baynet.settings import Settings
+    from baynet.sources.base import Observations
+    from baynet.windows import Windows
 
 CHANGE_COLUMNS = ["time", "service", "kind", "detail", "source"]
 
@@ -89,3 +97,18 @@ def canary(signals: pd.DataFrame | None, slices: list[tuple[float, float]],
             z = (e_new - n_new * p_old) / math.sqrt(max(n_new * p_old * (1 - p_old), 1e-9))
             rows.append((str(svc), i, max(0.0, float(z)), str(newest)))
     return pd.DataFrame(rows, columns=cols)
+
+
+def judge(observations: "Observations", windows: "Windows", settings: "Settings") -> Judged | None:
+    """Recent changes as root-cause prior multipliers at the anomaly time (None when nothing changed)."""
+    listed, versions = observations.table("changes"), observations.table("versions")
+    if listed is None and versions is None:
+        return None
+    events = change_events(listed, versions, windows.baseline)
+    at = windows.slices[-1][1]
+    factors = prior_factors(events, at)
+    if not factors:
+        return None
+    notes = ["recent changes: " + ", ".join(f"{s} (prior odds x{f:.1f})" for s, f in sorted(factors.items()))]
+    found = [f"{r.service}: {r.detail} at {r.time:.0f}" for r in events.itertuples()]
+    return Judged("changes", None, notes, prior_factor=factors, found=found)

@@ -41,11 +41,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from baynet.evidence.base import Judged
 from baynet.evidence.changes import ChangeParams, canary
+
+if TYPE_CHECKING:
+    from baynet.settings import Settings
+    from baynet.sources.base import Observations
+    from baynet.windows import Windows
 
 METRIC_COLUMNS = ["service", "window", "resource_z", "resource", "latency_z", "error_up", "error_z", "rate_ratio",
                   "gap_edges", "canary_z", "score", "state", "own_state", "points"]
@@ -316,37 +323,19 @@ def aligned_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFram
     return ev, notes
 
 
-# Detector families (baynet.detector.series) -> the neutral rows this module reads.
-_RESOURCE_FAMILIES = {"cpu": "cpu", "mem": "memory", "net_rx": "net_rx", "net_tx": "net_tx"}
-_LATENCY_FAMILIES = {"lat_p50": "latency_ms_p50", "lat_p90": "latency_ms_p90", "lat_p99": "latency_ms_p99"}
-
-
-def family_rows(frames: dict[str, pd.DataFrame], step_s: float) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """Per-service family frames (index unix seconds; columns ``cpu``, ``mem``, ``load`` (requests/s),
-    ``lat_p50``..., ``errors`` (ratio)), as read from Prometheus with a metric map, -> ``(signals,
-    resources)`` rows: one signals row per service and step (destination reporter, no source), one
-    resources row per service, series and step. Missing points are left out."""
-    sig_parts, res_parts = [], []
-    for service, frame in frames.items():
-        t = frame.index.to_numpy(dtype=float)
-        for fam, name in _RESOURCE_FAMILIES.items():
-            if fam in frame:
-                v = frame[fam].to_numpy(dtype=float)
-                ok = np.isfinite(v)
-                res_parts.append(pd.DataFrame({"time": t[ok], "service": service, "metric": name, "value": v[ok]}))
-        cols = {}
-        if "load" in frame:
-            cols["requests"] = frame["load"].to_numpy(dtype=float) * step_s
-        if "errors" in frame:
-            cols["error_ratio"] = frame["errors"].to_numpy(dtype=float)
-        for fam, name in _LATENCY_FAMILIES.items():
-            if fam in frame:
-                cols[name] = frame[fam].to_numpy(dtype=float)
-        if cols:
-            sig = pd.DataFrame({"time": t, "source": "", "destination": service, "window_s": float(step_s), **cols,
-                                "reporter": "destination"})
-            measured = sig[list(cols)].notna().any(axis=1)
-            sig_parts.append(sig[measured])
-    signals = pd.concat(sig_parts, ignore_index=True) if sig_parts else None
-    resources = pd.concat(res_parts, ignore_index=True) if res_parts else None
-    return signals, resources
+def judge(observations: "Observations", windows: "Windows", settings: "Settings") -> Judged | None:
+    """The metric evidence of an incident (None without signal or resource rows), on the slices the trace
+    evidence keeps; with version rows (``versions``, else the signals'), the canary test of each
+    service's newest version against the older. Call edges: the signal rows that name a source."""
+    signals, resources = observations.table("signals"), observations.table("resources")
+    if signals is None and resources is None:
+        return None
+    spans = observations.table("spans")
+    starts = spans["start_ns"].to_numpy() / 1e9 if spans is not None else None
+    evidence, notes = aligned_metric_evidence(signals, resources, windows.baseline, windows.slices, starts,
+                                              versions=observations.table("versions"))
+    pairs: set[tuple[str, str]] = set()
+    if signals is not None and (signals["source"] != "").any():
+        s = signals[signals["source"] != ""]
+        pairs = set(zip(s["source"], s["destination"]))
+    return Judged("metrics", evidence if not evidence.empty else None, notes, call_edges=pairs)

@@ -38,11 +38,18 @@ spans actually read.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from baynet.evidence.base import Judged
 from baynet.otlp import Span
+
+if TYPE_CHECKING:
+    from baynet.settings import Settings
+    from baynet.sources.base import Observations
+    from baynet.windows import Windows
 
 EVIDENCE_COLUMNS = [
     "service", "window", "requests", "errors", "error_ratio", "p50_ms", "p95_ms", "self_p95_ms",
@@ -489,3 +496,13 @@ def _edge_counts(df: pd.DataFrame) -> pd.DataFrame:
                              ("caller_bad_alone", caller_alone))}
     out = pd.DataFrame({"caller": names[keys // n_svc], "callee": names[keys % n_svc], **counts})
     return out.sort_values(["caller", "callee"], kind="stable").reset_index(drop=True)[EDGE_COLUMNS]
+
+
+def judge(observations: "Observations", windows: "Windows", settings: "Settings") -> Judged | None:
+    """The trace evidence of an incident (None without spans)."""
+    spans = observations.table("spans")
+    if spans is None:
+        return None
+    evidence, edges = build_evidence(spans, windows.baseline, windows.slices)
+    pairs = set(zip(edges["caller"], edges["callee"])) if len(edges) else set()
+    return Judged("traces", evidence, edges=edges, call_edges=pairs)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from baynet.cli import app
+from baynet.cli.main import app
 from baynet.otlp import Span, render_resource_spans
 
 RUNNER = CliRunner()

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from baynet.otlp import TempoParseError, loads, parse_any, parse_search, parse_trace
-from baynet.tempo.server import TempoServer, TraceStore
+from baynet.local.tempo import TempoServer, TraceStore
 from tests.conftest import CONTRACTS
 
 TEMPO = CONTRACTS / "tempo"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from baynet.stack import prometheus_available
+from baynet.local.stack import prometheus_available
 from tests.conftest import ROOT, require
 
 pytestmark = pytest.mark.e2e

@@ -27,8 +27,8 @@ HOSTILE = '<script>alert("x")</script>'
 def artifacts(tmp_path_factory, prefect_harness):
     """One incident analysed by the real flow, and one whose names are hostile."""
     from baynet.artifacts import COMPLETE, LocalStore, structure_html
-    from baynet.generator import generate, write_incident
-    from baynet.stack import LocalStack
+    from baynet.lab.generator import generate, write_incident
+    from baynet.local.stack import LocalStack
     from flows.incident import incident_rca
 
     work = tmp_path_factory.mktemp("report")

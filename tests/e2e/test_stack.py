@@ -20,16 +20,16 @@ from tests.conftest import ROOT, require
 
 pytestmark = pytest.mark.e2e
 
-STEPS = {"parse-anomaly", "query-tempo", "build-evidence", "read-topology", "diff-topology", "load-model",
-         "reestimate-dbn", "run-inference", "store-artifacts"}
+STEPS = {"parse-anomaly", "query-tempo", "read-topology", "diff-topology", "load-model",
+         "analyse", "store-artifacts"}
 SHOTS = ROOT / "test-output"
 PAST = 20  # past incidents the backfill test replays: with 12, one worker sometimes took every run
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from baynet.generator import generate, write_incident
-    from baynet.stack import free_port, prometheus_available, stack_down, stack_up
+    from baynet.lab.generator import generate, write_incident
+    from baynet.local.stack import free_port, prometheus_available, stack_down, stack_up
 
     require(prometheus_available(), "Debian's prometheus (apt-get install -y prometheus)")
     work = tmp_path_factory.mktemp("stack-e2e")

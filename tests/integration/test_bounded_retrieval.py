@@ -6,12 +6,16 @@ import time
 import numpy as np
 import pytest
 
-from baynet.analysis import Windows, rank_from_traces
+from baynet.analysis import analyse
+from baynet.dbn import DBNModel
 from baynet.events import parse_object
 from baynet.evidence.traces import build_evidence
-from baynet.generator import generate
+from baynet.lab.generator import generate
 from baynet.settings import Settings
-from baynet.tempo.server import TempoServer, TraceStore
+from baynet.local.tempo import TempoServer, TraceStore
+from baynet.sources import gather
+from baynet.sources.tempo import TempoTraces
+from baynet.windows import Windows
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +33,10 @@ def busy():
 
 def _analyse(inc, server, budget):
     settings = Settings(tempo_url=server.url, traces_per_slice=budget, _env_file=None)
-    return rank_from_traces(parse_object(inc.event)[0], settings)
+    (event,) = parse_object(inc.event)
+    observations = gather(event, Windows.around(event.unix, settings), [TempoTraces(settings)])
+    result = analyse(event, observations, DBNModel(), settings)
+    return observations.table("spans"), observations.parts[0].stats, result.judged["traces"].evidence, result.ranking
 
 
 @pytest.mark.slow  # ~1 min: three reads of a busy incident, one of them whole

@@ -77,8 +77,8 @@ def test_a_nezha_fault_as_a_bundle_carries_traces_metrics_and_topology(tmp_path)
     require(TRAIN_TICKET.is_dir(), f"Nezha Train-Ticket data at {TRAIN_TICKET}")
     from baynet.bundles.analyse import analyse_bundle
     from baynet.bundles.read import load_bundle, read_truth
-    from baynet.datasets.convert import _read_metric_day, nezha_bundle
-    from baynet.datasets.nezha import list_cases
+    from baynet.lab.datasets.convert import _read_metric_day, nezha_bundle
+    from baynet.lab.datasets.nezha import list_cases
 
     case = [c for c in list_cases(TRAIN_TICKET) if c.fault_type == "cpu_contention"][0]
     out = nezha_bundle(case, TRAIN_TICKET, tmp_path / "b",
@@ -100,7 +100,7 @@ def test_a_nezha_fault_as_a_bundle_carries_traces_metrics_and_topology(tmp_path)
 def test_eval_bundles_online_learns_only_after_each_ranking(rcd_bundles):
     """--online: the bundles in time order through one persistent model each way; the first case is
     ranked before any confirmation, so both ways agree on it; the figures and halves are reported."""
-    from baynet.evaluate import evaluate_online
+    from baynet.lab.bundle_eval import evaluate_online
 
     out = evaluate_online([rcd_bundles])
     assert out["learning"]["n"] == out["static"]["n"] == 3
@@ -113,17 +113,14 @@ def test_eval_bundles_online_learns_only_after_each_ranking(rcd_bundles):
 
 def test_online_learning_never_sees_a_case_truth_before_its_ranking(rcd_bundles, monkeypatch):
     """Truth files are read only after both rankings of their case are recorded."""
-    import baynet.bundles.analyse as analyse
-    import baynet.evaluate as evaluate
-
-    from baynet.bundles import read
+    import baynet.lab.bundle_eval as evaluate
 
     log = []
-    real_analyse = analyse.analyse_bundle
+    real_analyse = evaluate.analyse_bundle
 
-    monkeypatch.setattr(read, "read_truth", lambda path: log.append(("truth", path.name)) or
+    monkeypatch.setattr(evaluate, "read_truth", lambda path: log.append(("truth", path.name)) or
                         json.loads((path / "truth.json").read_text()))
-    monkeypatch.setattr(analyse, "analyse_bundle", lambda bundle, *a, **k: log.append(("rank", bundle.path.name))
+    monkeypatch.setattr(evaluate, "analyse_bundle", lambda bundle, *a, **k: log.append(("rank", bundle.path.name))
                         or real_analyse(bundle, *a, **k))
     evaluate.evaluate_online([rcd_bundles])
     for i, (what, name) in enumerate(log):

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from baynet.generator import generate, write_incident
-from baynet.stack import LocalStack, prometheus_available
+from baynet.lab.generator import generate, write_incident
+from baynet.local.stack import LocalStack, prometheus_available
 from tests.conftest import ROOT, SHARED, require
 
 pytestmark = pytest.mark.integration
@@ -68,7 +68,7 @@ def test_a_metrics_only_bundle_replays_through_prometheus(tmp_path, prefect_harn
     require((RCD / "user-cpu" / "1").is_dir(), f"RCD Sock Shop data at {RCD}")
     from prefect.settings import PREFECT_API_URL
 
-    from baynet.datasets.convert import rcd_bundle
+    from baynet.lab.datasets.convert import rcd_bundle
 
     bundle = rcd_bundle(RCD / "user-cpu" / "1", tmp_path / "user-cpu-1")
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
@@ -150,7 +150,7 @@ def test_a_bad_rollout_replayed_the_flow_reads_versions_from_istio_and_blames_th
     require(prometheus_available(), "Debian's prometheus and promtool (apt-get install -y prometheus)")
     from prefect.settings import PREFECT_API_URL
 
-    from baynet.datasets.rollouts import rollout_bundle
+    from baynet.lab.datasets.rollouts import rollout_bundle
 
     bundle = rollout_bundle(tmp_path / "rollout", "sock-shop", "user", seed=5)
     (bundle / "changes.csv").unlink()  # the flow must find the deployments in destination_version alone

@@ -7,8 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from baynet.detector.series import PrometheusError, fetch_series, load_metric_map, query_range
-from baynet.stack import PrometheusServer, prometheus_available
+from baynet.families import fetch_series, load_metric_map
+from baynet.prometheus import PrometheusClient, PrometheusRejected
+from baynet.local.stack import PrometheusServer, prometheus_available
 from tests.conftest import SHARED, require
 
 pytestmark = pytest.mark.integration
@@ -17,8 +18,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory):
     require(prometheus_available(), "Debian's prometheus and promtool (apt-get install -y prometheus)")
-    from baynet.detector.demo import merge_openmetrics
-    from baynet.generator import container_openmetrics, generate, istio_openmetrics
+    from baynet.lab.detector.demo import merge_openmetrics
+    from baynet.lab.generator import container_openmetrics, generate, istio_openmetrics
 
     inc = generate("petclinic", "vets-service", "gray", fault_start=time.time() - 600, before_s=600, after_s=240)
     d = tmp_path_factory.mktemp("prom")
@@ -32,8 +33,9 @@ def prometheus(tmp_path_factory):
 def test_the_istio_cadvisor_map_gives_every_family_per_service(prometheus):
     server, inc = prometheus
     start = inc.fault_start - 540
-    frames = fetch_series(server.url, load_metric_map("istio-cadvisor"), start, inc.fault_start + 200, 15,
-                          namespace=inc.namespace)
+    with PrometheusClient(server.url) as prom:
+        frames = fetch_series(prom, load_metric_map("istio-cadvisor"), start, inc.fault_start + 200, 15,
+                              namespace=inc.namespace)
     assert set(frames) == {"api-gateway", "customers-service", "vets-service", "visits-service", "mysql"}
     vets = frames["vets-service"]
     assert {"cpu", "mem", "net_rx", "net_tx", "load", "lat_p50", "lat_p90", "lat_p99", "net_lat"} <= set(vets.columns)
@@ -48,15 +50,13 @@ def test_the_istio_cadvisor_map_gives_every_family_per_service(prometheus):
 
 
 def test_a_bad_query_names_itself(prometheus):
-    import httpx
-
     server, inc = prometheus
-    with httpx.Client() as client, pytest.raises(PrometheusError, match="sum by"):
-        query_range(client, server.url, "sum by (", inc.fault_start - 60, inc.fault_start, 15)
+    with PrometheusClient(server.url) as prom, pytest.raises(PrometheusRejected, match="sum by"):
+        prom.query_range("sum by (", inc.fault_start - 60, inc.fault_start, 15)
 
 
 def test_dataset_adapters_read_the_public_data():
-    from baynet.detector.datasets import nezha_cases, rcd_cases
+    from baynet.lab.detector.datasets import nezha_cases, rcd_cases
 
     rcd = SHARED / "datasets" / "rcd-sockshop"
     require(rcd.is_dir(), f"RCD Sock Shop data at {rcd}")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from baynet.evaluate import mesh_names, summarise
+from baynet.lab.harness import mesh_names
+from baynet.lab.scoring import summarise
 from tests.conftest import ROOT, SHARED, require
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ import uuid
 
 import pytest
 
-from baynet.generator import generate, write_incident
-from baynet.stack import LocalStack, MotoServer, free_port
+from baynet.lab.generator import generate, write_incident
+from baynet.local.stack import LocalStack, MotoServer, free_port
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -157,7 +157,8 @@ def test_trace_gone_between_search_and_fetch_is_counted(stack, tempo):
 
 
 def test_nothing_readable_fails_the_run_and_the_message_returns(stack, tempo):
-    from baynet.cli import run_consumer
+    from baynet.cli.common import incident_runner
+    from baynet.consumer import run_consumer
     from baynet.settings import Settings
 
     st, incident = stack
@@ -166,7 +167,7 @@ def test_nothing_readable_fails_the_run_and_the_message_returns(stack, tempo):
     os.environ["BAYNET_TEMPO_URL"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     os.environ["BAYNET_METRICS_EVIDENCE"] = "false"  # and no metrics to carry the analysis instead
     try:
-        outcomes = run_consumer(Settings(), max_messages=1, idle_polls=3, retry_after=1)
+        outcomes = run_consumer(Settings(), incident_runner, max_messages=1, idle_polls=3, retry_after=1)
     finally:
         os.environ["BAYNET_TEMPO_URL"] = st.tempo.url
         os.environ.pop("BAYNET_METRICS_EVIDENCE")

@@ -12,14 +12,14 @@ import uuid
 
 import pytest
 
-from baynet.generator import generate, write_incident
-from baynet.stack import LocalStack
+from baynet.lab.generator import generate, write_incident
+from baynet.local.stack import LocalStack
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
-STEPS = {"parse-anomaly", "query-tempo", "build-evidence", "read-topology", "diff-topology", "load-model",
-         "reestimate-dbn", "run-inference", "store-artifacts"}
+STEPS = {"parse-anomaly", "query-tempo", "read-topology", "diff-topology", "load-model",
+         "analyse", "store-artifacts"}
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,8 @@ class Records(logging.Handler):
 
 
 def test_queue_to_ranking_with_malformed_messages_dead_lettered(stack):
-    from baynet.cli import run_consumer
+    from baynet.cli.common import incident_runner
+    from baynet.consumer import run_consumer
     from baynet.settings import Settings
 
     st, incident, _ = stack
@@ -86,7 +87,7 @@ def test_queue_to_ranking_with_malformed_messages_dead_lettered(stack):
     records = Records()
     logging.getLogger("baynet.sqs").addHandler(records)
     try:
-        outcomes = run_consumer(Settings(), max_messages=6, idle_polls=2)
+        outcomes = run_consumer(Settings(), incident_runner, max_messages=6, idle_polls=2)
     finally:
         logging.getLogger("baynet.sqs").removeHandler(records)
     assert sorted(o.result for o in outcomes) == ["analysed"] + ["dead-lettered"] * 5
@@ -204,10 +205,10 @@ def test_failed_validation_stops_the_run_with_a_report_and_no_retry(stack, monke
         ev, edges = real(*args, **kwargs)
         return ev.assign(error_ratio=1.5), edges  # an impossible share
 
-    monkeypatch.setattr("tasks.query_tempo.build_evidence", corrupt)
+    monkeypatch.setattr("baynet.evidence.traces.build_evidence", corrupt)
     state = flow_state(event_body(incident, id=f"invalid-{uuid.uuid4().hex[:8]}"))
     assert state.is_failed()
-    run = task_runs(state.state_details.flow_run_id)["build-evidence"]
+    run = task_runs(state.state_details.flow_run_id)["analyse"]
     assert run.run_count == 1 and run.state.is_failed()
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(

@@ -6,9 +6,9 @@ import os
 import pandas as pd
 import pytest
 
-from baynet.datasets.nezha import list_cases, normal_trace_files
-from baynet.evaluate import case_bundle, replay_case
-from baynet.tempo.server import TempoServer
+from baynet.lab.datasets.nezha import list_cases, normal_trace_files
+from baynet.lab.harness import case_bundle, replay_case
+from baynet.local.tempo import TempoServer
 from tests.conftest import SHARED, require
 
 pytestmark = pytest.mark.integration

@@ -4,9 +4,10 @@ import time
 
 import pytest
 
-from baynet.generator import generate, istio_openmetrics
-from baynet.stack import PrometheusServer, prometheus_available
-from baynet.topology import PROM_EDGE_QUERY, PrometheusClient, TopologyError
+from baynet.lab.generator import generate, istio_openmetrics
+from baynet.local.stack import PrometheusServer, prometheus_available
+from baynet.prometheus import PrometheusClient, PrometheusRejected, PrometheusUnavailable
+from baynet.topology import PROM_EDGE_QUERY, TopologyError, topology_from_prometheus
 from tests.conftest import require
 
 pytestmark = pytest.mark.integration
@@ -28,7 +29,7 @@ def test_topology_matches_the_calls_and_is_not_double_counted(prometheus):
     server, incident = prometheus
     at = incident.fault_start - 60  # before the fault: no errors yet
     client = PrometheusClient(server.url)
-    topo = client.topology("petclinic", 600, at=at)
+    topo = topology_from_prometheus(client, "petclinic", 600, at=at)
     by_id = {(s.trace_id, s.span_id): s for s in incident.spans}
     expected: dict = {}
     for s in incident.spans:
@@ -40,18 +41,22 @@ def test_topology_matches_the_calls_and_is_not_double_counted(prometheus):
         # one reporter: the rate matches the calls (both reporters would double it)
         assert topo.edges[key].rate * 600 == pytest.approx(count, rel=0.15)
         assert topo.edges[key].error_rate == 0.0
-    during = client.topology("petclinic", 120, at=incident.fault_start + 240)
+    during = topology_from_prometheus(client, "petclinic", 120, at=incident.fault_start + 240)
     assert during.edges[("vets-service", "mysql")].error_rate > 0.3
 
 
 def test_bad_promql_is_a_clear_error(prometheus):
     server, _ = prometheus
-    with pytest.raises(TopologyError, match="bad_data|parse error"):
+    with pytest.raises(PrometheusRejected, match="bad_data|parse error"):
         PrometheusClient(server.url).query("sum(rate(x{[5m]))")
+    with pytest.raises(TopologyError, match="rejected"):  # not retried by the tasks (tasks/retry.py)
+        topology_from_prometheus(PrometheusClient(server.url), 'quote"d', 600)
     assert "reporter=\"destination\"" in PROM_EDGE_QUERY
 
 
 def test_prometheus_down_is_reported():
     client = PrometheusClient("http://127.0.0.1:9", max_retries=1)
-    with pytest.raises(TopologyError, match="unreachable"):
+    with pytest.raises(PrometheusUnavailable, match="unreachable"):
         client.query("up")
+    with pytest.raises(TopologyError, match="unreachable"):
+        topology_from_prometheus(client, "default", 600)

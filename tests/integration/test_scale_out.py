@@ -18,8 +18,8 @@ import pytest
 
 from baynet.artifacts import S3Store
 from baynet.dbn import DBNModel
-from baynet.generator import generate, write_incident
-from baynet.stack import LocalStack
+from baynet.lab.generator import generate, write_incident
+from baynet.local.stack import LocalStack
 from baynet.state import ModelLog, SnapshotStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from baynet.analysis import diff_and_snapshot
+from baynet.analysis.topology import diff_and_snapshot
 from baynet.artifacts import LocalStore, S3Store
 from baynet.dbn import DBNModel
 from baynet.events import parse_object

@@ -1,11 +1,11 @@
-"""Bundle rows -> Istio/cAdvisor OpenMetrics (baynet.bundles.openmetrics): what replay backfills."""
+"""Bundle rows -> Istio/cAdvisor OpenMetrics (baynet.local.openmetrics): what replay backfills."""
 
 import re
 
 import numpy as np
 import pandas as pd
 
-from baynet.bundles.openmetrics import ISTIO_BUCKETS_MS, render
+from baynet.local.openmetrics import ISTIO_BUCKETS_MS, render
 
 SAMPLE = re.compile(r'^(\w+)\{(.*)\} (\S+) (\S+)$')
 

@@ -58,7 +58,7 @@ def test_a_prior_factor_raises_the_posterior_but_healthy_observations_outweigh_i
 def test_generated_rollouts_the_bad_deployment_is_found_among_harmless_ones(tmp_path):
     from baynet.bundles.analyse import analyse_bundle
     from baynet.bundles.read import load_bundle
-    from baynet.datasets.rollouts import rollout_bundle
+    from baynet.lab.datasets.rollouts import rollout_bundle
 
     out = rollout_bundle(tmp_path / "r", "sock-shop", "catalogue", seed=4)
     changed = set(pd.read_csv(out / "changes.csv")["service"])

@@ -163,7 +163,7 @@ def _chain_model() -> DBNModel:
 
 
 def test_confirm_command(tmp_path, monkeypatch):
-    from baynet.cli import app
+    from baynet.cli.main import app
 
     monkeypatch.setenv("BAYNET_ARTIFACTS_DIR", str(tmp_path))
     monkeypatch.delenv("BAYNET_S3_BUCKET", raising=False)

@@ -272,7 +272,7 @@ def _nezha_day(root, stamps_shift: int = 0, text_shift_days: int = 0):
 
 
 def test_nezha_adapter_trusts_the_time_column_that_lies_in_the_day(tmp_path, caplog):
-    from baynet.detector.datasets import nezha_cases
+    from baynet.lab.detector.datasets import nezha_cases
 
     (case,) = nezha_cases(_nezha_day(tmp_path / "a", stamps_shift=200_000_000))
     assert "TimeStamp disagrees with Time" in caplog.text
@@ -287,7 +287,7 @@ def test_nezha_adapter_trusts_the_time_column_that_lies_in_the_day(tmp_path, cap
 def test_nezha_adapter_reads_error_rates_from_pods_or_the_entry_service(tmp_path):
     from datetime import UTC, datetime
 
-    from baynet.detector.datasets import nezha_cases
+    from baynet.lab.detector.datasets import nezha_cases
 
     root = _nezha_day(tmp_path / "e")
     metric = root / "2022-08-22" / "metric"
@@ -317,7 +317,7 @@ def test_nezha_adapter_reads_error_rates_from_pods_or_the_entry_service(tmp_path
 
 
 def test_nezha_adapter_joins_a_replaced_pod_into_one_service(tmp_path, caplog):
-    from baynet.detector.datasets import nezha_cases
+    from baynet.lab.detector.datasets import nezha_cases
 
     root = _nezha_day(tmp_path / "r")
     metric = root / "2022-08-22" / "metric"
@@ -339,7 +339,7 @@ def test_nezha_adapter_joins_a_replaced_pod_into_one_service(tmp_path, caplog):
 
 
 def test_nezha_adapter_refuses_a_file_with_no_believable_time(tmp_path):
-    from baynet.detector.datasets import DatasetError, nezha_cases
+    from baynet.lab.detector.datasets import DatasetError, nezha_cases
 
     with pytest.raises(DatasetError, match="no time column lies within day 2022-08-22"):
         nezha_cases(_nezha_day(tmp_path / "b", stamps_shift=200_000_000, text_shift_days=400))
@@ -348,7 +348,7 @@ def test_nezha_adapter_refuses_a_file_with_no_believable_time(tmp_path):
 # --- metric maps and the CLI's refusals -----------------------------------------------------------------
 
 def test_metric_maps_presets_files_and_errors(tmp_path):
-    from baynet.detector.series import FAMILIES, MetricMapError, load_metric_map
+    from baynet.families import FAMILIES, MetricMapError, load_metric_map
 
     for preset in ("istio-cadvisor", "gala-gopher"):
         mapping = load_metric_map(preset)
@@ -367,7 +367,7 @@ def test_metric_maps_presets_files_and_errors(tmp_path):
 def test_detect_eval_refuses_unknown_datasets_and_paths(tmp_path):
     from typer.testing import CliRunner
 
-    from baynet.cli import app
+    from baynet.cli.main import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["detect", "eval", "nosuch", str(tmp_path), "--models", "gbm"])
@@ -406,7 +406,7 @@ def _rcd_layout(root, reps: int = 2):
 def test_detect_eval_json_and_train_store_a_version(tmp_path):
     from typer.testing import CliRunner
 
-    from baynet.cli import app
+    from baynet.cli.main import app
 
     data = _rcd_layout(tmp_path / "rcd")
     runner = CliRunner()
@@ -432,7 +432,7 @@ def test_detect_eval_json_and_train_store_a_version(tmp_path):
 
 
 def test_false_alarms_count_runs_of_flags_on_normal_windows():
-    from baynet.detector.evaluate import _false_alarms
+    from baynet.lab.detector.evaluate import _false_alarms
 
     y = np.array([0, 0, 0, 0, 1, 1, 0, 0, -1, 0])
     pred = np.array([1, 1, 0, 1, 1, 1, 1, 0, 1, 1], bool)  # runs on normal windows: [0-1], [3], [6], [9]
@@ -443,7 +443,7 @@ def test_false_alarms_count_runs_of_flags_on_normal_windows():
 def test_detect_eval_holds_out_services_and_trains_on_another_dataset(tmp_path):
     from typer.testing import CliRunner
 
-    from baynet.cli import app
+    from baynet.cli.main import app
 
     data, other = _rcd_layout(tmp_path / "rcd"), _rcd_layout(tmp_path / "other")
     runner = CliRunner()
@@ -466,7 +466,7 @@ def test_detect_eval_holds_out_services_and_trains_on_another_dataset(tmp_path):
 
 
 def test_service_names_drop_pod_hashes_and_statefulset_ordinals():
-    from baynet.datasets.nezha import service_of
+    from baynet.lab.datasets.nezha import service_of
 
     assert service_of("frontend-579b9bff58-t2dbm") == "frontend"
     assert service_of("ts-order-service-7b5c8d9f4-abcde") == "ts-order-service"  # hyphens inside the name

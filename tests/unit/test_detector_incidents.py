@@ -288,7 +288,7 @@ def test_zmax_scores_in_robust_spreads_and_calibrates_on_its_own_grid(tmp_path):
     budget on the training windows, it is stored and loaded like the others, and calibration raises it
     along the z grid, not the probability one."""
     from baynet.artifacts import LocalStore
-    from baynet.detector.datasets import rcd_cases
+    from baynet.lab.detector.datasets import rcd_cases
     from baynet.detector.models import Z_THRESHOLDS, blocks_from_cases, load_model, save_model, train_detector
     from tests.unit.test_detector import _rcd_layout
 
@@ -310,7 +310,7 @@ def test_zmax_scores_in_robust_spreads_and_calibrates_on_its_own_grid(tmp_path):
 
 @pytest.mark.skipif(not (SHARED / "nezha" / "trainticket").is_dir(), reason="needs ../shared/datasets")
 def test_every_train_ticket_fault_is_placed_where_its_metrics_are():
-    from baynet.detector.datasets import nezha_cases
+    from baynet.lab.detector.datasets import nezha_cases
 
     (day,) = nezha_cases(SHARED / "nezha" / "trainticket")
     # 24 of the 28 are listed with an inject_timestamp 8 h off the clock the metrics (and spans) follow
@@ -323,7 +323,7 @@ def test_every_train_ticket_fault_is_placed_where_its_metrics_are():
 def test_detect_eval_leave_mesh_out_prints_one_row_per_held_out_mesh(tmp_path):
     from typer.testing import CliRunner
 
-    from baynet.cli import app
+    from baynet.cli.main import app
     from tests.unit.test_detector import _rcd_layout
 
     one, two = _rcd_layout(tmp_path / "one"), _rcd_layout(tmp_path / "two")
@@ -352,7 +352,7 @@ def test_detect_eval_leave_mesh_out_prints_one_row_per_held_out_mesh(tmp_path):
 
 
 def test_coarsen_averages_rows_per_window_and_keeps_the_fault_where_it_was(tmp_path):
-    from baynet.detector.datasets import rcd_cases
+    from baynet.lab.detector.datasets import rcd_cases
     from baynet.detector.series import coarsen
     from tests.unit.test_detector import _rcd_layout
 

@@ -2,7 +2,7 @@ import orjson
 import pandas as pd
 import pytest
 
-from baynet.analysis import Windows
+from baynet.windows import Windows
 from baynet.evidence import BAND_COLUMNS, EVIDENCE_COLUMNS, build_evidence, spans_frame
 from baynet.otlp import Span
 from baynet.settings import Settings
@@ -87,7 +87,7 @@ def test_the_baseline_band_is_the_range_over_slice_long_pieces_of_the_baseline()
 
     import numpy as np
 
-    from baynet.generator import generate
+    from baynet.lab.generator import generate
 
     inc = generate("sock-shop", "carts", "latency", fault_start=time.time() - 600, before_s=900, rate_per_s=2.0)
     windows = Windows.around(inc.event["timestamp"], Settings(_env_file=None))

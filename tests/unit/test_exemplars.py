@@ -3,10 +3,11 @@ BAYNET_TRACE_URL_TEMPLATE (http(s) only), shown on the incident page."""
 
 import time
 
-from baynet.analysis import Windows, exemplars
+from baynet.analysis.exemplars import exemplars
+from baynet.windows import Windows
 from baynet.artifacts import structure_html
 from baynet.evidence.traces import spans_frame
-from baynet.generator import generate
+from baynet.lab.generator import generate
 from baynet.settings import Settings
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from baynet.analysis import Windows
+from baynet.windows import Windows
 from baynet.evidence import build_evidence
-from baynet.generator import generate
+from baynet.lab.generator import generate
 from baynet.settings import Settings
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from baynet.datasets.nezha import list_cases
+from baynet.lab.datasets.nezha import list_cases
 
 COLUMNS = ["TraceID", "SpanID", "ParentID", "PodName", "OperationName", "StartTimeUnixNano", "EndTimeUnixNano",
            "Duration"]

@@ -1,6 +1,6 @@
 """Semi-synthetic incidents: a fault at one service, shown in its traces the way a real one would be."""
 
-from baynet.datasets.semisynthetic import _delay, _fail, _skip_last_call, make_cases, split_in_time
+from baynet.lab.datasets.semisynthetic import _delay, _fail, _skip_last_call, make_cases, split_in_time
 from baynet.otlp import Span
 
 MS = 1_000_000

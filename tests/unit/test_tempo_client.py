@@ -6,7 +6,7 @@ import pytest
 
 from baynet.otlp import Span
 from baynet.tempo.client import TempoClient, TempoRequestError, TempoUnavailable
-from baynet.tempo.server import TempoServer, TraceStore
+from baynet.local.tempo import TempoServer, TraceStore
 
 
 def traces(n, start_s, step_s=0.5, service="front"):

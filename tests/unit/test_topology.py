@@ -76,7 +76,7 @@ def test_diff_and_snapshots(tmp_path):
 def test_snapshot_stored_only_on_change_and_never_twice_at_once(tmp_path):
     import threading
 
-    from baynet.analysis import diff_and_snapshot
+    from baynet.analysis.topology import diff_and_snapshot
 
     graph = Topology("ns", "t")
     graph.add_edge("a", "b", 10, 0.0)

@@ -1,6 +1,6 @@
 """Generated rollout incidents as bundles (lab tooling): a bad deployment among harmless ones.
 
-Each incident is a generated mesh (:func:`baynet.generator.generate`, fault ``errors``) in which a new
+Each incident is a generated mesh (:func:`baynet.lab.generator.generate`, fault ``errors``) in which a new
 version ``v2`` of the faulty service starts serving half of its calls at the fault's start and fails
 (the calls that fail are the new version's), while two other services roll out a harmless ``v2`` (half of
 their calls, no new failures) within five minutes either side. The bundle holds ``signals.csv`` (per call
@@ -10,14 +10,15 @@ deployments), the event and ``truth.json``. No traces: the deployment evidence i
 
 from __future__ import annotations
 
-import json
+import errno
 import random
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from baynet.generator import MESHES, generate
+from baynet.bundles.write import write_bundle
+from baynet.lab.generator import MESHES, generate
 
 WINDOW_S = 15.0
 
@@ -58,18 +59,14 @@ def rollout_bundle(out: Path, mesh: str, bad: str, seed: int, fault_start: float
                         seed=seed)
     rollout = {bad: fault_start, **{h: fault_start + rng.uniform(-300, 300) for h in harmless}}
     signals = _signals(incident.spans, rollout, bad, rng)
-    out.mkdir(parents=True, exist_ok=False)
-    (out / "bundle.json").write_text(json.dumps({"format": 1}) + "\n")
-    event = {**incident.event, "id": f"rollout-{mesh}-{bad}-{seed}"}
-    (out / "event.json").write_text(json.dumps(event) + "\n")
-    (out / "truth.json").write_text(json.dumps({"root_cause": bad, "fault_type": "bad deploy"}) + "\n")
-    signals.sort_values(["time", "source", "destination", "destination_version"]).to_csv(
-        out / "signals.csv", index=False, float_format="%.6f",
-        columns=["time", "source", "destination", "window_s", "requests", "error_ratio", "latency_ms_avg",
-                 "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "destination_version", "reporter"])
-    pd.DataFrame([(t, s, "deploy", "v2") for s, t in sorted(rollout.items(), key=lambda kv: kv[1])],
-                 columns=["time", "service", "kind", "detail"]).to_csv(out / "changes.csv", index=False)
-    return out
+    if out.exists():
+        raise FileExistsError(errno.EEXIST, "exists", str(out))
+    changes = pd.DataFrame([(t, s, "deploy", "v2") for s, t in sorted(rollout.items(), key=lambda kv: kv[1])],
+                           columns=["time", "service", "kind", "detail"])
+    return write_bundle(out, {**incident.event, "id": f"rollout-{mesh}-{bad}-{seed}"},
+                        truth={"root_cause": bad, "fault_type": "bad deploy"},
+                        signals=signals.sort_values(["time", "source", "destination", "destination_version"]),
+                        changes=changes)
 
 
 def rollout_bundles(out: Path, mesh: str = "sock-shop", seeds: tuple[int, ...] = (1, 2, 3)) -> list[Path]:

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from baynet.detector.calibrate import calibrate_recordings
-from baynet.detector.incidents import DEFAULT_BUDGET, DEFAULT_GAP_WINDOWS, incident_metrics
+from baynet.detector.incidents import incident_metrics
 from baynet.detector.models import (Block, blocks_from_cases, format_table, meshes_of, threshold_table,
                                     torch_available, train_detector)
 
@@ -37,6 +37,7 @@ from baynet.detector.models import (Block, blocks_from_cases, format_table, mesh
 def default_models() -> tuple[str, ...]:
     return ("gbm", "lstm", "zmax") if torch_available() else ("gbm", "zmax")
 from baynet.detector.series import Case, Fault
+from baynet.settings import DEFAULT_BUDGET, DEFAULT_GAP_WINDOWS
 
 
 def _point_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:

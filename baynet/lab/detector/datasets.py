@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from baynet.datasets.nezha import locate_fault, service_of
+from baynet.lab.datasets.nezha import locate_fault, service_of
 from baynet.detector.series import Case, Fault, ServiceSeries
 
 RCD_SUFFIXES = {"_cpu": "cpu", "_mem": "mem", "_lod": "load", "_lat_50": "lat_p50", "_lat_90": "lat_p90",

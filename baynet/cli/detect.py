@@ -9,14 +9,11 @@ from typing import Optional
 
 import typer
 
+from baynet.cli.common import fail
+
 detect_app = typer.Typer(help="The upstream gray-failure detector: metrics -> anomaly events on the queue.",
                          no_args_is_help=True)
 DATASETS = ("rcd-sockshop", "nezha")
-
-
-def _err(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def _say(quiet: bool):
@@ -27,16 +24,16 @@ def _say(quiet: bool):
 
 
 def _cases(dataset: str, path: Path, fault_minutes: float):
-    from baynet.detector.datasets import DatasetError, nezha_cases, rcd_cases
+    from baynet.lab.detector.datasets import DatasetError, nezha_cases, rcd_cases
 
     if dataset not in DATASETS:
-        _err(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+        fail(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if not path.is_dir():
-        _err(f"{path} is not a directory")
+        fail(f"{path} is not a directory")
     try:
         return rcd_cases(path) if dataset == "rcd-sockshop" else nezha_cases(path, fault_s=fault_minutes * 60)
     except DatasetError as exc:
-        _err(str(exc))
+        fail(str(exc))
 
 
 def _also(specs: list[str], fault_minutes: float) -> dict:
@@ -45,7 +42,7 @@ def _also(specs: list[str], fault_minutes: float) -> dict:
     for spec in specs:
         name, sep, where = spec.partition("=")
         if not sep or not where:
-            _err(f"--also-train wants DATASET=PATH, got {spec!r}")
+            fail(f"--also-train wants DATASET=PATH, got {spec!r}")
         extra[spec] = _cases(name, Path(where), fault_minutes)
     return extra
 
@@ -59,9 +56,9 @@ def _models(models: str) -> tuple[str, ...]:
     names = tuple(m.strip() for m in models.split(",") if m.strip())
     for m in names:
         if m not in ESTIMATORS:
-            _err(f"unknown model {m!r}; choose from {', '.join(ESTIMATORS)}")
+            fail(f"unknown model {m!r}; choose from {', '.join(ESTIMATORS)}")
     if "lstm" in names and not torch_available():
-        _err("the lstm model needs PyTorch: pip install 'baynet[torch]' (or pass --models gbm)")
+        fail("the lstm model needs PyTorch: pip install 'baynet[torch]' (or pass --models gbm)")
     return names
 
 
@@ -106,7 +103,7 @@ def detect_eval(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '.
     recall, F1, accuracy, event recall, median detection delay and false alarms per model; as an alert
     source, incident recall and false incidents per mesh-hour (firings grouped into incidents); and the
     threshold tables."""
-    from baynet.detector.evaluate import HOLD_OUTS, evaluate, leave_mesh_out as lomo, render, render_leave_mesh_out
+    from baynet.lab.detector.evaluate import HOLD_OUTS, evaluate, leave_mesh_out as lomo, render, render_leave_mesh_out
     from baynet.settings import Settings
 
     settings = Settings()
@@ -114,11 +111,11 @@ def detect_eval(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '.
     gap = settings.detector_group_windows if group_windows is None else group_windows
     names = _models(models)
     if hold_out not in HOLD_OUTS:
-        _err(f"unknown --hold-out {hold_out!r}; choose one of {', '.join(HOLD_OUTS)}")
+        fail(f"unknown --hold-out {hold_out!r}; choose one of {', '.join(HOLD_OUTS)}")
     if transfer and not also_train:
-        _err("--transfer needs at least one --also-train DATASET=PATH to train on")
+        fail("--transfer needs at least one --also-train DATASET=PATH to train on")
     if leave_mesh_out and not also_train:
-        _err("--leave-mesh-out needs at least one --also-train DATASET=PATH (a second mesh)")
+        fail("--leave-mesh-out needs at least one --also-train DATASET=PATH (a second mesh)")
     extra = _also(also_train, fault_minutes)
     cases = _cases(dataset, path, fault_minutes)
     if step:
@@ -138,7 +135,7 @@ def detect_eval(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '.
             result = lomo(meshes, names, random_state=seed, false_budget=budget, gap_windows=gap,
                           calibrate_on_reference=calibrate, progress=_say(quiet))
         except ValueError as exc:
-            _err(str(exc))
+            fail(str(exc))
         if out:
             out.write_text(json.dumps(result, indent=1, default=float))
         typer.echo(json.dumps(result, default=float) if as_json else render_leave_mesh_out(result))
@@ -148,7 +145,7 @@ def detect_eval(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '.
                           random_state=seed, false_budget=budget, gap_windows=gap, calibrate_on_reference=calibrate,
                           progress=_say(quiet))
     except ValueError as exc:
-        _err(str(exc))
+        fail(str(exc))
     result["dataset"] = dataset
     if out:
         out.write_text(json.dumps(result, indent=1, default=float))
@@ -187,7 +184,7 @@ def detect_train(dataset: str = typer.Argument(..., help=f"Dataset layout: {', '
         trained = train_detector(blocks, kind, progress=_say(quiet),
                                  false_budget=Settings().detector_false_incidents_per_hour)
     except ValueError as exc:
-        _err(str(exc))
+        fail(str(exc))
     store = LocalStore(artifacts) if artifacts else make_store(Settings())
     where = save_model(store, trained)
     typer.echo(format_table(pd.DataFrame(trained.table), trained.threshold))
@@ -207,6 +204,6 @@ def detect_run(end: Optional[float] = typer.Option(None, help="Score up to this 
     try:
         result = detect_anomalies(end=end, lookback_s=lookback, model_version=model_version, send=send)
     except (ValueError, FileNotFoundError) as exc:
-        _err(str(exc))
+        fail(str(exc))
     json.dump(result, sys.stdout, indent=1, default=float)
     typer.echo("")

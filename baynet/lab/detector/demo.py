@@ -52,13 +52,15 @@ def merge_openmetrics(texts: list[str]) -> str:
 
 def training_cases(prometheus_url: str, metric_map: dict[str, str], incidents: list[Any]) -> list[Case]:
     """Read each training namespace back from Prometheus and label it from the generator's record."""
-    from baynet.detector.series import fetch_series
+    from baynet.families import fetch_series
+    from baynet.prometheus import PrometheusClient
 
     cases = []
     for inc in incidents:
         start = inc.fault_start - BEFORE_S
-        frames = fetch_series(prometheus_url, metric_map, start, inc.fault_start + AFTER_S, STEP_S,
-                              namespace=inc.namespace)
+        with PrometheusClient(prometheus_url) as prometheus:
+            frames = fetch_series(prometheus, metric_map, start, inc.fault_start + AFTER_S, STEP_S,
+                                  namespace=inc.namespace)
         split = start + REFERENCE_S
         services, faults = [], []
         for svc, df in frames.items():
@@ -78,7 +80,7 @@ def prepare(workdir: Path, *, mesh: str, service: str, fault: str, step: Callabl
             ) -> tuple[Any, list[Any], dict[str, Path]]:
     """Generate the incident to detect and the training incidents; write traces, event and one
     OpenMetrics file with every namespace's series."""
-    from baynet.generator import container_openmetrics, generate, istio_openmetrics, write_incident
+    from baynet.lab.generator import container_openmetrics, generate, istio_openmetrics, write_incident
 
     fault_start = time.time() - AFTER_S - 30
     target = generate(mesh, service, fault, fault_start=fault_start, before_s=BEFORE_S, after_s=AFTER_S)
@@ -96,15 +98,15 @@ def prepare(workdir: Path, *, mesh: str, service: str, fault: str, step: Callabl
     return target, train, {**paths, "openmetrics": metrics}
 
 
-def train_from_prometheus(prometheus_url: str, store: Any, incidents: list[Any], step: Callable[[str], None]
-                          ) -> Any:
+def train_from_prometheus(prometheus_url: str, store: Any, incidents: list[Any], step: Callable[[str], None],
+                          settings: Settings) -> Any:
     """Train gradient boosting on the training namespaces as Prometheus returns them; store the version."""
     from baynet.detector.models import blocks_from_cases, save_model, train_detector
-    from baynet.detector.series import load_metric_map
+    from baynet.families import load_metric_map
 
     cases = training_cases(prometheus_url, load_metric_map("istio-cadvisor"), incidents)
     model = train_detector(blocks_from_cases(cases), "gbm", ks=(4, 8, 12), inner_folds=3, progress=step,
-                           false_budget=Settings().detector_false_incidents_per_hour)
+                           false_budget=settings.detector_false_incidents_per_hour)
     save_model(store, model)
     step(f"model {model.version}: {len(model.features)} features ({', '.join(model.features)}), "
          f"threshold {model.threshold:.2f}")

@@ -14,11 +14,14 @@ import subprocess
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from baynet.tempo.server import TempoServer, TraceStore
+from baynet.local.tempo import TempoServer, TraceStore
+
+if TYPE_CHECKING:
+    from baynet.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +35,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout_s: float = 30.0) -> None:
+def wait_http(url: str, timeout_s: float = 30.0, verify: bool | str = True) -> None:
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
+            if httpx.get(url, timeout=2.0, verify=verify).status_code == 200:
                 return
         except httpx.TransportError as exc:
             last = exc
@@ -77,8 +80,9 @@ def prometheus_available() -> bool:
     return shutil.which("prometheus") is not None and shutil.which("promtool") is not None
 
 
-def prometheus_argv(openmetrics: Path, workdir: Path, port: int) -> list[str]:
-    """Backfill a TSDB under ``workdir`` from ``openmetrics`` with promtool; the command that serves it."""
+def prometheus_argv(openmetrics: Path, workdir: Path, port: int, tls: tuple[Path, Path] | None = None) -> list[str]:
+    """Backfill a TSDB under ``workdir`` from ``openmetrics`` with promtool; the command that serves it
+    (over HTTPS with ``tls``: a certificate and its key, through Prometheus' web configuration file)."""
     if not prometheus_available():
         raise RuntimeError("prometheus/promtool not installed (apt-get install -y prometheus)")
     data = Path(workdir) / "data"
@@ -87,24 +91,33 @@ def prometheus_argv(openmetrics: Path, workdir: Path, port: int) -> list[str]:
                    check=True, capture_output=True, text=True)
     config = Path(workdir) / "prometheus.yml"
     config.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
-    return ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={data}",
+    argv = ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={data}",
             f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=30d"]
+    if tls:
+        web = Path(workdir) / "web.yml"
+        web.write_text(f"tls_server_config:\n  cert_file: {tls[0]}\n  key_file: {tls[1]}\n")
+        argv.append(f"--web.config.file={web}")
+    return argv
 
 
 class PrometheusServer:
-    """Debian's Prometheus over a TSDB backfilled from an OpenMetrics file."""
+    """Debian's Prometheus over a TSDB backfilled from an OpenMetrics file; over HTTPS with ``tls``
+    (certificate, key, and the CA that signed them, which the readiness check trusts)."""
 
-    def __init__(self, openmetrics: Path, workdir: Path, port: int | None = None):
+    def __init__(self, openmetrics: Path, workdir: Path, port: int | None = None,
+                 tls: tuple[Path, Path, Path] | None = None):
         self.openmetrics, self.workdir = Path(openmetrics), Path(workdir)
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "PrometheusServer":
-        argv = prometheus_argv(self.openmetrics, self.workdir, self.port)  # creates the workdir
+        argv = prometheus_argv(self.openmetrics, self.workdir, self.port,  # creates the workdir
+                               self.tls[:2] if self.tls else None)
         log_file = open(self.workdir / "prometheus.log", "w")  # noqa: SIM115 (kept open for the process)
         self.proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT)
-        wait_http(f"{self.url}/-/ready", 60)
+        wait_http(f"{self.url}/-/ready", 60, verify=str(self.tls[2]) if self.tls else True)
         return self
 
     def stop(self) -> None:
@@ -169,6 +182,28 @@ class LocalStack:
     def __exit__(self, *exc: Any) -> None:
         self._stack.close()
 
+    def settings(self, **overrides: Any) -> "Settings":
+        """Settings pointing at this stack (``overrides`` on top, by field name), built without touching
+        ``os.environ``: two analyses with different settings can share one process."""
+        from baynet.settings import Settings
+
+        fields = {key.removeprefix("BAYNET_").lower(): value for key, value in self.env.items()
+                  if key.startswith("BAYNET_")}
+        return Settings(**{**fields, **overrides})
+
+
+def server_logs_to(path: Path) -> Path:
+    """The local servers' request logs (moto's and the stand-ins' werkzeug lines) go to ``path``, not to
+    the terminal."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    access = logging.getLogger("werkzeug")
+    access.handlers[:] = [handler]
+    access.setLevel(logging.INFO)
+    access.propagate = False
+    return path
+
 
 # ---------------------------------------------------------------------------------------------
 # `baynet stack up/down`: the same pieces as separate, detached processes that outlive the command,
@@ -176,7 +211,7 @@ class LocalStack:
 # triggers the incident deployment, and the report pages. What was started is recorded in
 # <dir>/stack.json so that `down` stops exactly that.
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: prefect.yaml and the flows
 STATE = "stack.json"
 
 

@@ -13,13 +13,17 @@ import hashlib
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
 from baynet.otlp import Span
+
+# A detector watching user-facing latency fires about two minutes after a fault starts (it needs a few
+# scrape intervals of evidence): the anomaly event of every converted fault is raised this long after it.
+DETECTION_DELAY_S = 120
 
 TRACE_FILE = re.compile(r"^(\d\d)_(\d\d)_trace\.csv(\.gz)?$")
 # Span files are read for the part of a fault an analysis looks at: from a minute before the injection
@@ -167,3 +171,13 @@ def entry_service(spans: list[Span]) -> str:
     if not roots:
         raise ValueError("no root spans: cannot tell the entry service")
     return roots.most_common(1)[0][0]
+
+
+def shifted(spans: list[Span], shift_ns: int) -> list[Span]:
+    """Copies of ``spans`` moved ``shift_ns`` later."""
+    return [replace(s, start_ns=s.start_ns + shift_ns, end_ns=s.end_ns + shift_ns) for s in spans]
+
+
+def moved(spans: list[Span], end_s: float) -> list[Span]:
+    """Copies of ``spans`` moved in time so that the last one starts at ``end_s``."""
+    return shifted(spans, int(end_s * 1e9) - max(s.start_ns for s in spans))

@@ -3,7 +3,7 @@
 Lab tooling: it reads a dataset's layout and ground truth and writes one bundle per fault, in the
 format of :mod:`baynet.bundles.format`. The truth goes to ``truth.json`` only, which no analysis reads.
 
-* **Nezha** (one bundle per fault that :func:`baynet.datasets.nezha.list_cases` places): the fault's span
+* **Nezha** (one bundle per fault that :func:`baynet.lab.datasets.nezha.list_cases` places): the fault's span
   files and the normal phase moved to end before the baseline window (as ``baynet eval nezha`` replays
   them) as ``traces/``; per-pod metrics as ``resources.csv`` (``cpu`` millicores, ``memory`` MiB,
   ``net_rx``/``net_tx`` bytes/s); per-pod server latency quantiles and workload as ``signals.csv`` rows
@@ -20,26 +20,23 @@ The event of every bundle is a latency anomaly on the mesh's entry service, rais
 
 from __future__ import annotations
 
-import csv
-import json
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
-from baynet.datasets.nezha import (
-    NezhaCase, entry_service, list_cases, normal_trace_files, read_spans, service_of,
+from baynet.bundles.write import write_bundle
+from baynet.lab.datasets.nezha import (
+    DETECTION_DELAY_S, NezhaCase, entry_service, list_cases, moved, normal_trace_files, read_spans, service_of,
 )
-from baynet.evaluate import DETECTION_DELAY_S  # the event is raised this long after the injection
+from baynet.settings import Settings
+from baynet.windows import Windows
 
 METRICS_BEFORE_S = 1800          # metric rows kept before the injection (baseline and more)
 METRICS_AFTER_S = 600            # ... and after it
 NEZHA_RESOURCES = {"CpuUsage(m)": ("cpu", 1.0), "MemoryUsage(Mi)": ("memory", 1.0),
                    "NetworkReceiveBytes": ("net_rx", 1.0), "NetworkTransmitBytes": ("net_tx", 1.0)}
-SIGNAL_COLUMNS = ["time", "source", "destination", "window_s", "requests", "error_ratio", "latency_ms_avg",
-                  "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "destination_version", "reporter"]
 
 
 class ConvertError(ValueError):
@@ -49,47 +46,6 @@ class ConvertError(ValueError):
 def _event(case_id: str, service: str, at: float) -> dict:
     return {"id": case_id, "service": service, "event_type": "latency", "timestamp": at,
             "severity": "critical", "labels": {"dataset": case_id.split("-", 1)[0]}}
-
-
-def _fresh(out: Path) -> Path:
-    """An empty bundle directory; an existing non-empty one is an error (nothing is overwritten)."""
-    if out.exists() and any(out.iterdir()):
-        raise ConvertError(f"{out} exists and is not empty; remove it or choose another output directory")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def _write_csv(path: Path, frame: pd.DataFrame, columns: list[str]) -> None:
-    frame = frame.reindex(columns=columns)
-    frame.to_csv(path, index=False, float_format="%.15g", quoting=csv.QUOTE_MINIMAL)
-
-
-def _write_bundle(out: Path, event: dict, truth: dict, *, signals: pd.DataFrame | None = None,
-                  resources: pd.DataFrame | None = None, topology: list[tuple[str, str]] | None = None,
-                  spans: list | None = None) -> Path:
-    from baynet.generator import write_traces
-
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    (tmp / "bundle.json").write_text(json.dumps({"format": 1}) + "\n")
-    (tmp / "event.json").write_text(json.dumps(event, indent=1) + "\n")
-    (tmp / "truth.json").write_text(json.dumps(truth) + "\n")
-    if signals is not None and not signals.empty:
-        _write_csv(tmp / "signals.csv", signals.sort_values(["time", "destination"], kind="stable"), SIGNAL_COLUMNS)
-    if resources is not None and not resources.empty:
-        _write_csv(tmp / "resources.csv", resources.sort_values(["time", "service", "metric"], kind="stable"),
-                   ["time", "service", "metric", "value"])
-    if topology:
-        _write_csv(tmp / "topology.csv", pd.DataFrame(sorted(set(topology)), columns=["source", "destination"]),
-                   ["source", "destination"])
-    if spans:
-        write_traces(spans, tmp / "traces")
-    _fresh(out)
-    out.rmdir()
-    tmp.rename(out)
-    return out
 
 
 # --- Nezha ---------------------------------------------------------------------------------------
@@ -192,17 +148,13 @@ def nezha_bundle(case: NezhaCase, root: Path, out: Path, *, metrics_day: tuple[p
         sig = sig.drop_duplicates(["time", "source", "destination", "reporter"])
     spans = []
     if traces and fault_spans:
-        from baynet.analysis import Windows
-        from baynet.evaluate import _moved
-        from baynet.settings import Settings
-
         windows = Windows.around(at, Settings())
-        spans = fault_spans + (_moved(normal_spans, windows.baseline[1] - 1) if normal_spans else [])
+        spans = fault_spans + (moved(normal_spans, windows.baseline[1] - 1) if normal_spans else [])
     topology = _dependency(root / case.day) or sorted({(p.service, c.service) for p, c in _span_edges(
         fault_spans + normal_spans)})
     case_id = f"nezha-{case.day}-{case.inject_ts}"
-    return _write_bundle(out, _event(case_id, entry, at), {"root_cause": case.truth, "fault_type": case.fault_type},
-                         signals=sig, resources=res, topology=topology, spans=spans)
+    return write_bundle(out, _event(case_id, entry, at), truth={"root_cause": case.truth, "fault_type": case.fault_type},
+                        signals=sig, resources=res, topology=topology, spans=spans)
 
 
 def _span_edges(spans: list) -> list:
@@ -278,8 +230,8 @@ def rcd_bundle(case_dir: Path, out: Path) -> Path:
         raise ConvertError(f"{case_dir}: no column of the injected service {service!r}")
     entry = "front-end" if "front-end" in services else services[0]
     case_id = f"rcd-{case_dir.parent.name}-{case_dir.name}"
-    return _write_bundle(out, _event(case_id, entry, start + DETECTION_DELAY_S),
-                         {"root_cause": service, "fault_type": fault}, signals=sig, resources=res)
+    return write_bundle(out, _event(case_id, entry, start + DETECTION_DELAY_S),
+                        truth={"root_cause": service, "fault_type": fault}, signals=sig, resources=res)
 
 
 def from_rcd(root: Path, out: Path, *, progress: Callable[[str], None] | None = None) -> list[Path]:

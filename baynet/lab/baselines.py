@@ -10,17 +10,27 @@
   into anomalous (root latency above the normal 95th percentile of its operation) and normal; a
   personalised PageRank over each set's service call graph weights the services; an Ochiai spectrum
   over the two weights ranks them.
+* error rise, latency rise — the crudest rules on metrics: the service whose error ratio (latency) rose
+  most, in its own baseline spreads, over the incident slices (services where it did not rise are not
+  ranked: a baseline without the signal must not score by alphabetical luck).
 * random — the floor; its expected AC@k over ``n`` candidates is ``min(k, n) / n``.
+
+:data:`RANKERS` is the registry ``baynet eval bundles`` runs beside Baynet: each ranker takes the
+incident's observations and windows and returns a ranking, or None when the incident lacks its data.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from baynet.evidence.metrics import build_metric_evidence, slices_for_step
 from baynet.evidence.traces import _annotate, _window_index
+from baynet.sources.base import Observations
+from baynet.windows import Windows
 
 
 def _windows(df: pd.DataFrame, baseline: tuple[float, float], slices: list[tuple[float, float]]) -> pd.DataFrame:
@@ -91,6 +101,43 @@ def microrank_rank(spans: pd.DataFrame, baseline: tuple[float, float], slices: l
         ef, nf = weights["a"].get(s, 0.0), weights["n"].get(s, 0.0)
         score[s] = ef / math.sqrt(total_a * (ef + nf)) if ef + nf > 0 else 0.0
     return sorted(services, key=lambda s: (-score[s], s))
+
+
+def metric_rise_ranks(signals: pd.DataFrame | None, resources: pd.DataFrame | None, windows: Windows
+                      ) -> dict[str, list[str]]:
+    """``error_rise`` and ``latency_rise``: the services whose error ratio (latency) rose most over the
+    incident slices, in baseline spreads; ties by name; services where it did not rise are left out."""
+    slices, _ = slices_for_step(signals, resources, windows.slices)
+    ev = build_metric_evidence(signals, resources, (windows.baseline[0], min(windows.baseline[1], slices[0][0])),
+                               slices)
+    ev = ev[ev["window"] >= 0]
+    out = {}
+    for name, col in (("error_rise", "error_up"), ("latency_rise", "latency_z")):
+        top = ev.groupby("service")[col].max()
+        top = top[top > 0]
+        out[name] = sorted(top.index, key=lambda s: (-top[s], s))
+    return out
+
+
+def trace_baselines(observations: Observations, windows: Windows) -> dict[str, list[str]]:
+    """BARO- and MicroRank-style rankings of the incident's spans (none without spans)."""
+    spans = observations.table("spans")
+    if spans is None:
+        return {}
+    return {"baro": baro_rank(spans, windows.baseline, windows.slices),
+            "microrank": microrank_rank(spans, windows.baseline, windows.slices)}
+
+
+def metric_baselines(observations: Observations, windows: Windows) -> dict[str, list[str]]:
+    """Error rise and latency rise (none without signal or resource rows)."""
+    signals, resources = observations.table("signals"), observations.table("resources")
+    if signals is None and resources is None:
+        return {}
+    return metric_rise_ranks(signals, resources, windows)
+
+
+# Each entry ranks the incident's services by one simple rule per name it returns.
+RANKERS: list[Callable[[Observations, Windows], dict[str, list[str]]]] = [trace_baselines, metric_baselines]
 
 
 def ac_at_k(ranking: list[str], truth: str, k: int) -> float:

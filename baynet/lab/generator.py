@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 
-from baynet.otlp import Span, render_resource_spans
+from baynet.bundles.write import write_traces
+from baynet.otlp import Span
 
 # service -> (mean self time ms, [(callee, probability of a call per request)])
 MESHES: dict[str, dict[str, Any]] = {
@@ -149,24 +149,6 @@ def generate(mesh: str = "sock-shop", fault_service: str | None = None, fault: s
     truth = {"mesh": mesh, "fault_service": fault_service, "fault": fault, "fault_start": fault_start,
              "detected_at": detected}
     return Incident(mesh, namespace, fault_service, fault, fault_start, event, gen.spans, truth)
-
-
-def write_traces(spans: list[Span], directory: Path, chunk_s: int = 60) -> list[Path]:
-    """OTLP JSON export files (hex ids, as OTLP/HTTP ingest uses), one per ``chunk_s`` of traces."""
-    directory.mkdir(parents=True, exist_ok=True)
-    by_trace: dict[str, list[Span]] = {}
-    for s in spans:
-        by_trace.setdefault(s.trace_id, []).append(s)
-    chunks: dict[int, list[Span]] = {}
-    for group in by_trace.values():
-        start = min(s.start_ns for s in group) // 10**9
-        chunks.setdefault(int(start // chunk_s), []).extend(group)
-    paths = []
-    for key, group in sorted(chunks.items()):
-        path = directory / f"traces-{key * chunk_s}.json"
-        path.write_bytes(orjson.dumps({"resourceSpans": render_resource_spans(group, id_encoding="hex")}))
-        paths.append(path)
-    return paths
 
 
 def istio_openmetrics(spans: list[Span], namespace: str, step_s: int = 15) -> str:

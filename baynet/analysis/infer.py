@@ -1,0 +1,108 @@
+"""Steps 4 and 5: re-estimate the DBN from the graph and the span counts, then rank the services by their
+posterior probability of being the root cause, with the evidence behind each in words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from baynet.artifacts import ArtifactStore
+from baynet.dbn import O_STATES, DBNModel
+from baynet.events import AnomalyEvent
+from baynet.evidence.fuse import states_from_evidence
+from baynet.settings import Settings
+from baynet.state import ModelLog, apply_update, update_record
+from baynet.topology import Topology
+
+
+def load_model(store: ArtifactStore, namespace: str) -> DBNModel:
+    """The namespace's model: every recorded incident update folded in event-time order (:mod:`baynet.state`)."""
+    return ModelLog(store, namespace).current()
+
+
+def blast_radius(topology: Topology, service: str, hops: int, with_evidence: set[str]) -> list[str]:
+    if service in topology.services:
+        members = topology.downstream(service, hops)
+    else:
+        members = set(with_evidence)
+    return sorted(members & with_evidence) or sorted(with_evidence)
+
+
+def evidence_summary(evidence: pd.DataFrame, service: str) -> str:
+    rows = evidence[(evidence["service"] == service) & (evidence["window"] >= 0)].sort_values("window")
+    parts = []
+    for r in rows.itertuples():
+        bits = []
+        if r.error_ratio > 0:
+            bits.append(f"errors {r.error_ratio:.0%}")
+        if r.slow_frac > 0:
+            bits.append(f"slow {r.slow_frac:.0%}")
+        if r.self_slow_frac > 0:
+            bits.append(f"self-time slow {r.self_slow_frac:.0%}")
+        if r.fast_frac > 0:
+            bits.append(f"fast {r.fast_frac:.0%}")
+        if r.shape_frac > 0:
+            bits.append(f"shape changed {r.shape_frac:.0%}")
+        if abs(r.rate_ratio - 1) > 0.2:
+            bits.append(f"rate x{r.rate_ratio:.2f}")
+        if getattr(r, "sources", "traces") != "metrics":
+            bits.append(f"p95 {r.p95_ms:.0f} ms, {int(r.requests)} req")
+        bits += _metric_bits(r)
+        own_bad = r.own_state > 0 or getattr(r, "m_own_state", 0) > 0
+        parts.append(f"w{r.window}: {O_STATES[r.state]}{'/own' if own_bad else ''}"
+                     + (f" ({', '.join(bits)})" if bits else ""))
+    return "; ".join(parts)
+
+
+def _metric_bits(r: Any) -> list[str]:
+    """What the metrics said about a service in one window (fused evidence has ``m_*`` columns)."""
+    m = {k: getattr(r, f"m_{k}", None) for k in ("resource_z", "resource", "latency_z", "error_up", "rate_ratio",
+                                                   "gap_edges", "canary_z")}
+    if m["resource_z"] is None or pd.isna(m["resource_z"]):
+        return []
+    bits = []
+    if m["resource_z"] >= 3:
+        bits.append(f"{m['resource']} +{m['resource_z']:.1f} sd")
+    if m["latency_z"] >= 3:
+        bits.append(f"metric latency +{m['latency_z']:.1f} sd")
+    if m["error_up"] > 0.01:
+        bits.append(f"metric errors +{m['error_up']:.0%}")
+    if abs(m["rate_ratio"] - 1) > 0.2:
+        bits.append(f"metric rate x{m['rate_ratio']:.2f}")
+    if m["gap_edges"]:
+        bits.append(f"{int(m['gap_edges'])} network gap(s)")
+    if m["canary_z"] and m["canary_z"] >= 3:
+        bits.append(f"new version fails more than the old (+{m['canary_z']:.1f} sd)")
+    return bits
+
+
+def reestimate(model: DBNModel, topology: Topology, edges: pd.DataFrame) -> dict[str, Any]:
+    """Step 4: align the structure with the topology, then update parameters from span counts (the same
+    fold the persistent model applies to this incident's recorded update)."""
+    return apply_update(model, update_record(topology, edges))
+
+
+def infer(model: DBNModel, event: AnomalyEvent, evidence: pd.DataFrame, topology: Topology,
+          settings: Settings, prior_factor: dict[str, float] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Step 5: posteriors over the blast radius, ranked, and the propagation path to the event's service."""
+    with_evidence = set(evidence.loc[evidence["window"] >= 0, "service"])
+    members = blast_radius(topology, event.service, settings.blast_radius_hops, with_evidence)
+    states, own, own_m = states_from_evidence(evidence, members)
+    if event.status == "firing" and event.service in states:
+        # The detector saw the anomaly on this service: that is evidence too, whatever the spans show.
+        states[event.service][-1] = max(states[event.service][-1], 1)
+    posteriors = model.infer(states, own, members, own_metrics=own_m, prior_factor=prior_factor)
+    # Services the DBN cannot tell apart (equal posteriors) go in the order of their largest deviation
+    # where the evidence has one (metrics), then by name.
+    score = (evidence[evidence["window"] >= 0].groupby("service")["score"].max().to_dict()
+             if "score" in evidence else {})
+    order = sorted(posteriors, key=lambda s: (-round(posteriors[s], 12), -score.get(s, 0.0), s))
+    # Reported to 12 digits: the order above treats closer posteriors as equal, so the column must too.
+    ranking = [{"rank": i + 1, "service": s, "posterior": round(posteriors[s], 12),
+                "prior": model.prior(s, (prior_factor or {}).get(s, 1.0)),
+                "evidence": evidence_summary(evidence, s),
+                "why": model.explain(s, states, own, own_m, (prior_factor or {}).get(s, 1.0))}
+               for i, s in enumerate(order)]
+    path = model.propagation_path(order[0], event.service, states) if order else []
+    return ranking, path

@@ -1,0 +1,242 @@
+"""``baynet eval …``: root-cause accuracy on bundles and on datasets in the Nezha layout."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from baynet.cli.common import fail, incident_runner, setup_logging
+
+eval_app = typer.Typer(help="Measure root-cause accuracy on public fault-injection data.", no_args_is_help=True)
+
+
+@eval_app.command("bundles")
+def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holding bundles (any depth; a "
+                                                             "directory with event.json is one bundle)."),
+                 as_json: bool = typer.Option(False, "--json", help="Print one JSON object: overall, by_type, "
+                                              "by_directory, cases, skipped, seconds_per_case, baselines."),
+                 sources: str = typer.Option("traces,metrics", "--sources", help="Evidence to use where the "
+                                             "bundle has it: traces, metrics, or traces,metrics (both, fused; "
+                                             "the default)."),
+                 replayed: bool = typer.Option(False, "--replay", help="Analyse each bundle through `bundle "
+                                               "replay` (Tempo, Prometheus, SQS, the incident flow; ~30 s per "
+                                               "bundle) instead of in-process; the in-process ranking is scored "
+                                               "beside it as 'in-process'."),
+                 online: bool = typer.Option(False, "--online", help="Also replay each directory's bundles in "
+                                             "time order through one persistent model, confirming each true "
+                                             "cause after its ranking is recorded (as an operator would): "
+                                             "accuracy with and without learning from confirmations, and "
+                                             "over the first and second half ('online' in --json).")) -> None:
+    """Analyse every bundle (in-process by default: the incident flow's evidence, model and inference steps
+    on the bundle's files; --replay: through the real path) and score it against its truth.json, which only
+    the scorer reads. Prints AC@1/3/5 and
+    Avg@5 overall, per fault type and per directory, the true service's rank per case, seconds per case,
+    and baselines on the same data: BARO- and MicroRank-style where there are traces; for metrics the
+    service whose error ratio rose most, whose latency rose most, and random. A broken bundle is listed
+    as skipped, not fatal."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from baynet.lab.bundle_eval import evaluate_bundles, find_bundles
+
+    use = {s.strip() for s in sources.split(",") if s.strip()}
+    if not use or use - {"traces", "metrics"}:
+        fail(f"--sources takes traces, metrics or traces,metrics, not {sources!r}")
+    try:
+        total = len(find_bundles(paths))
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    if not total:
+        fail("no bundle (a directory with event.json) under " + ", ".join(map(str, paths)))
+    with Progress(console=Console(stderr=True)) as bar:
+        task = bar.add_task("bundles", total=total)
+        result = evaluate_bundles(paths, sources=use, replayed=incident_runner if replayed else None,
+                                  progress=lambda line: bar.update(task, advance=1, description=line[:60]))
+        if online:
+            from baynet.lab.bundle_eval import evaluate_online
+
+            task = bar.add_task("online", total=total)
+            result["online"] = evaluate_online(paths, sources=use, progress=lambda line: bar.update(
+                task, advance=1, description=line[:60]))
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    _print_bundle_eval(result)
+    if online:
+        _print_online(result["online"])
+
+
+def _print_online(online: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Online (in time order): learning = each true cause confirmed after its ranking; "
+                        "static = never")
+    for col in ("set", "n", "AC@1 learning/static", "Avg@5 learning/static", "AC@1 1st→2nd half (L | S)"):
+        table.add_column(col)
+    for name, part in [*online["by_directory"].items(), ("pooled", online)]:
+        h = part["halves"]
+        table.add_row(Path(name).name or name, str(part["learning"]["n"]),
+                      f"{part['learning']['AC@1']:.2f} / {part['static']['AC@1']:.2f}",
+                      f"{part['learning']['Avg@5']:.2f} / {part['static']['Avg@5']:.2f}",
+                      f"{h['learning'][0]['AC@1']:.2f}→{h['learning'][1]['AC@1']:.2f} | "
+                      f"{h['static'][0]['AC@1']:.2f}→{h['static'][1]['AC@1']:.2f}")
+    Console().print(table)
+
+
+def _accuracy_table(title: str, part: dict[str, Any]) -> Any:
+    """AC@1/3/5 and Avg@5 of Baynet and each baseline, overall and per fault type, as a rich table."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("method", "scope", "n", "AC@1", "AC@3", "AC@5", "Avg@5"):
+        table.add_column(col, justify="left" if col in ("method", "scope") else "right")
+
+    def add(method: str, scope: str, m: dict[str, float]) -> None:
+        table.add_row(method, scope, str(m["n"]), *(f"{m[k]:.2f}" for k in ("AC@1", "AC@3", "AC@5", "Avg@5")))
+
+    add("baynet", "overall", part["overall"])
+    for t, m in part["by_type"].items():
+        add("baynet", t, m)
+    for name, b in part["baselines"].items():
+        add(name, "overall", b["overall"])
+        for t, m in b["by_type"].items():
+            add(name, t, m)
+    return table
+
+
+def _print_bundle_eval(result: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    table_of = _accuracy_table
+    console = Console()
+    directories = result.get("by_directory", {})
+    for d, part in directories.items():
+        console.print(table_of(f"Root-cause accuracy on bundles (service level): {d}", part))
+        typer.echo(f"seconds per case: {part['seconds_per_case']:.2f}")
+    if len(directories) != 1:
+        console.print(table_of("Root-cause accuracy on bundles (service level): all", result))
+    typer.echo(f"seconds per case: {result['seconds_per_case']:.2f}; skipped: {len(result['skipped'])}")
+    typer.echo("rank of the true service per case (baynet; baselines):")
+    for c in result["cases"]:
+        others = ", ".join(f"{m} {r or '-'}" for m, r in c["ranks"].items() if m != "baynet")
+        typer.echo(f"  {c['case']:<40} {c['truth']:<28} {c['rank'] or '-':>3} of {c['candidates']}  ({others})")
+    for s in result["skipped"]:
+        typer.echo(f"  skipped {s['case']}: {s['reason']}")
+
+
+@eval_app.command("nezha")
+def eval_nezha(paths: list[Path] = typer.Argument(..., help="One or more directories in the Nezha layout "
+                                                           "(<day>/fault_list.json, <day>/trace/, normal/<day>/trace/), "
+                                                           "one per mesh."),
+               as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout: with one "
+                                            "dataset its result; with several {\"meshes\": {name: result}, "
+                                            "\"pooled\": result}."),
+               cases: Optional[int] = typer.Option(None, "--cases", help="Only the first N faults with traces "
+                                                   "of each dataset."),
+               synthetic: int = typer.Option(-1, "--synthetic", help="Semi-synthetic incidents per mesh, made from "
+                                             "its normal phase (a delay, errors or missing calls at one service), "
+                                             "reported beside the real faults: -1 all (the default), 0 none."),
+               workdir: Optional[Path] = typer.Option(None, help="Keep the stack's files and artifacts here."),
+               online: bool = typer.Option(False, "--online", help="Also the operator's loop per mesh (all its faults, "
+                                           "whatever --cases says): its faults "
+                                           "as bundles, in time order, through one persistent model, the true "
+                                           "cause confirmed after each ranking is recorded, beside the same "
+                                           "without confirmations (in-process, as `eval bundles --online`)."),
+               verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Replay each fault through the Tempo-compatible server, SQS and the real incident flow; print per
+    mesh (and pooled over several) AC@1/3/5 and Avg@5 overall and per fault type beside BARO-, MicroRank-style
+    and random baselines, the rank of the true service per case, seconds per case, and which faults were
+    re-located (their listed times disagree and the spans follow the other one) or skipped."""
+    setup_logging(verbose)
+    logging.getLogger("baynet").setLevel(logging.WARNING if not verbose else logging.DEBUG)
+    logging.getLogger("prefect").setLevel(logging.WARNING)
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from baynet.lab.datasets.nezha import list_cases
+    from baynet.lab.harness import evaluate_meshes, evaluate_nezha, mesh_names
+
+    total = 0
+    for path in paths:
+        if not path.is_dir():
+            fail(f"{path} is not a directory")
+        try:
+            with_spans = sum(bool(c.trace_files) for c in list_cases(path))
+        except (FileNotFoundError, ValueError) as exc:
+            fail(str(exc))
+        total += min(with_spans, cases) if cases is not None else with_spans
+    console = Console(stderr=True)
+    limit = None if synthetic < 0 else synthetic
+    with Progress(console=console, transient=False) as bar:
+        task = bar.add_task("faults", total=total)
+        made = bar.add_task("semi-synthetic", total=None, visible=synthetic != 0)
+
+        def step(line: str) -> None:
+            if " synthetic " in line:  # "[i/n] synthetic ...": n is known once a mesh's cases are made
+                done, of = line[1:line.index("]")].split("/")
+                bar.update(made, completed=int(done) if done != of else int(of), total=int(of),
+                           description=line[:60])
+            else:
+                bar.update(task, advance=1, description=line[:60])
+            if verbose:
+                console.print(line)
+
+        if len(paths) == 1:
+            result = evaluate_nezha(paths[0], incident_runner, max_cases=cases, synthetic=limit, progress=step,
+                                    workdir=workdir)
+        else:
+            result = evaluate_meshes(paths, incident_runner, max_cases=cases, synthetic=limit, progress=step,
+                                     workdir=workdir)
+        if online:
+            import tempfile
+
+            from baynet.lab.datasets.convert import from_nezha
+            from baynet.lab.bundle_eval import evaluate_online
+
+            loop = bar.add_task("online", total=None)
+            for name, path in zip(mesh_names(paths), paths):
+                with tempfile.TemporaryDirectory(prefix="baynet-online-") as tmp:
+                    from_nezha(path, Path(tmp) / name)
+                    found = evaluate_online([Path(tmp) / name], progress=lambda line: bar.update(
+                        loop, description=line[:60]))
+                found["by_directory"] = {name: part for part in found["by_directory"].values()}
+                (result if len(paths) == 1 else result["meshes"][name])["online"] = found
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    if len(paths) == 1:
+        _print_eval(result, mesh_names(paths)[0])
+        if online:
+            _print_online(result["online"])
+        return
+    for name, mesh in result["meshes"].items():
+        _print_eval(mesh, name)
+        if online:
+            _print_online(mesh["online"])
+    _print_eval(result["pooled"], "pooled over " + ", ".join(result["meshes"]), cases_too=False)
+
+
+def _print_eval(result: dict[str, Any], title: str, cases_too: bool = True) -> None:
+    from rich.console import Console
+
+    Console().print(_accuracy_table(f"Root-cause accuracy (service level): {title}", result))
+    if "synthetic" in result:
+        _print_eval({**result["synthetic"], "relocated": []}, f"{title}, semi-synthetic (normal traces, one "
+                    f"injected fault each)", cases_too=False)
+    typer.echo(f"seconds per case: {result['seconds_per_case']:.2f}; skipped: {len(result['skipped'])}; "
+               f"re-located: {len(result['relocated'])}")
+    if cases_too:
+        typer.echo("rank of the true service per case (baynet / baro / microrank, of N candidates):")
+        for c in result["cases"]:
+            r = c["ranks"]
+            typer.echo(f"  {c['case']:<40} {c['truth']:<28} {r['baynet'] or '-':>3} / {r['baro'] or '-':>3} / "
+                       f"{r['microrank'] or '-':>3}  of {c['candidates']}")
+    for s in result["relocated"]:
+        typer.echo(f"  re-located {s['case']}: {s['reason']}")
+    for s in result["skipped"]:
+        typer.echo(f"  skipped {s['case']}: {s['reason']}")
