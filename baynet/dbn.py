@@ -62,6 +62,12 @@ class Params:
     # a saturated resource on a healthy service is rarer than an odd span.
     metrics_given_root: tuple[float, float, float] = (0.6, 0.15, 0.25)
     metrics_given_healthy: tuple[float, float, float] = (0.97, 0.025, 0.005)
+    # P(Sl | R): the logs' own-work view (new WARN/ERROR templates, vanished steps within spans). Many faults
+    # (CPU, a slow network) change no log line, so "ok" is weak evidence of health, as for the metrics.
+    # A healthy service's levels follow from the tests behind them (anomalous at p < 1e-3, severe at
+    # p < 1e-6, Bonferroni-corrected), widened tenfold for a baseline that is never the same traffic.
+    logs_given_root: tuple[float, float, float] = (0.5, 0.2, 0.3)
+    logs_given_healthy: tuple[float, float, float] = (0.99, 0.009, 0.001)
     edge_prior: tuple[float, float] = (3.0, 2.0)   # Beta prior of a propagation strength
     root_prior: tuple[float, float] = (0.5, 9.5)   # Beta prior of P(R=yes) (5 %)
     forgetting: float = 0.9                  # old counts are multiplied by this at each update
@@ -225,11 +231,15 @@ class DBNModel:
     def sm_likelihood(self, own: int, r: int) -> float:
         return (self.params.metrics_given_root if r else self.params.metrics_given_healthy)[own]
 
+    def sl_likelihood(self, own: int, r: int) -> float:
+        return (self.params.logs_given_root if r else self.params.logs_given_healthy)[own]
+
     # --- inference -------------------------------------------------------------------------------
 
     def infer(self, states: dict[str, list[int]], own: dict[str, list[int]],
               services: list[str] | None = None, own_metrics: dict[str, list[int]] | None = None,
-              prior_factor: dict[str, float] | None = None) -> dict[str, float]:
+              prior_factor: dict[str, float] | None = None, own_logs: dict[str, list[int]] | None = None
+              ) -> dict[str, float]:
         """Exact ``P(R[s, last] = yes | all O and S)`` for each service, by forward-backward per service.
 
         ``states[s][t]`` and ``own[s][t]`` are the observed O and S levels per slice. Every service in
@@ -237,7 +247,8 @@ class DBNModel:
         An own level below 0 means "not observed" (no spans of the service: its S is left out).
         ``own_metrics[s][t]``, when given, is a second observation of the own-work state from metrics
         (node ``Sm``, its own CPT: ``Params.metrics_given_root``/``metrics_given_healthy``): two sources that both see the service's own fault
-        multiply their evidence; a level below 0 is not observed.
+        multiply their evidence; a level below 0 is not observed. ``own_logs`` is a third, from the logs
+        (node ``Sl``, CPT ``Params.logs_given_root``/``logs_given_healthy``).
         """
         services = services or sorted(states)
         p = self.params
@@ -246,6 +257,7 @@ class DBNModel:
         for s in services:
             o_seq, s_seq = states[s], own[s]
             m_seq = (own_metrics or {}).get(s)
+            l_seq = (own_logs or {}).get(s)
             n = len(o_seq)
             emis = np.empty((n, 2))
             for t in range(n):
@@ -257,6 +269,8 @@ class DBNModel:
                         emis[t, r] *= self.s_likelihood(s_seq[t], r)
                     if m_seq is not None and m_seq[t] >= 0:
                         emis[t, r] *= self.sm_likelihood(m_seq[t], r)
+                    if l_seq is not None and l_seq[t] >= 0:
+                        emis[t, r] *= self.sl_likelihood(l_seq[t], r)
             pi = self.prior(s, (prior_factor or {}).get(s, 1.0))
             alpha = np.array([1 - pi, pi]) * emis[0]
             alpha /= alpha.sum() or 1.0
@@ -285,9 +299,10 @@ class DBNModel:
         return np.array(cols).T
 
     def to_pgmpy(self, slices: int, services: list[str] | None = None, metrics: bool = False,
-                 prior_factor: dict[str, float] | None = None):
+                 prior_factor: dict[str, float] | None = None, logs: bool = False):
         """Unroll ``slices`` slices into a pgmpy ``DiscreteBayesianNetwork`` (parents divorced in groups);
-        with ``metrics``, each slice also has the metrics' own-work observation ``Sm`` (parent ``R``)."""
+        with ``metrics``, each slice also has the metrics' own-work observation ``Sm`` (parent ``R``), with
+        ``logs`` the logs' (``Sl``)."""
         from pgmpy.factors.discrete import TabularCPD
         from pgmpy.models import DiscreteBayesianNetwork
 
@@ -310,7 +325,8 @@ class DBNModel:
                                            evidence=[rp], evidence_card=[2],
                                            state_names={r: R_STATES, rp: R_STATES}))
                 for node, (healthy, root) in [(own, (p.own_given_healthy, p.own_given_root))] + (
-                        [(f"Sm|{s}|{t}", (p.metrics_given_healthy, p.metrics_given_root))] if metrics else []):
+                        [(f"Sm|{s}|{t}", (p.metrics_given_healthy, p.metrics_given_root))] if metrics else []) + (
+                        [(f"Sl|{s}|{t}", (p.logs_given_healthy, p.logs_given_root))] if logs else []):
                     bn.add_edge(r, node)
                     cpds.append(TabularCPD(node, 3, [[healthy[i], root[i]] for i in range(3)],
                                            evidence=[r], evidence_card=[2], state_names={node: S_STATES, r: R_STATES}))
@@ -403,7 +419,8 @@ class DBNModel:
 
     def infer_pgmpy(self, states: dict[str, list[int]], own: dict[str, list[int]],
                     services: list[str] | None = None, own_metrics: dict[str, list[int]] | None = None,
-                    prior_factor: dict[str, float] | None = None) -> dict[str, float]:
+                    prior_factor: dict[str, float] | None = None, own_logs: dict[str, list[int]] | None = None
+                    ) -> dict[str, float]:
         """Same query as :meth:`infer` by variable elimination on the unrolled pgmpy network.
         Services without evidence in ``states``/``own`` are left unobserved (marginalised), as are
         levels below 0."""
@@ -411,7 +428,8 @@ class DBNModel:
 
         services = services or sorted(states)
         slices = max(len(v) for v in states.values())
-        bn = self.to_pgmpy(slices, services, metrics=own_metrics is not None, prior_factor=prior_factor)
+        bn = self.to_pgmpy(slices, services, metrics=own_metrics is not None, prior_factor=prior_factor,
+                           logs=own_logs is not None)
         evidence = {}
         for s in services:
             for t in range(slices):
@@ -421,6 +439,8 @@ class DBNModel:
                     evidence[f"S|{s}|{t}"] = S_STATES[own[s][t]]
                 if own_metrics and s in own_metrics and own_metrics[s][t] >= 0:
                     evidence[f"Sm|{s}|{t}"] = S_STATES[own_metrics[s][t]]
+                if own_logs and s in own_logs and own_logs[s][t] >= 0:
+                    evidence[f"Sl|{s}|{t}"] = S_STATES[own_logs[s][t]]
         ve = VariableElimination(bn)
         last = slices - 1
         out = {}
@@ -432,7 +452,8 @@ class DBNModel:
     # --- paths -----------------------------------------------------------------------------------
 
     def explain(self, service: str, states: dict[str, list[int]], own: dict[str, list[int]],
-                own_metrics: dict[str, list[int]] | None = None, prior_factor: float = 1.0, top: int = 3) -> str:
+                own_metrics: dict[str, list[int]] | None = None, prior_factor: float = 1.0, top: int = 3,
+                own_logs: dict[str, list[int]] | None = None) -> str:
         """The posterior's main contributions in words: per observation (the service's own work from
         traces, from metrics, its propagating state given its callees'), the slices where it was not ok and
         its likelihood ratio over them, ``P(obs | root cause) / P(obs | healthy)``; strongest first."""
@@ -444,7 +465,8 @@ class DBNModel:
 
         for name, seq, like, names in (("own work (traces)", own.get(service), self.s_likelihood, S_STATES),
                                        ("own work (metrics)", (own_metrics or {}).get(service), self.sm_likelihood,
-                                        S_STATES)):
+                                        S_STATES),
+                                       ("own work (logs)", (own_logs or {}).get(service), self.sl_likelihood, S_STATES)):
             if not seq:
                 continue
             bad = [t for t, v in enumerate(seq) if v > 0]

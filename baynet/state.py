@@ -122,7 +122,7 @@ class Confirmations:
             f"incidents/{event_id}/model.json")
         if not raw or not model:
             return []
-        states = states_from_evidence(pd.read_csv(io.BytesIO(raw)), members)[0]
+        states = states_from_evidence(pd.read_csv(io.BytesIO(raw)), members).states
         return confirmed_propagation(root_cause, states, model.get("callees", {}))
 
     def of(self, event_id: str) -> dict[str, Any] | None:

@@ -66,7 +66,7 @@ def analyse(event: AnomalyEvent, observations: Observations, model: DBNModel, se
         found = judge(observations, windows, settings)
         if found is not None:
             judged[kind] = found
-    evidence = fuse(*(judged[k].evidence if k in judged else None for k in ("traces", "metrics")))
+    evidence = fuse(*(judged[k].evidence if k in judged else None for k in ("traces", "metrics", "logs")))
     traces = judged.get("traces")
     edges = traces.edges if traces is not None and traces.edges is not None else pd.DataFrame(columns=EDGE_COLUMNS)
     graph = incident_topology(topology, list(judged.values()), set(evidence["service"]), settings.namespace,

@@ -48,11 +48,20 @@ def evidence_summary(evidence: pd.DataFrame, service: str) -> str:
             bits.append(f"rate x{r.rate_ratio:.2f}")
         if getattr(r, "sources", "traces") != "metrics":
             bits.append(f"p95 {r.p95_ms:.0f} ms, {int(r.requests)} req")
-        bits += _metric_bits(r)
-        own_bad = r.own_state > 0 or getattr(r, "m_own_state", 0) > 0
+        bits += _metric_bits(r) + _log_bits(r)
+        own_bad = r.own_state > 0 or getattr(r, "m_own_state", 0) > 0 or getattr(r, "l_own_state", 0) > 0
         parts.append(f"w{r.window}: {O_STATES[r.state]}{'/own' if own_bad else ''}"
                      + (f" ({', '.join(bits)})" if bits else ""))
     return "; ".join(parts)
+
+
+def _log_bits(r: Any) -> list[str]:
+    """What the logs said about a service in one window (fused evidence has ``l_*`` columns)."""
+    level = getattr(r, "l_own_state", None)
+    if level is None or pd.isna(level) or level <= 0:
+        return []
+    top = str(getattr(r, "l_top", "") or "")
+    return [f"logs: {top[:120]}" if top else f"logs {int(r.l_bad_lines)} WARN/ERROR"]
 
 
 def _metric_bits(r: Any) -> list[str]:
@@ -88,11 +97,13 @@ def infer(model: DBNModel, event: AnomalyEvent, evidence: pd.DataFrame, topology
     """Step 5: posteriors over the blast radius, ranked, and the propagation path to the event's service."""
     with_evidence = set(evidence.loc[evidence["window"] >= 0, "service"])
     members = blast_radius(topology, event.service, settings.blast_radius_hops, with_evidence)
-    states, own, own_m = states_from_evidence(evidence, members)
+    levels = states_from_evidence(evidence, members)
+    states = levels.states
     if event.status == "firing" and event.service in states:
         # The detector saw the anomaly on this service: that is evidence too, whatever the spans show.
         states[event.service][-1] = max(states[event.service][-1], 1)
-    posteriors = model.infer(states, own, members, own_metrics=own_m, prior_factor=prior_factor)
+    posteriors = model.infer(states, levels.own, members, own_metrics=levels.metrics, prior_factor=prior_factor,
+                             own_logs=levels.logs)
     # Services the DBN cannot tell apart (equal posteriors) go in the order of their largest deviation
     # where the evidence has one (metrics), then by name.
     score = (evidence[evidence["window"] >= 0].groupby("service")["score"].max().to_dict()
@@ -102,7 +113,8 @@ def infer(model: DBNModel, event: AnomalyEvent, evidence: pd.DataFrame, topology
     ranking = [{"rank": i + 1, "service": s, "posterior": round(posteriors[s], 12),
                 "prior": model.prior(s, (prior_factor or {}).get(s, 1.0)),
                 "evidence": evidence_summary(evidence, s),
-                "why": model.explain(s, states, own, own_m, (prior_factor or {}).get(s, 1.0))}
+                "why": model.explain(s, states, levels.own, levels.metrics, (prior_factor or {}).get(s, 1.0),
+                                     own_logs=levels.logs)}
                for i, s in enumerate(order)]
     path = model.propagation_path(order[0], event.service, states) if order else []
     return ranking, path

@@ -12,6 +12,7 @@ file               content (every file but ``event.json`` is optional; unknown f
                    pods of one service may give several rows with the same time
 ``topology.csv``   ``source,destination``: call edges (caller, callee)
 ``changes.csv``    ``time,service,kind,detail``: deployments and config changes
+``logs.csv``       log lines (columns below), in time order per service
 ``truth.json``     ``{"root_cause": "<service>", "fault_type": "<free text>"}``: the scorer's only
 =================  =================================================================================
 
@@ -21,6 +22,11 @@ the mesh), ``destination`` (called service), ``window_s``, ``requests``, ``error
 ``latency_ms_avg``, ``latency_ms_p50``, ``latency_ms_p90``, ``latency_ms_p99``, ``destination_version``,
 ``reporter`` (``source`` or ``destination``; blank means ``destination``). Windows need not be regular.
 Service names are free text (``orders_AWS::DynamoDB::Table``, ``db@host_remote``).
+
+``logs.csv`` (header required): ``time`` (unix seconds, the line's timestamp), ``service``, ``line`` (the
+log message as the service wrote it); optional ``pod``, ``trace_id`` and ``span_id`` (hex, the span that
+wrote the line, when the logger records it), ``level`` (``TRACE``, ``DEBUG``, ``INFO``, ``WARN``,
+``ERROR``, ``FATAL`` in any case, ``WARNING``/``CRITICAL`` too; blank: read from the line).
 
 :func:`check_bundle` reads every file and raises :class:`BundleError` naming the file, the row (its line
 in the file, the header being line 1), the column and the value at the first problem; it writes nothing.
@@ -44,13 +50,16 @@ SIGNAL_COLUMNS = ["time", "source", "destination", "window_s", "requests", "erro
 RESOURCE_COLUMNS = ["time", "service", "metric", "value"]
 TOPOLOGY_COLUMNS = ["source", "destination"]
 CHANGE_COLUMNS = ["time", "service", "kind", "detail"]
+LOG_COLUMNS = ["time", "service", "pod", "trace_id", "span_id", "level", "line"]
 # Columns each CSV must have in its header; the other known columns are optional.
 REQUIRED = {
     "signals.csv": ["time", "destination"],
     "resources.csv": ["time", "service", "metric", "value"],
     "topology.csv": ["source", "destination"],
     "changes.csv": ["time", "service", "kind", "detail"],
+    "logs.csv": ["time", "service", "line"],
 }
+LEVELS = {"", "TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "FATAL", "CRITICAL"}
 
 
 class BundleError(ValueError):
@@ -224,8 +233,25 @@ def _check_changes(rows: list[tuple[int, dict[str, str]]], name: str, seen: Call
         seen(service, time)
 
 
+def _check_logs(rows: list[tuple[int, dict[str, str]]], name: str, seen: Callable[[str, float], None]) -> None:
+    series: dict[tuple, float] = {}
+    for line, r in rows:
+        time = _time(name, line, r["time"])
+        service = _text(name, line, "service", r["service"])
+        level = r.get("level", "").strip()
+        if level.upper() not in LEVELS:
+            raise BundleError(name, f"must be one of {', '.join(sorted(LEVELS - {''}))} or blank", row=line,
+                              column="level", value=level)
+        for column in ("trace_id", "span_id"):
+            value = r.get(column, "").strip()
+            if value and not all(c in "0123456789abcdefABCDEF" for c in value):
+                raise BundleError(name, "must be hex", row=line, column=column, value=value)
+        _in_order(name, series, (service,), time, line, strictly=False)  # lines may share a timestamp
+        seen(service, time)
+
+
 CSV_CHECKS = {"signals.csv": _check_signals, "resources.csv": _check_resources, "topology.csv": _check_topology,
-              "changes.csv": _check_changes}
+              "changes.csv": _check_changes, "logs.csv": _check_logs}
 
 
 def check_bundle(path: Path) -> BundleSummary:

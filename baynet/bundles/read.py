@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from baynet.bundles.format import BundleError, check_bundle
+from baynet.bundles.format import LOG_COLUMNS, BundleError, check_bundle
 from baynet.events import AnomalyEvent, parse_object
 
 SIGNAL_NUMBERS = ["time", "window_s", "requests", "error_ratio", "latency_ms_avg", "latency_ms_p50",
                   "latency_ms_p90", "latency_ms_p99"]
 SIGNAL_TEXT = ["source", "destination", "destination_version", "reporter"]
+LOG_TEXT = ["service", "pod", "trace_id", "span_id", "level", "line"]
 
 
 @dataclass
@@ -29,12 +30,13 @@ class Bundle:
     resources: pd.DataFrame | None
     topology: list[tuple[str, str]]
     changes: pd.DataFrame | None
+    logs: pd.DataFrame | None = None   # LOG_COLUMNS; ``level`` upper case, blank where not recorded
 
     @property
     def sources(self) -> list[str]:
-        """What the bundle offers the analysis: ``traces``, ``signals``, ``resources``."""
+        """What the bundle offers the analysis: ``traces``, ``signals``, ``resources``, ``logs``."""
         return [name for name, x in (("traces", self.spans), ("signals", self.signals),
-                                     ("resources", self.resources)) if x is not None and len(x)]
+                                     ("resources", self.resources), ("logs", self.logs)) if x is not None and len(x)]
 
 
 def _csv(path: Path, text: list[str]) -> pd.DataFrame | None:
@@ -72,7 +74,16 @@ def load_bundle(path: Path) -> Bundle:
     topo = _csv(path / "topology.csv", ["source", "destination"])
     topology = [(a, b) for a, b in zip(topo["source"], topo["destination"])] if topo is not None else []
     changes = _csv(path / "changes.csv", ["service", "kind", "detail"])
-    return Bundle(path, events[0], spans, signals, resources, topology, changes)
+    logs = _csv(path / "logs.csv", LOG_TEXT)
+    if logs is not None:
+        for col in LOG_TEXT:
+            if col not in logs:
+                logs[col] = ""
+        logs["level"] = logs["level"].str.upper().replace({"WARNING": "WARN", "CRITICAL": "FATAL"})
+        logs["trace_id"] = logs["trace_id"].str.lower()
+        logs["span_id"] = logs["span_id"].str.lower()
+        logs = logs[LOG_COLUMNS]
+    return Bundle(path, events[0], spans, signals, resources, topology, changes, logs)
 
 
 def read_truth(path: Path) -> dict | None:

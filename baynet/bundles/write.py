@@ -16,7 +16,7 @@ import orjson
 import pandas as pd
 
 from baynet.bundles.format import (
-    CHANGE_COLUMNS, FORMAT, RESOURCE_COLUMNS, SIGNAL_COLUMNS, TOPOLOGY_COLUMNS,
+    CHANGE_COLUMNS, FORMAT, LOG_COLUMNS, RESOURCE_COLUMNS, SIGNAL_COLUMNS, TOPOLOGY_COLUMNS,
 )
 from baynet.otlp import Span, render_resource_spans
 
@@ -68,7 +68,7 @@ def _write_csv(path: Path, frame: pd.DataFrame, columns: list[str]) -> None:
 def write_bundle(out: Path, event: dict[str, Any], *, truth: dict[str, Any] | None = None,
                  spans: list[Span] | pd.DataFrame | None = None, signals: pd.DataFrame | None = None,
                  resources: pd.DataFrame | None = None, topology: list[tuple[str, str]] | None = None,
-                 changes: pd.DataFrame | None = None) -> Path:
+                 changes: pd.DataFrame | None = None, logs: pd.DataFrame | None = None) -> Path:
     """Write one bundle at ``out`` (see :mod:`baynet.bundles.format`); empty parts are left out."""
     out = Path(out)
     tmp = out.with_name(out.name + ".partial")
@@ -91,6 +91,8 @@ def write_bundle(out: Path, event: dict[str, Any], *, truth: dict[str, Any] | No
                        TOPOLOGY_COLUMNS)
         if changes is not None and not changes.empty:
             _write_csv(tmp / "changes.csv", changes.sort_values("time", kind="stable"), CHANGE_COLUMNS)
+        if logs is not None and not logs.empty:
+            _write_csv(tmp / "logs.csv", logs.sort_values(["time", "service"], kind="stable"), LOG_COLUMNS)
         if isinstance(spans, pd.DataFrame):
             spans = spans_from_frame(spans) if len(spans) else None
         if spans:

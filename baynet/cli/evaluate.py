@@ -19,9 +19,9 @@ def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holdi
                                                              "directory with event.json is one bundle)."),
                  as_json: bool = typer.Option(False, "--json", help="Print one JSON object: overall, by_type, "
                                               "by_directory, cases, skipped, seconds_per_case, baselines."),
-                 sources: str = typer.Option("traces,metrics", "--sources", help="Evidence to use where the "
-                                             "bundle has it: traces, metrics, or traces,metrics (both, fused; "
-                                             "the default)."),
+                 sources: str = typer.Option("all", "--sources", help="Evidence to use where the bundle has "
+                                             "it: 'all' (the default: every kind, fused) or a comma-separated "
+                                             "list of traces, metrics, logs, changes (e.g. traces,logs)."),
                  replayed: bool = typer.Option(False, "--replay", help="Analyse each bundle through `bundle "
                                                "replay` (Tempo, Prometheus, SQS, the incident flow; ~30 s per "
                                                "bundle) instead of in-process; the in-process ranking is scored "
@@ -36,16 +36,18 @@ def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holdi
     the scorer reads. Prints AC@1/3/5 and
     Avg@5 overall, per fault type and per directory, the true service's rank per case, seconds per case,
     and baselines on the same data: BARO- and MicroRank-style where there are traces; for metrics the
-    service whose error ratio rose most, whose latency rose most, and random. A broken bundle is listed
-    as skipped, not fatal."""
+    service whose error ratio rose most, whose latency rose most, and random; for logs the service whose
+    WARN/ERROR lines rose most. A broken bundle is listed as skipped, not fatal."""
     from rich.console import Console
     from rich.progress import Progress
 
     from baynet.lab.bundle_eval import evaluate_bundles, find_bundles
 
-    use = {s.strip() for s in sources.split(",") if s.strip()}
-    if not use or use - {"traces", "metrics"}:
-        fail(f"--sources takes traces, metrics or traces,metrics, not {sources!r}")
+    from baynet.sources import KINDS
+
+    use = None if sources.strip() == "all" else {s.strip() for s in sources.split(",") if s.strip()}
+    if use is not None and (not use or use - set(KINDS)):
+        fail(f"--sources takes 'all' or a comma-separated list of {', '.join(KINDS)}, not {sources!r}")
     try:
         total = len(find_bundles(paths))
     except FileNotFoundError as exc:

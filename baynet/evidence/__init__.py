@@ -3,7 +3,8 @@
 One module per kind, side by side, each with a ``judge(observations, windows, settings)`` that returns a
 :class:`~baynet.evidence.base.Judged` (or None when the incident has none of its data): ``traces``
 (spans -> per-service evidence and per-edge propagation counts), ``metrics`` (golden signals and
-resources), ``changes`` (deployments: a prior, and the canary comparison). ``fuse`` puts the kinds into
+resources), ``logs`` (log templates: new warnings and errors, vanished steps within spans), ``changes``
+(deployments: a prior, and the canary comparison). ``fuse`` puts the kinds into
 one frame for the DBN. A new kind is one module and one entry in :data:`JUDGES`.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from baynet.evidence import changes, metrics, traces
+from baynet.evidence import changes, logs, metrics, traces
 from baynet.evidence.base import Judged
 from baynet.evidence.traces import (
     BAND_COLUMNS,
@@ -26,6 +27,7 @@ from baynet.evidence.traces import (
 JUDGES: dict[str, Callable[..., Judged | None]] = {
     "traces": traces.judge,
     "metrics": metrics.judge,
+    "logs": logs.judge,
     "changes": changes.judge,
 }
 

@@ -23,7 +23,8 @@ gap_edges          how many grown gaps are blamed on it (on the endpoint with mo
                    the larger share of grown gaps; on a tie, the callee)
 state              propagating state for the DBN: 0 ok, 1 degraded, 2 failing (failing too when grown
                    network gaps are blamed on the service: its callers wait for them)
-own_state          own-work state for the DBN: 0 ok, 1 anomalous, 2 severe
+own_state          own-work state for the DBN: 0 ok, 1 anomalous, 2 severe; -1 unknown (no span of the
+                   service's own work had ``min_baseline`` baseline spans of its operation to be judged by)
 <signal>_lo, _hi   the baseline band of ``p95_ms``, ``self_p95_ms``, ``error_ratio`` and ``rate_ratio``: the
                    lowest and highest value the signal took over the baseline cut into slice-long pieces
                    (the same on every row of a service; empty when fewer than two pieces have data)
@@ -79,6 +80,7 @@ class Thresholds:
     gap_floor_ms: float = 10.0     # baseline median x gap_factor + gap_floor_ms
     min_calls: int = 5             # calls an edge needs in a window before its gap is judged
     min_flagged: int = 3           # fewer slow/odd spans than this in a window is noise, not a share
+    min_baseline: int = 3          # baseline spans an operation needs before its spans are judged against it
 
 
 def spans_frame(spans: list[Span]) -> pd.DataFrame:
@@ -220,7 +222,7 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     stats = pd.DataFrame({"op": op[in_base], "log_dur": log_dur[in_base], "log_self": log_self[in_base],
                           "children": children[in_base]}).groupby("op").agg(
         mu=("log_dur", "mean"), sd=("log_dur", "std"), mu_self=("log_self", "mean"), sd_self=("log_self", "std"),
-        usual_children=("children", lambda c: int(c.mode().iloc[0])))
+        usual_children=("children", lambda c: int(c.mode().iloc[0])), n=("log_dur", "size"))
 
     def per_span(column: str, fill: float) -> np.ndarray:
         dense = np.full(int(op.max(initial=0)) + 1, fill, dtype=float)
@@ -228,7 +230,8 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
         return dense[op]
 
     mu, mu_self = per_span("mu", np.nan), per_span("mu_self", np.nan)
-    known = ~np.isnan(mu)
+    # An operation judged against fewer baseline spans than min_baseline has no usual duration to speak of.
+    known = ~np.isnan(mu) & (per_span("n", 0.0) >= th.min_baseline)
     sd = np.maximum(np.nan_to_num(per_span("sd", 0.0)), th.log_sd_floor)
     sd_self = np.maximum(np.nan_to_num(per_span("sd_self", 0.0)), th.log_sd_floor)
     client, failed = df["client"].to_numpy(), df["failed"].to_numpy()
@@ -257,7 +260,8 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
         "slow_frac": g_entry["slow"].mean(),
         "slow_n": g_entry["slow"].sum(),
     })
-    own_work = df.loc[~client, ["service", "window", "self_ns", "self_slow", "fast"]].groupby(
+    df["judged"] = known
+    own_work = df.loc[~client, ["service", "window", "self_ns", "self_slow", "fast", "judged"]].groupby(
         ["service", "window"], observed=True)
     ev = ev.join(pd.DataFrame({
         "self_p95_ms": own_work["self_ns"].quantile(0.95) / 1e6,
@@ -265,6 +269,7 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
         "self_slow_n": own_work["self_slow"].sum(),
         "fast_frac": own_work["fast"].mean(),
         "fast_n": own_work["fast"].sum(),
+        "judged_n": own_work["judged"].sum(),
         "odd_shape": g_all["odd_shape"].mean(),
         "odd_shape_n": g_all["odd_shape"].sum(),
         "own_errors": g_all["own_error"].sum(),
@@ -318,6 +323,10 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     ev["net_frac"] = [gaps.get((s, w), (0.0, 0))[0] for s, w in zip(ev["service"], ev["window"])]
     ev["gap_edges"] = [gaps.get((s, w), (0.0, 0))[1] for s, w in zip(ev["service"], ev["window"])]
     ev["own_state"] = _own_state(ev, base_err, th)
+    # No span of the service's own work had a baseline to be judged against, and nothing else (own errors,
+    # network gaps) spoke: its own work is unknown in that window, not ok.
+    unjudged = (ev["judged_n"].fillna(0).to_numpy() == 0) & (ev["own_state"].to_numpy() == 0)
+    ev["own_state"] = np.where(unjudged, -1, ev["own_state"].to_numpy())
     # What callers experience from a service includes the network in front of it.
     ev["state"] = np.where(ev["gap_edges"].to_numpy() > 0, 2, ev["state"].to_numpy())
     base_rows = ev["window"] == -1

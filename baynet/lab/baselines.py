@@ -13,6 +13,7 @@
 * error rise, latency rise — the crudest rules on metrics: the service whose error ratio (latency) rose
   most, in its own baseline spreads, over the incident slices (services where it did not rise are not
   ranked: a baseline without the signal must not score by alphabetical luck).
+* log errors rise — the service whose WARN/ERROR log lines rose most over what its baseline rate predicts.
 * random — the floor; its expected AC@k over ``n`` candidates is ``min(k, n) / n``.
 
 :data:`RANKERS` is the registry ``baynet eval bundles`` runs beside Baynet: each ranker takes the
@@ -27,6 +28,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from baynet.evidence.logs import BAD_LEVELS, Templates, keyed
 from baynet.evidence.metrics import build_metric_evidence, slices_for_step
 from baynet.evidence.traces import _annotate, _window_index
 from baynet.sources.base import Observations
@@ -136,8 +138,27 @@ def metric_baselines(observations: Observations, windows: Windows) -> dict[str, 
     return metric_rise_ranks(signals, resources, windows)
 
 
+def log_baselines(observations: Observations, windows: Windows) -> dict[str, list[str]]:
+    """``log_errors_rise``: the services whose WARN/ERROR lines rose most over the incident slices (their
+    count there minus what their baseline rate predicts); services where they did not rise are left out."""
+    logs = observations.table("logs")
+    if logs is None:
+        return {}
+    lines = keyed(logs, Templates())
+    lines = lines[lines["level"].isin(BAD_LEVELS)]
+    t = lines["time"].to_numpy(dtype=float)
+    lo, hi = windows.incident
+    b_lo, b_hi = windows.baseline
+    base = lines[(t >= b_lo) & (t < b_hi)].groupby("service").size()
+    inc = lines[(t >= lo) & (t < hi)].groupby("service").size()
+    excess = inc.sub(base * (hi - lo) / max(b_hi - b_lo, 1.0), fill_value=0.0)
+    excess = excess[excess > 0]
+    return {"log_errors_rise": sorted(excess.index, key=lambda s: (-excess[s], s))}
+
+
 # Each entry ranks the incident's services by one simple rule per name it returns.
-RANKERS: list[Callable[[Observations, Windows], dict[str, list[str]]]] = [trace_baselines, metric_baselines]
+RANKERS: list[Callable[[Observations, Windows], dict[str, list[str]]]] = [trace_baselines, metric_baselines,
+                                                                         log_baselines]
 
 
 def ac_at_k(ranking: list[str], truth: str, k: int) -> float:

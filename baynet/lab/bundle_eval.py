@@ -130,7 +130,7 @@ def evaluate_online(directories: list[Path], *, sources: set[str] | None = None,
             for way in models:
                 hits[d][way].append(hits_of(ranked[way], truth))
             if truth in ranked["learning"]:
-                states = states_from_evidence(results["learning"].evidence, ranked["learning"])[0]
+                states = states_from_evidence(results["learning"].evidence, ranked["learning"]).states
                 models["learning"].confirm(truth, ranked["learning"],
                                            confirmed_propagation(truth, states, models["learning"].callees))
             if progress:

@@ -9,6 +9,7 @@ kind       tables                                  read live from
 =========  ======================================  ============================================
 traces     ``spans`` (span frame)                  Tempo (:mod:`baynet.sources.tempo`)
 metrics    ``signals``, ``resources``              Prometheus (:mod:`baynet.sources.prometheus`)
+logs       ``logs`` (``logs.csv`` rows)                Loki (:mod:`baynet.sources.loki`)
 changes    ``changes``, ``versions``               Prometheus (Istio ``destination_version``)
 =========  ======================================  ============================================
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from baynet.events import AnomalyEvent
     from baynet.windows import Windows
 
-KINDS = ("traces", "metrics", "changes")
+KINDS = ("traces", "metrics", "logs", "changes")
 
 
 @dataclass

@@ -8,7 +8,7 @@ from baynet.sources.base import Observations, Observed
 
 def bundle_observations(bundle: Bundle, use: set[str] | None = None) -> Observations:
     """One :class:`Observed` per kind the bundle holds (and ``use`` allows): ``traces`` (its traces),
-    ``metrics`` (``signals.csv``, ``resources.csv``), ``changes`` (``changes.csv`` and the signal rows that
+    ``metrics`` (``signals.csv``, ``resources.csv``), ``logs`` (``logs.csv``), ``changes`` (``changes.csv`` and the signal rows that
     name a ``destination_version``)."""
     origin = str(bundle.path)
     parts = []
@@ -16,6 +16,8 @@ def bundle_observations(bundle: Bundle, use: set[str] | None = None) -> Observat
         parts.append(Observed("traces", {"spans": bundle.spans}, origin=origin))
     if bundle.signals is not None or bundle.resources is not None:
         parts.append(Observed("metrics", {"signals": bundle.signals, "resources": bundle.resources}, origin=origin))
+    if bundle.logs is not None and len(bundle.logs):
+        parts.append(Observed("logs", {"logs": bundle.logs}, origin=origin))
     versions = None
     if bundle.signals is not None and (bundle.signals["destination_version"] != "").any():
         versions = bundle.signals[bundle.signals["destination_version"] != ""]

@@ -69,11 +69,11 @@ def test_eval_bundles_scores_each_bundle_and_reports_a_broken_one(rcd_bundles, t
 
 
 def test_eval_bundles_rejects_unknown_sources(rcd_bundles):
-    done = baynet("eval", "bundles", rcd_bundles, "--sources", "logs", check=False)
-    assert done.returncode == 2 and "logs" in done.stderr
+    done = baynet("eval", "bundles", rcd_bundles, "--sources", "tweets", check=False)
+    assert done.returncode == 2 and "tweets" in done.stderr and "logs" in done.stderr
 
 
-def test_a_nezha_fault_as_a_bundle_carries_traces_metrics_and_topology(tmp_path):
+def test_a_nezha_fault_as_a_bundle_carries_traces_metrics_logs_and_topology(tmp_path):
     require(TRAIN_TICKET.is_dir(), f"Nezha Train-Ticket data at {TRAIN_TICKET}")
     from baynet.bundles.analyse import analyse_bundle
     from baynet.bundles.read import load_bundle, read_truth
@@ -84,7 +84,11 @@ def test_a_nezha_fault_as_a_bundle_carries_traces_metrics_and_topology(tmp_path)
     out = nezha_bundle(case, TRAIN_TICKET, tmp_path / "b",
                        metrics_day=_read_metric_day(TRAIN_TICKET / case.day / "metric"))
     bundle = load_bundle(out)
-    assert bundle.sources == ["traces", "signals", "resources"]
+    assert bundle.sources == ["traces", "signals", "resources", "logs"]
+    # every line is tied to a span of the bundle, the normal phase's too (moved and re-identified alike)
+    assert set(zip(bundle.logs["trace_id"], bundle.logs["span_id"])) <= set(zip(bundle.spans["trace_id"],
+                                                                              bundle.spans["span_id"]))
+    assert bundle.logs["time"].min() < bundle.event.unix - 300  # the normal phase's lines: the baseline
     assert bundle.topology and bundle.event.service == "ts-gateway-service"
     assert read_truth(out) == {"root_cause": case.truth, "fault_type": "cpu_contention"}
     assert set(bundle.resources["metric"]) == {"cpu", "memory", "net_rx", "net_tx"}
@@ -93,8 +97,8 @@ def test_a_nezha_fault_as_a_bundle_carries_traces_metrics_and_topology(tmp_path)
     assert metrics_only.ranking[0]["service"] == case.truth  # CPU contention shows in the pod's CPU
     assert "cpu +" in metrics_only.ranking[0]["evidence"]
     fused = analyse_bundle(bundle)
-    assert fused.used == ["traces", "metrics"]
-    assert {"traces+metrics"} <= set(fused.evidence["sources"])
+    assert fused.used == ["traces", "metrics", "logs"]
+    assert {"traces+metrics+logs"} <= set(fused.evidence["sources"])
 
 
 def test_eval_bundles_online_learns_only_after_each_ranking(rcd_bundles):

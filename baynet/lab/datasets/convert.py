@@ -9,7 +9,9 @@ format of :mod:`baynet.bundles.format`. The truth goes to ``truth.json`` only, w
   ``net_rx``/``net_tx`` bytes/s); per-pod server latency quantiles and workload as ``signals.csv`` rows
   (destination reporter, no source), the entry service's latency quantiles likewise, and the per-edge p50
   latencies of ``source_50``/``destination_50`` (when the day has them) as rows with a source, reported
-  by the source and by the destination; call edges from ``dependency.csv`` or, failing that, the spans.
+  by the source and by the destination; call edges from ``dependency.csv`` or, failing that, the spans;
+  where the day has ``log/`` files, the log lines of the same minutes (and of the normal phase, moved
+  and re-identified exactly as its spans) as ``logs.csv``.
 * **RCD** (one bundle per ``<service>-<fault>/<rep>``): ``<container>_cpu``/``_mem`` as resources,
   ``<svc>_lod`` (requests per second) and ``<svc>_lat_50/90/99`` as signals of 1 s windows; the normal
   recording is moved to end a second before the anomalous one starts (RCD recorded them apart).
@@ -28,7 +30,8 @@ import pandas as pd
 
 from baynet.bundles.write import write_bundle
 from baynet.lab.datasets.nezha import (
-    DETECTION_DELAY_S, NezhaCase, entry_service, list_cases, moved, normal_trace_files, read_spans, service_of,
+    DETECTION_DELAY_S, NezhaCase, entry_service, list_cases, log_file_of, normal_log_files, normal_trace_files,
+    read_logs, read_spans, service_of, shifted,
 )
 from baynet.settings import Settings
 from baynet.windows import Windows
@@ -139,22 +142,31 @@ def nezha_bundle(case: NezhaCase, root: Path, out: Path, *, metrics_day: tuple[p
     sig = signals[(signals["time"] >= lo) & (signals["time"] < hi)].copy() if not signals.empty else signals
     fault_spans = [s for f in case.trace_files for s in read_spans(f)]
     normal_files = normal_trace_files(root) if normal_files is None else normal_files
-    normal_spans = [s for f in normal_files for s in read_spans(f, salt=f"{case.day}-{case.inject_ts}")]
+    salt = f"{case.day}-{case.inject_ts}"
+    normal_spans = [s for f in normal_files for s in read_spans(f, salt=salt)]
     entry = entry_service(fault_spans or normal_spans) if (fault_spans or normal_spans) else "frontend"
     if not sig.empty:
         # The entry's own pod rows, when it has them, measure what front_service.csv does: keep one series.
         has_own = ((sig["destination"] == entry) & (sig["source"] == "")).any()
         sig = sig[sig["destination"] != ENTRY_NAME] if has_own else sig.replace({"destination": {ENTRY_NAME: entry}})
         sig = sig.drop_duplicates(["time", "source", "destination", "reporter"])
-    spans = []
+    spans, logs = [], None
     if traces and fault_spans:
         windows = Windows.around(at, Settings())
-        spans = fault_spans + (moved(normal_spans, windows.baseline[1] - 1) if normal_spans else [])
+        shift_ns = int((windows.baseline[1] - 1) * 1e9) - max(s.start_ns for s in normal_spans) if normal_spans else 0
+        spans = fault_spans + (shifted(normal_spans, shift_ns) if normal_spans else [])
+        # The day's log lines of the same minutes, and the normal phase's moved (and its trace ids mapped)
+        # exactly as its spans were, so each line still names the span that wrote it.
+        fault_logs = [read_logs(f) for f in (log_file_of(t) for t in case.trace_files) if f is not None]
+        normal_logs = [read_logs(f, shift_ns=shift_ns, salt=salt) for f in normal_log_files(root)] \
+            if normal_spans and fault_logs else []
+        if fault_logs:
+            logs = pd.concat(fault_logs + normal_logs, ignore_index=True)
     topology = _dependency(root / case.day) or sorted({(p.service, c.service) for p, c in _span_edges(
         fault_spans + normal_spans)})
     case_id = f"nezha-{case.day}-{case.inject_ts}"
     return write_bundle(out, _event(case_id, entry, at), truth={"root_cause": case.truth, "fault_type": case.fault_type},
-                        signals=sig, resources=res, topology=topology, spans=spans)
+                        signals=sig, resources=res, topology=topology, spans=spans, logs=logs)
 
 
 def _span_edges(spans: list) -> list:

@@ -165,6 +165,60 @@ def read_spans(path: Path, *, shift_ns: int = 0, salt: str = "") -> list[Span]:
     return out
 
 
+def log_file_of(trace_file: Path) -> Path | None:
+    """The log file of the same minute as a span file (``HH_MM_trace.csv.gz`` -> ``../log/HH_MM_log.csv.gz``)."""
+    name = trace_file.name.replace("_trace.csv", "_log.csv")
+    path = trace_file.parent.parent / "log" / name
+    return path if path.is_file() else None
+
+
+def normal_log_files(root: Path) -> list[Path]:
+    return sorted(Path(root).glob("normal/*/log/*_log.csv*"))
+
+
+def read_logs(path: Path, *, shift_ns: int = 0, salt: str = "") -> pd.DataFrame:
+    """Log lines of one Nezha log CSV as ``logs.csv`` rows (:data:`baynet.bundles.format.LOG_COLUMNS`):
+    the message is the ``log`` field of the Docker JSON line (a malformed row keeps what can be read of
+    it), trace ids mapped as :func:`read_spans` maps them for the same ``salt``; ``level`` is left blank
+    (the evidence reads it from the line, as it would from a plain log)."""
+    import csv
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    with opener(path, "rt", newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            return pd.DataFrame(columns=["time", "service", "pod", "trace_id", "span_id", "level", "line"])
+        col = {name: i for i, name in enumerate(header)}
+        for cells in reader:
+            if len(cells) < len(header):
+                continue
+            raw = ",".join(cells[col["Log"]:])  # a row whose JSON held unquoted commas spans several cells
+            try:
+                message = json.loads(raw)["log"]
+            except (ValueError, KeyError, TypeError):
+                found = re.search(r'"log"\s*:\s*"(.*?)(?:\\n)?"\s*,', raw)
+                message = found.group(1) if found else raw
+            ns = int(cells[col["TimeUnixNano"]])
+            if ns <= 0:  # a few rows carry a broken TimeUnixNano; their Timestamp is readable
+                ns = pd.Timestamp(cells[col["Timestamp"]]).tz_localize(None).value
+            rows.append((ns + shift_ns, cells[col["PodName"]],
+                         cells[col["TraceID"]].lower(), cells[col["SpanID"]].lower(), message.rstrip("\n")))
+    frame = pd.DataFrame(rows, columns=["ns", "pod", "trace_id", "span_id", "line"])
+    if salt and len(frame):
+        unique = frame["trace_id"].unique()
+        mapping = {t: hashlib.blake2b(f"{salt}:{t}".encode(), digest_size=16).hexdigest() for t in unique if t}
+        frame["trace_id"] = frame["trace_id"].map(lambda t: mapping.get(t, ""))
+    else:
+        frame["trace_id"] = frame["trace_id"].where(frame["trace_id"] == "", frame["trace_id"].str.zfill(32))
+    frame["span_id"] = frame["span_id"].where(frame["span_id"] == "", frame["span_id"].str.zfill(16))
+    return pd.DataFrame({"time": frame["ns"] / 1e9, "service": frame["pod"].map(service_of), "pod": frame["pod"],
+                         "trace_id": frame["trace_id"], "span_id": frame["span_id"], "level": "",
+                         "line": frame["line"]})
+
+
 def entry_service(spans: list[Span]) -> str:
     """The service that serves most root spans: where users feel an incident."""
     roots = Counter(s.service for s in spans if not s.parent_span_id)

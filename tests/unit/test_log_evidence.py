@@ -1,0 +1,149 @@
+"""Log evidence (baynet.evidence.logs): template keys, new WARN/ERROR templates, vanished steps within spans,
+own-or-propagated through the trace tree, and the DBN's third own-work observation (Sl)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from baynet.dbn import DBNModel
+from baynet.evidence.fuse import TRACE_DEFAULTS, fuse, states_from_evidence
+from baynet.evidence.logs import Templates, build_log_evidence, keyed, level_of, location_of
+from baynet.evidence.traces import EVIDENCE_COLUMNS
+
+BASE = (0.0, 600.0)
+SLICES = [(600.0, 660.0), (660.0, 720.0), (720.0, 780.0)]
+
+
+def frame(rows: list[tuple]) -> pd.DataFrame:
+    """rows: (time, service, span_id, line)"""
+    return pd.DataFrame([(t, svc, "", "", span, "", line) for t, svc, span, line in rows],
+                        columns=["time", "service", "pod", "trace_id", "span_id", "level", "line"])
+
+
+def spans_of(rows: list[tuple]) -> pd.DataFrame:
+    """rows: (span_id, parent, service, name, start_s)"""
+    return pd.DataFrame({"trace_id": "t", "span_id": [r[0] for r in rows], "parent_span_id": [r[1] for r in rows],
+                         "service": [r[2] for r in rows], "name": [r[3] for r in rows],
+                         "start_ns": [int(r[4] * 1e9) for r in rows], "end_ns": [int(r[4] * 1e9) + 10 for r in rows],
+                         "failed": False})
+
+
+def row(ev, svc, w):
+    return ev[(ev["service"] == svc) & (ev["window"] == w)].iloc[0]
+
+
+def test_levels_and_locations_are_read_from_plain_lines():
+    assert level_of("16:43:17.120 ERROR  c.s.ContactsServiceImpl#37 TraceID: x [find][fail]") == "ERROR"
+    assert level_of('{"level":"warning","msg":"slow"}') == "WARN"
+    assert level_of("ts=1 level=error msg=boom") == "ERROR"
+    assert level_of("GET /cart 200 12ms") == "INFO"
+    assert location_of("16:43:17 INFO t.s.TravelServiceImpl#451 TraceID: a") == "t.s.TravelServiceImpl#451"
+    assert location_of("E1204 12:00:00.1 orders/handler.go:88] failed") == "orders/handler.go:88"
+    assert location_of("user 7 logged in") is None
+
+
+def test_lines_without_a_location_get_a_mined_template_and_a_seeded_vocabulary_keeps_keys():
+    logs = frame([(1.0, "a", "", "2024-01-01 12:00:00 ERROR payment 1234 declined for card 9f8e7d6c5b4a39281716"),
+                  (2.0, "a", "", "2024-01-01 12:00:01 ERROR payment 9876 declined for card 0a1b2c3d4e5f60718293")])
+    keys = keyed(logs, Templates())["key"]
+    assert keys.nunique() == 1 and keys.iloc[0].startswith("ERROR payment")
+    learnt = Templates()
+    keyed(logs, learnt)
+    again = keyed(logs.iloc[:1], Templates(known=learnt.known))["key"].iloc[0]
+    assert again == keys.iloc[0]
+
+
+def _traffic(rng, t0, t1, per_s, service, lines, span_prefix):
+    rows = []
+    for i, t in enumerate(np.sort(rng.uniform(t0, t1, int((t1 - t0) * per_s)))):
+        span = f"{span_prefix}{i}"
+        rows += [(t + 0.001 * k, service, span, line) for k, line in enumerate(lines)]
+    return rows
+
+
+def test_a_warning_of_a_kind_the_baseline_never_had_is_severe_and_a_few_are_not():
+    rng = np.random.default_rng(0)
+    normal = ["INFO c.Orders#10 get order", "INFO c.Orders#20 order found"]
+    rows = _traffic(rng, 0, 780, 1.0, "orders", normal, "o")
+    rows += [(660 + i, "orders", f"w{i}", "WARN c.Orders#31 order has no price") for i in range(40)]
+    rows += [(700.5, "cart", "c1", "WARN c.Cart#5 cart empty")] + _traffic(rng, 0, 780, 0.5, "cart",
+                                                                        ["INFO c.Cart#1 get"], "c")
+    ev = build_log_evidence(frame(rows), BASE, SLICES)
+    assert row(ev, "orders", 0)["own_state"] == 0
+    hit = row(ev, "orders", 1)
+    assert hit["own_state"] == 2 and hit["new_templates"] == 1 and "Orders#31" in hit["top"]
+    assert row(ev, "cart", 1)["own_state"] == 0  # one new warning in a minute: not enough to tell
+
+
+def test_a_step_that_stops_following_another_inside_spans_is_a_vanished_step():
+    rng = np.random.default_rng(1)
+    ok = ["INFO t.Travel#451 query", "INFO t.Travel#457 result"]
+    rows = _traffic(rng, 0, 660, 1.0, "travel", ok, "a") + _traffic(rng, 660, 780, 1.0, "travel", ok[:1], "b")
+    ev = build_log_evidence(frame(rows), BASE, SLICES)
+    assert row(ev, "travel", 0)["own_state"] == 0
+    assert row(ev, "travel", 1)["own_state"] == 2
+    assert "Travel#451" in row(ev, "travel", 1)["vanished"] and "Travel#457" in row(ev, "travel", 1)["vanished"]
+
+
+def test_a_shift_in_which_endpoints_are_called_is_not_a_vanished_step_when_spans_name_them():
+    """Two endpoints, each logging its own line; in the incident only one is called. Per operation nothing
+    vanished; without the operation (plain ^) the other endpoint's first line would read as vanished."""
+    rng = np.random.default_rng(2)
+    rows, spans = [], []
+    for i, t in enumerate(np.sort(rng.uniform(0, 780, 780))):
+        op = "getA" if t > 660 or i % 2 else "getB"
+        span = f"s{i}"
+        spans.append((span, "", "route", op, t))
+        rows.append((t, "route", span, f"INFO r.Route#{53 if op == 'getB' else 47} {op}"))
+    ev = build_log_evidence(frame(rows), BASE, SLICES, spans_of(spans))
+    assert (ev.loc[ev["window"] >= 0, "own_state"] == 0).all()
+    blind = build_log_evidence(frame(rows), BASE, SLICES)
+    assert blind.loc[blind["window"] >= 0, "own_state"].max() > 0
+
+
+def test_an_error_logged_above_a_failing_callee_is_the_callee_s_not_the_caller_s():
+    rng = np.random.default_rng(3)
+    rows, spans = [], []
+    for i, t in enumerate(np.sort(rng.uniform(0, 780, 900))):
+        caller, callee = f"p{i}", f"c{i}"
+        spans += [(caller, "", "front", "checkout", t), (callee, caller, "pay", "charge", t + 0.01)]
+        rows.append((t, "front", caller, "INFO f.Front#1 checkout"))
+        rows.append((t + 0.01, "pay", callee, "INFO p.Pay#1 charge"))
+        if t > 660:
+            rows.append((t + 0.02, "pay", callee, "ERROR p.Pay#9 card rejected"))
+            rows.append((t + 0.03, "front", caller, "ERROR f.Front#7 checkout failed"))
+    ev = build_log_evidence(frame(rows), BASE, SLICES, spans_of(spans))
+    assert row(ev, "pay", 1)["own_state"] == 2
+    assert row(ev, "front", 1)["own_state"] == 0  # its errors sit above pay's: propagated
+    without_traces = build_log_evidence(frame(rows), BASE, SLICES)
+    assert row(without_traces, "front", 1)["own_state"] == 2
+
+
+def test_a_service_without_baseline_lines_is_unknown_not_ok():
+    rows = [(700.0 + i, "new", f"n{i}", "INFO n.New#1 hello") for i in range(30)]
+    rows += [(float(t), "old", f"o{t}", "INFO o.Old#1 hi") for t in range(0, 780, 3)]
+    ev = build_log_evidence(frame(rows), BASE, SLICES)
+    assert (ev.loc[(ev["service"] == "new") & (ev["window"] >= 0), "own_state"] == -1).all()
+
+
+def test_logs_are_a_third_own_work_observation_that_matches_pgmpy():
+    m = DBNModel()
+    m.update_structure({"front", "a", "b"}, {("front", "a"), ("front", "b")})
+    traces = pd.DataFrame({"service": ["front", "a", "b"] * 2, "window": [0] * 3 + [1] * 3,
+                           **TRACE_DEFAULTS}).assign(state=[1, 0, 0, 1, 0, 0])[EVIDENCE_COLUMNS]
+    logs = pd.DataFrame({"service": ["a", "b"] * 2, "window": [0, 0, 1, 1], "own_state": [0, 0, 2, 0],
+                         "score": [0.0, 0.0, 9.0, 0.0]})
+    for col in ("lines", "bad_lines", "new_templates"):
+        logs[col] = 0
+    for col in ("bad_score", "new_score", "vanished_score"):
+        logs[col] = 0.0
+    logs["vanished"], logs["top"] = "", ""
+    ev = fuse(traces, None, logs)
+    levels = states_from_evidence(ev, ["front", "a", "b"])
+    assert levels.logs == {"front": [-1, -1], "a": [0, 2], "b": [0, 0]}
+    fast = m.infer(levels.states, levels.own, ["front", "a", "b"], own_logs=levels.logs)
+    exact = m.infer_pgmpy(levels.states, levels.own, ["front", "a", "b"], own_logs=levels.logs)
+    assert fast == pytest.approx(exact, abs=1e-9)
+    assert fast["a"] > 5 * fast["b"]
