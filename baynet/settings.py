@@ -64,6 +64,26 @@ class Settings(BaseSettings):
         "https://grafana.example/explore?...{trace_id}...); exemplars are listed without links when unset."
     )
 
+    # --- logs ------------------------------------------------------------------------------------
+    loki_url: str | None = Field(None, description="Base URL of Grafana Loki's HTTP API; log evidence is read "
+                                 "from it when set.")
+    loki_org_id: str | None = Field(None, description="X-Scope-OrgID header for a multi-tenant Loki.")
+    loki_token: SecretStr | None = Field(None, description="Bearer token for Loki (never logged).")
+    loki_username: str | None = Field(None, description="Basic-auth user for Loki.")
+    loki_password: SecretStr | None = Field(None, description="Basic-auth password for Loki (never logged).")
+    loki_selector: str = Field(
+        '{namespace="$namespace"}', description="LogQL stream selector of the mesh's logs ($namespace is "
+        "replaced), e.g. {k8s_namespace_name=\"$namespace\"} for OpenTelemetry-shipped logs.")
+    loki_service_label: str = Field(
+        "service_name", description="The label (or structured metadata) naming the service that wrote a line; "
+        "app, container and job are tried after it.")
+    loki_timeout_s: float = Field(30.0, gt=0, le=600, description="HTTP timeout for Loki requests.")
+    loki_max_retries: int = Field(3, ge=0, le=10, description="Retries of one Loki request on 429/5xx/network "
+                                  "errors (backoff with jitter, Retry-After honoured).")
+    logs_per_slice: int = Field(
+        5000, ge=100, le=1_000_000, description="Log lines read per time slice (each incident slice and each "
+        "window_s piece of the baseline), WARN/ERROR lines first; past it the evidence is reported partial.")
+
     # --- topology --------------------------------------------------------------------------------
     prometheus_url: str | None = Field(
         None, description="Prometheus with Istio metrics; the topology source when set."

@@ -8,12 +8,15 @@ from typing import Any
 from prefect.tasks import exponential_backoff
 
 from baynet.events import EventError
+from baynet.loki import LokiRejected
+from baynet.prometheus import PrometheusRejected
 from baynet.tempo.client import TempoRequestError
 from baynet.topology import TopologyError, TopologyMissing
 from baynet.validation import ValidationFailed
 
 # Deterministic failures: the same input fails the same way, so a retry only delays the report.
-NOT_RETRIED = (TempoRequestError, TopologyMissing, ValidationFailed, EventError, ValueError, TypeError, KeyError)
+NOT_RETRIED = (TempoRequestError, LokiRejected, PrometheusRejected, TopologyMissing, ValidationFailed, EventError,
+               ValueError, TypeError, KeyError)
 
 IO_RETRIES = 3
 # Delays 2, 4, 8 s by default; BAYNET_IO_RETRY_BACKOFF_S (read when the tasks are imported) scales them.

@@ -3,7 +3,7 @@
 The traces of the windows the analysis reads (OTLP JSON), per-call-edge golden signals
 (``istio_requests_total`` and ``istio_request_duration_milliseconds`` by source, destination, reporter
 and destination version, at the metric step), resource series through the metric map, the topology and
-the event. No ``truth.json``: that is the operator's to add once the cause is known.
+the event, and the log lines from Loki when ``BAYNET_LOKI_URL`` is set. No ``truth.json``: that is the operator's to add once the cause is known.
 """
 
 from __future__ import annotations
@@ -43,10 +43,20 @@ def export(event_file: Path, out: Path, settings: Settings, *, step: Callable[[s
         written["resources"] = 0 if resources is None else len(resources)
         say(f"metrics: {written['signals']} signal rows, {written['resources']} resource rows from "
             f"{settings.prometheus_url}")
+    logs = None
+    if settings.loki_url:
+        from baynet.sources.loki import LokiLogs
+
+        try:
+            logs = LokiLogs(settings).fetch(event, windows).tables["logs"]
+        except LookupError:
+            logs = None  # no line in the windows: the bundle has no logs.csv
+        written["log_lines"] = 0 if logs is None else len(logs)
+        say(f"logs: {written['log_lines']} lines from {settings.loki_url}")
     topo = read_topology(settings, event.unix)
     edges = sorted(topo.edges) if topo is not None else []
     if edges:
         written["edges"] = len(edges)
     write_bundle(out, event.model_dump(mode="json"), spans=spans, signals=signals, resources=resources,
-                 topology=edges)
+                 topology=edges, logs=logs)
     return written

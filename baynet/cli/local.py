@@ -16,6 +16,30 @@ from baynet.cli.operations import tempo_app
 stack_app = typer.Typer(help="Start and stop the local stack (Prefect server + worker, moto SQS/S3, Tempo-compatible "
                              "server, Prometheus, listener, report pages) on 127.0.0.1.", no_args_is_help=True)
 app = typer.Typer()  # the top-level commands of this group, merged into ``baynet``
+loki_app = typer.Typer(help="Serve logs with Loki's HTTP API (the local stand-in).", no_args_is_help=True)
+
+
+@loki_app.command("serve")
+def loki_serve(logs: Optional[Path] = typer.Option(None, help="A logs.csv (the bundle's columns) to load."),
+               namespace: str = typer.Option("default", help="The namespace label of the loaded lines."),
+               host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+               port: int = typer.Option(3100, help="Port (Loki's default is 3100)."),
+               require_org_id: bool = typer.Option(False, help="Answer 401 'no org id' without X-Scope-OrgID, as "
+                                                   "a multi-tenant Loki does.")) -> None:
+    """Serve pushed (and --logs) lines with Loki's push, query_range, labels and ready endpoints until
+    interrupted."""
+    from baynet.local.loki import LokiServer, push_logs
+
+    if logs is not None and not logs.is_file():
+        fail(f"no logs file at {logs}")
+    server = LokiServer(host=host, port=port, require_org_id=require_org_id).start()
+    n = 0
+    if logs is not None:
+        import pandas as pd
+
+        n = push_logs(server.url, pd.read_csv(logs, dtype=str, keep_default_na=False), namespace)
+    typer.echo(f"serving {n} lines at {server.url} (Ctrl-C to stop)")
+    serve_until_interrupted(server)
 
 
 @app.command("demo")
@@ -54,8 +78,9 @@ def demo(workdir: Path = typer.Option(Path("demo-run"), help="Where the generate
     paths = write_incident(incident, workdir / "incident")
     step(f"generated {len(incident.spans)} spans: {fault} fault in {service} of {mesh}")
     server_log = server_logs_to(workdir / "servers.log")
-    with LocalStack(workdir, traces=paths["traces"], openmetrics=paths["openmetrics"]) as stack:
-        step(f"stack up: SQS {stack.moto.url}, Tempo {stack.tempo.url}, Prometheus "
+    with LocalStack(workdir, traces=paths["traces"], openmetrics=paths["openmetrics"], logs=paths["logs"],
+                    namespace=incident.namespace) as stack:
+        step(f"stack up: SQS {stack.moto.url}, Tempo {stack.tempo.url}, Loki {stack.loki.url}, Prometheus "
              f"{stack.prometheus.url if stack.prometheus else '(not installed: topology from traces)'}")
         stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody=paths["event"].read_text())
         step("anomaly event sent to the queue; consumer running the incident flow")
@@ -157,10 +182,13 @@ def stack_up_cmd(
                                                          "(default: a generated sock-shop incident)."),
         openmetrics: Optional[Path] = typer.Option(None, help="Istio series (OpenMetrics) to backfill Prometheus "
                                                               "with (default: the generated incident's)."),
+        logs: Optional[Path] = typer.Option(None, help="Log lines (logs.csv) for the Loki-compatible server "
+                                                       "(default: the generated incident's)."),
         prefect_port: int = typer.Option(4200, help="Prefect server and UI."),
         sqs_port: int = typer.Option(5000, help="moto (SQS and S3)."),
         tempo_port: int = typer.Option(3200, help="Tempo-compatible server."),
         prometheus_port: int = typer.Option(9090, help="Prometheus (started when installed)."),
+        loki_port: int = typer.Option(3100, help="Loki-compatible server (started with logs)."),
         report_port: int = typer.Option(8080, help="baynet serve (incident reports)."),
         workers: int = typer.Option(1, help="Prefect workers on the 'baynet' work pool."),
         refresh_interval: Optional[int] = typer.Option(None, help="Seconds between topology refreshes "
@@ -177,12 +205,14 @@ def stack_up_cmd(
         paths = write_incident(generate("sock-shop", "carts", "latency", fault_start=time.time() - 300),
                                workdir / "incident")
         traces, openmetrics = paths["traces"], openmetrics or paths["openmetrics"]
+        logs = logs or paths["logs"]
         typer.echo(f"generated a sock-shop incident (latency in carts): send it with\n"
                    f"  baynet event send {paths['event']}", err=True)
     started = time.monotonic()
     try:
-        state = stack_up(workdir, traces=traces, openmetrics=openmetrics, prefect_port=prefect_port,
+        state = stack_up(workdir, traces=traces, openmetrics=openmetrics, logs=logs, prefect_port=prefect_port,
                          sqs_port=sqs_port, tempo_port=tempo_port, prometheus_port=prometheus_port,
+                         loki_port=loki_port,
                          report_port=report_port, workers=workers, listener=listener,
                          refresh_interval_s=refresh_interval,
                          progress=lambda text: typer.echo(f"[{time.monotonic() - started:5.1f}s] {text}", err=True))

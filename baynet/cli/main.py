@@ -13,6 +13,7 @@ app.add_typer(operations.app)      # analyse, listen, backfill, confirm, serve
 app.add_typer(local.app)           # demo, generate
 app.add_typer(operations.event_app, name="event")
 app.add_typer(operations.tempo_app, name="tempo")
+app.add_typer(local.loki_app, name="loki")
 app.add_typer(local.stack_app, name="stack")
 app.add_typer(bundle.bundle_app, name="bundle")
 app.add_typer(evaluate.eval_app, name="eval")

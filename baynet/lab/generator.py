@@ -151,6 +151,41 @@ def generate(mesh: str = "sock-shop", fault_service: str | None = None, fault: s
     return Incident(mesh, namespace, fault_service, fault, fault_start, event, gen.spans, truth)
 
 
+_OPS = ("GET /items/{n}", "POST /orders/{n}", "GET /health", "PUT /cart/{n}")
+
+
+def incident_logs(incident: Incident, seed: int = 13) -> "pd.DataFrame":
+    """The log lines the incident's services would write (``logs.csv`` rows), tied to their spans: one
+    INFO line per request a service serves; an ERROR line of a kind never seen before the fault where the
+    faulty service fails on its own; a WARN line in a caller whose call failed (its callee's fault, which
+    the trace tree tells); a sprinkle of ordinary warnings throughout. Plain messages, no code location:
+    the template miner keys them."""
+    import pandas as pd
+
+    rng = random.Random(seed)
+    rows = []
+    for s in incident.spans:
+        if s.kind != "server":
+            continue
+        t = s.start_ns / 1e9
+        stamp = f"2024-01-01T00:00:{(t % 60):06.3f}Z"
+        n = rng.randint(1, 99999)
+        rows.append((t, s.service, s.trace_id, s.span_id, f"{stamp} INFO  [{s.service}] handled "
+                     f"{rng.choice(_OPS).format(n=n)} in {(s.end_ns - s.start_ns) / 1e6:.1f} ms"))
+        if rng.random() < 0.01:
+            rows.append((t + 1e-4, s.service, s.trace_id, s.span_id,
+                         f"{stamp} WARN  [{s.service}] slow downstream pool, {rng.randint(2, 9)} waiting"))
+        if s.failed:
+            own = s.service == incident.fault_service and t >= incident.fault_start
+            line = (f"{stamp} ERROR [{s.service}] request {n} failed: invariant broken in {s.service} handler"
+                    if own else f"{stamp} WARN  [{s.service}] upstream call failed with status 500, request {n}")
+            rows.append((t + 2e-4, s.service, s.trace_id, s.span_id, line))
+    frame = pd.DataFrame(rows, columns=["time", "service", "trace_id", "span_id", "line"])
+    frame.insert(2, "pod", frame["service"] + "-0")
+    frame.insert(5, "level", "")
+    return frame.sort_values("time", kind="stable").reset_index(drop=True)
+
+
 def istio_openmetrics(spans: list[Span], namespace: str, step_s: int = 15) -> str:
     """``istio_requests_total`` counters (both reporters, as real sidecars report) from the spans'
     cross-service calls, in OpenMetrics text for ``promtool tsdb create-blocks-from openmetrics``."""
@@ -189,17 +224,19 @@ def istio_openmetrics(spans: list[Span], namespace: str, step_s: int = 15) -> st
 
 
 def write_incident(incident: Incident, directory: Path) -> dict[str, Path]:
-    """Write traces, Istio series, the event and (apart) the ground truth under ``directory``."""
+    """Write traces, Istio series, log lines, the event and (apart) the ground truth under ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     write_traces(incident.spans, directory / "traces")
     om = directory / "istio.om"
     om.write_text(istio_openmetrics(incident.spans, incident.namespace))
+    logs = directory / "logs.csv"
+    incident_logs(incident).to_csv(logs, index=False, float_format="%.15g")
     event = directory / "event.json"
     event.write_text(json.dumps(incident.event, indent=1))
     truth = directory / "truth" / "truth.json"
     truth.parent.mkdir(exist_ok=True)
     truth.write_text(json.dumps(incident.truth, indent=1))
-    return {"traces": directory / "traces", "openmetrics": om, "event": event, "truth": truth}
+    return {"traces": directory / "traces", "openmetrics": om, "logs": logs, "event": event, "truth": truth}
 
 
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)

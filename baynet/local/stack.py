@@ -21,6 +21,8 @@ import httpx
 from baynet.local.tempo import TempoServer, TraceStore
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from baynet.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -130,13 +132,17 @@ class PrometheusServer:
 
 
 class LocalStack:
-    """Start what an incident analysis talks to; ``env`` holds the BAYNET_* settings that point at it."""
+    """Start what an incident analysis talks to; ``env`` holds the BAYNET_* settings that point at it. With
+    ``logs`` (a ``logs.csv`` file or its rows) the Loki stand-in starts too, its lines pushed under
+    ``namespace``."""
 
     def __init__(self, workdir: Path, traces: Path | None = None, openmetrics: Path | None = None,
                  queue_name: str | None = None, max_receive_count: int = 3, visibility_s: int = 120,
-                 use_prometheus: bool = True):
+                 use_prometheus: bool = True, logs: "Path | pd.DataFrame | None" = None,
+                 namespace: str = "default"):
         self.workdir = Path(workdir)
         self.traces, self.openmetrics = traces, openmetrics
+        self.logs, self.namespace = logs, namespace
         # One queue per stack: moto keeps queues for the life of the process, and SQS refuses to create a
         # queue again under the same name with other attributes.
         import uuid
@@ -162,6 +168,17 @@ class LocalStack:
             if self.use_prometheus and self.openmetrics and prometheus_available():
                 self.prometheus = PrometheusServer(self.openmetrics, self.workdir / "prometheus").start()
                 self._stack.callback(self.prometheus.stop)
+            self.loki = None
+            if self.logs is not None:
+                import pandas as pd
+
+                from baynet.local.loki import LokiServer, push_logs
+
+                self.loki = LokiServer().start()
+                self._stack.callback(self.loki.stop)
+                rows = self.logs if isinstance(self.logs, pd.DataFrame) else pd.read_csv(
+                    self.logs, dtype=str, keep_default_na=False)
+                push_logs(self.loki.url, rows, self.namespace)
             self.sqs = self.moto.client("sqs")
             self.queue_url, self.dlq_url = create_queues(self.sqs, self.queue_name,
                                                          max_receive_count=self.max_receive_count,
@@ -177,6 +194,8 @@ class LocalStack:
         }
         if self.prometheus:
             self.env["BAYNET_PROMETHEUS_URL"] = self.prometheus.url
+        if self.loki:
+            self.env["BAYNET_LOKI_URL"] = self.loki.url
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -276,8 +295,8 @@ def stack_down(workdir: Path, timeout_s: float = 20.0) -> list[str]:
 
 
 def stack_up(workdir: Path, *, traces: Path | None = None, openmetrics: Path | None = None,
-             prefect_port: int = 4200, sqs_port: int = 5000, tempo_port: int = 3200, prometheus_port: int = 9090,
-             report_port: int = 8080, workers: int = 1, listener: bool = True, refresh_interval_s: int | None = None,
+             logs: Path | None = None, prefect_port: int = 4200, sqs_port: int = 5000, tempo_port: int = 3200,
+             prometheus_port: int = 9090, loki_port: int = 3100, report_port: int = 8080, workers: int = 1, listener: bool = True, refresh_interval_s: int | None = None,
              extra_env: dict[str, str] | None = None, progress: Any = None) -> dict[str, Any]:
     """Start the local stack as detached processes; return the recorded state (urls, env, processes)."""
     import sys
@@ -312,6 +331,11 @@ def stack_up(workdir: Path, *, traces: Path | None = None, openmetrics: Path | N
         traces_dir.mkdir(parents=True, exist_ok=True)
         record(_spawn("tempo", [py, "-m", "baynet.cli", "tempo", "serve", str(traces_dir), "--port",
                                 str(tempo_port)], workdir, base_env))
+        loki_url = None
+        if logs:
+            loki_url = f"http://127.0.0.1:{loki_port}"
+            record(_spawn("loki", [py, "-m", "baynet.cli", "loki", "serve", "--logs", str(logs), "--port",
+                                   str(loki_port)], workdir, base_env))
         prom_url = None
         if openmetrics and prometheus_available():
             argv = prometheus_argv(openmetrics, workdir / "prometheus", prometheus_port)
@@ -320,6 +344,9 @@ def stack_up(workdir: Path, *, traces: Path | None = None, openmetrics: Path | N
         wait_http(f"{moto_url}/moto-api/", 60)
         wait_http(f"{tempo_url}/ready", 120)
         say(f"SQS/S3 (moto) {moto_url}; Tempo-compatible {tempo_url}")
+        if loki_url:
+            wait_http(f"{loki_url}/ready", 120)
+            say(f"Loki-compatible {loki_url}")
         if prom_url:
             wait_http(f"{prom_url}/-/ready", 60)
             say(f"Prometheus {prom_url}")
@@ -335,9 +362,12 @@ def stack_up(workdir: Path, *, traces: Path | None = None, openmetrics: Path | N
                "PREFECT_API_URL": f"{prefect_url}/api", **FAKE_AWS}
         if prom_url:
             env["BAYNET_PROMETHEUS_URL"] = prom_url
+        if loki_url:
+            env["BAYNET_LOKI_URL"] = loki_url
         env.update(extra_env or {})
         state["env"] = env
         state["urls"] = {"prefect": prefect_url, "sqs": moto_url, "tempo": tempo_url, "prometheus": prom_url,
+                         "loki": loki_url,
                          "report": f"http://127.0.0.1:{report_port}/baynet", "queue": queue_url, "dlq": dlq_url}
         atomic_json(workdir / STATE, state)
         wait_http(f"{prefect_url}/api/health", 180)

@@ -22,13 +22,16 @@ log = logging.getLogger(__name__)
 
 def live_sources(settings: Settings) -> list[EvidenceSource]:
     """The sources the settings configure: Tempo always; Prometheus metrics and versions when
-    ``BAYNET_PROMETHEUS_URL`` is set and metric evidence is on."""
+    ``BAYNET_PROMETHEUS_URL`` is set and metric evidence is on; Loki when ``BAYNET_LOKI_URL`` is set."""
+    from baynet.sources.loki import LokiLogs
     from baynet.sources.prometheus import IstioVersions, PrometheusMetrics
     from baynet.sources.tempo import TempoTraces
 
     sources: list[EvidenceSource] = [TempoTraces(settings)]
     if settings.prometheus_url and settings.metrics_evidence:
         sources += [PrometheusMetrics(settings), IstioVersions(settings)]
+    if settings.loki_url:
+        sources.append(LokiLogs(settings))
     return sources
 
 
