@@ -19,6 +19,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
+import pandas as pd
+
 from baynet.analysis import analyse
 from baynet.consumer import IncidentRunner, run_consumer
 from baynet.dbn import DBNModel
@@ -26,7 +28,7 @@ from baynet.events import parse_object
 from baynet.evidence import spans_frame
 from baynet.lab.baselines import baro_rank, microrank_rank
 from baynet.lab.datasets.nezha import (
-    NezhaCase, entry_service, list_cases, moved, normal_trace_files, read_spans, shifted,
+    NezhaCase, entry_service, list_cases, moved, normal_log_files, normal_trace_files, read_spans, shifted,
 )
 from baynet.lab.scoring import summarise
 from baynet.local.stack import LocalStack, server_logs_to
@@ -94,7 +96,9 @@ def _run_dataset(path: Path, run_incident: IncidentRunner, *, max_cases: int | N
     rows: list[dict[str, Any]] = []
     used_ids: set[str] = set()
     metric_days: dict[str, Any] = {}
-    with LocalStack(work, use_prometheus=False) as stack:
+    # The Loki stand-in runs when the dataset has logs; each case's lines are pushed into it in turn.
+    has_logs = bool(normal_log_files(path)) or any((Path(path) / c.day / "log").is_dir() for c in cases[:1])
+    with LocalStack(work, use_prometheus=False, logs=pd.DataFrame() if has_logs else None) as stack:
         settings = stack.settings(sqs_wait_seconds=1)
         for i, case in enumerate(cases, 1):
             started = time.monotonic()
@@ -168,15 +172,17 @@ def case_bundle(case: NezhaCase, root: Path, normal: list[Path], out: Path,
     return nezha_bundle(case, Path(root), out, metrics_day=days[case.day], traces=True, normal_files=normal)
 
 
-def replay_case(bundle_dir: Path) -> tuple[Any, dict[str, Any], Any]:
-    """A trace store holding the bundle's traces, its anomaly event, and its spans as a frame (the bundle
-    was just written by :func:`case_bundle`; its traces are parsed once, here)."""
+def replay_case(bundle_dir: Path) -> tuple[Any, dict[str, Any], Any, pd.DataFrame | None]:
+    """A trace store holding the bundle's traces, its anomaly event, its spans as a frame and its log lines
+    (the bundle was just written by :func:`case_bundle`; its traces are parsed once, here)."""
     from baynet.local.tempo import TraceStore
 
     store = TraceStore()
     store.load_dir(Path(bundle_dir) / "traces")
     event = json.loads((Path(bundle_dir) / "event.json").read_text())
-    return store, event, spans_frame([s for t in store.traces.values() for s in t.spans])
+    logs_csv = Path(bundle_dir) / "logs.csv"
+    logs = pd.read_csv(logs_csv, dtype=str, keep_default_na=False) if logs_csv.is_file() else None
+    return store, event, spans_frame([s for t in store.traces.values() for s in t.spans]), logs
 
 
 def _run_case(case: NezhaCase, root: Path, normal: list[Path], stack: LocalStack, settings: Settings,
@@ -190,13 +196,19 @@ def _run_case(case: NezhaCase, root: Path, normal: list[Path], stack: LocalStack
 
     bundle_dir = work / "bundles" / f"{case.day}-{case.inject_ts}-{len(used_ids)}"
     try:
-        store, event, frame = replay_case(case_bundle(case, root, normal, bundle_dir, metric_days))
+        store, event, frame, logs = replay_case(case_bundle(case, root, normal, bundle_dir, metric_days))
     finally:
         shutil.rmtree(bundle_dir, ignore_errors=True)
     while event["id"] in used_ids:  # two faults listed at one time must not share an incident
         event["id"] += "+"
     used_ids.add(event["id"])
     stack.tempo.store = store
+    if stack.loki is not None:
+        from baynet.local.loki import LogStore, push_logs
+
+        stack.loki.store = LogStore()
+        if logs is not None:
+            push_logs(stack.loki.url, logs, event.get("namespace") or "default")
     event_id = event["id"]
     windows = Windows.around(event["timestamp"], settings)
     stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody=json.dumps(event))

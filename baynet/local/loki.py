@@ -286,6 +286,9 @@ class LokiServer:
                 labels = {str(k): str(v) for k, v in stream["stream"].items()}
                 values = []
                 for value in stream["values"]:
+                    if not isinstance(value[1], str):
+                        return 400, TEXT, b"loghttp.PushRequest.Streams: []*loghttp.Stream: unmarshalerDecoder: " \
+                                          b"log line is not a string\n"
                     if not isinstance(value[0], str):
                         return 400, TEXT, b"loghttp.PushRequest.Streams: []*loghttp.Stream: unmarshalerDecoder: " \
                                           b"Value is not a string\n"

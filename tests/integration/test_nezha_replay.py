@@ -20,7 +20,7 @@ def test_cpu_contention_shows_as_the_injected_services_latency_shift(prefect_har
     require(DATA.is_dir(), f"Nezha data at {DATA}")
     case = next(c for c in list_cases(DATA) if c.trace_files and c.fault_type == "cpu_contention"
                 and c.truth == "checkoutservice")
-    store, event, _ = replay_case(case_bundle(case, DATA, normal_trace_files(DATA), tmp_path / "bundle"))
+    store, event, _, _ = replay_case(case_bundle(case, DATA, normal_trace_files(DATA), tmp_path / "bundle"))
     with TempoServer(store) as tempo:
         baynet_env.setenv("BAYNET_TEMPO_URL", tempo.url)
         from flows.incident import incident_rca
