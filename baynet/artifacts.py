@@ -348,6 +348,35 @@ def _exemplar_links(row: dict[str, Any]) -> str:
     return "<br>".join(out)
 
 
+def log_templates_html(ranking: list[dict[str, Any]]) -> str:
+    """Per top service, the log templates that appeared or rose, with a few lines linked to their traces."""
+    blocks = []
+    for r in ranking:
+        found = r.get("log_templates") or []
+        if not found:
+            continue
+        rows = []
+        for f in found:
+            lines = []
+            for ex in f.get("samples", []):
+                text = html.escape(ex.get("line", ""))
+                url = ex.get("url")
+                trace = html.escape(str(ex.get("trace_id", ""))[:16])
+                link = (f' <a class="log-trace" href="{html.escape(url)}">trace {trace}</a>'
+                        if url and str(url).lower().startswith(("http://", "https://"))
+                        else (f' <span class="log-trace">trace {trace}</span>' if trace else ""))
+                lines.append(f'<code>{text}</code>{link}')
+            rows.append(f'<tr><td>{html.escape(f["level"])}</td><td>{html.escape(f["template"][:160])}</td>'
+                        f'<td>{html.escape(str(f["change"]))}</td><td>{f["incident"]:g}/min (before {f["baseline"]:g})</td>'
+                        f'<td>{"<br>".join(lines)}</td></tr>')
+        blocks.append(f'<h3>{html.escape(r["service"])}</h3><table class="log-templates" data-service='
+                      f'"{html.escape(r["service"])}"><tr><th>level</th><th>template</th><th>change</th>'
+                      f'<th>rate</th><th>lines</th></tr>{"".join(rows)}</table>')
+    if not blocks:
+        return ""
+    return '<h2>Log templates that appeared or rose</h2>' + "".join(blocks)
+
+
 def _colour(p: float) -> str:
     # white -> red with the posterior
     g = int(255 * (1 - min(1.0, max(0.0, p))))
@@ -428,6 +457,7 @@ blue: edges new since the last topology snapshot. Click a service for its eviden
 <h2>Ranking</h2>
 <table id="ranking"><tr><th>rank</th><th>service</th><th>P(root cause)</th><th>evidence</th>
 <th>example traces</th></tr>{rows}</table>
+{log_templates_html(ranking[:5])}
 {charts_html(evidence, [r["service"] for r in ranking[:5]])}
 <script>
 const EVIDENCE = {evidence_json};

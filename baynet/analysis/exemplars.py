@@ -86,3 +86,43 @@ def _unusual_shapes(spans: pd.DataFrame, shapes: pd.DataFrame, in_base: np.ndarr
         if len(out) >= per_kind:
             break
     return out
+
+
+def log_templates(logs: pd.DataFrame | None, ranking: list[dict[str, Any]], windows: Windows,
+                  template: str | None = None, *, top: int = 5, per_service: int = 5, samples: int = 2) -> None:
+    """Add to the first ``top`` services of ``ranking`` the log templates that appeared or rose in the
+    incident slices against the baseline, as ``log_templates``: ``[{"template", "level", "incident",
+    "baseline", "change", "samples": [{"line", "trace_id", "url"}]}]`` (counts per minute; the samples
+    linked to their trace through ``template``, http(s) only), WARN/ERROR templates first."""
+    if logs is None or logs.empty:
+        return
+    from baynet.evidence.logs import BAD_LEVELS, keyed
+
+    lines = keyed(logs)
+    t = lines["time"].to_numpy(dtype=float)
+    lo, hi = windows.incident
+    b_lo, b_hi = windows.baseline
+    inc_min, base_min = max((hi - lo) / 60, 1e-9), max((b_hi - b_lo) / 60, 1e-9)
+    usable = template if template and template.lower().startswith(("http://", "https://")) and \
+        "{trace_id}" in template else None
+    for row in ranking[:top]:
+        mine = lines[lines["service"] == row["service"]]
+        here = mine[(mine["time"] >= lo) & (mine["time"] < hi)]
+        if here.empty:
+            continue
+        in_base = mine[(mine["time"] >= b_lo) & (mine["time"] < b_hi)]["key"].value_counts() / base_min
+        found = []
+        for key, n in (here["key"].value_counts() / inc_min).items():
+            before = float(in_base.get(key, 0.0))
+            if before > 0 and n < 2 * before:
+                continue
+            change = "new" if before == 0 else f"x{n / before:.1f}"
+            ex = here[here["key"] == key].head(samples)
+            found.append({"template": key.split(" ", 1)[1], "level": key.split(" ", 1)[0],
+                          "incident": round(float(n), 2), "baseline": round(before, 2), "change": change,
+                          "samples": [{"line": str(r.line)[:300], "trace_id": str(r.trace_id or ""),
+                                       "url": usable.replace("{trace_id}", str(r.trace_id))
+                                       if usable and r.trace_id else None} for r in ex.itertuples()]})
+        found.sort(key=lambda f: (f["level"] not in BAD_LEVELS, f["baseline"] > 0, -f["incident"]))
+        if found:
+            row["log_templates"] = found[:per_service]

@@ -113,20 +113,28 @@ class Templates:
 
 
 def keyed(logs: pd.DataFrame, templates: Templates | None = None) -> pd.DataFrame:
-    """``logs`` with ``level`` filled in from the line where it was blank and a template ``key`` per line."""
+    """``logs`` with ``level`` filled in from the line where it was blank and a template ``key`` per line.
+    Each distinct line is read once (repeated lines are common)."""
     out = logs.copy()
     line = out["line"].astype(str)
     level = out["level"].fillna("").astype(str).str.upper().map(lambda v: _LEVELS.get(v, ""))
+    distinct = pd.unique(line.to_numpy())
     missing = level == ""
     if missing.any():
-        level[missing] = line[missing].map(level_of)
+        read = {text: level_of(text) for text in pd.unique(line[missing].to_numpy())}
+        level[missing] = line[missing].map(read)
     out["level"] = level
-    where = line.map(location_of)
-    need = where.isna()
-    if need.any():
+    where = {text: location_of(text) for text in distinct}
+    plain = [text for text, loc in where.items() if loc is None]
+    if plain:
         templates = templates or Templates()
-        where[need] = line[need].map(lambda text: templates.key(_PREFIX.sub("", text, count=1)))
-    out["key"] = out["level"] + " " + where.astype(str)
+        by_message: dict[str, str] = {}
+        for text in plain:
+            message = _PREFIX.sub("", text, count=1)
+            if message not in by_message:
+                by_message[message] = templates.key(message)
+            where[text] = by_message[message]
+    out["key"] = out["level"] + " " + line.map(where).astype(str)
     return out
 
 
@@ -160,27 +168,36 @@ def _span_steps(lines: pd.DataFrame, spans: pd.DataFrame | None, baseline: tuple
     Spans of the traces that wrote no line count too (``^<operation> -> $``): an exception that stops a
     service before it logs leaves exactly that. One row per (span, a, b); ``b`` is None on the rows that say
     a span shows ``a`` at all."""
-    with_span = lines[lines["span_id"] != ""].sort_values("time", kind="stable")
-    keys = with_span.groupby("span_id", sort=False)["key"].agg(list).to_dict()
-    where = with_span.groupby("span_id", sort=False)[["service", "window"]].first()
-    heads: dict[str, tuple[str, int, str]] = {}
+    with_span = lines.loc[lines["span_id"] != "", ["service", "span_id", "window", "time", "key"]]
+    with_span = with_span.sort_values(["span_id", "time"], kind="stable")
+    # The head of each span: its operation where the traces have it, else "^"; the window of its start.
+    heads = with_span.groupby("span_id", sort=False)[["service", "window"]].first()
+    heads["key"] = "^"
     if spans is not None and len(spans):
         t = spans["start_ns"].to_numpy() / 1e9
         window = _window_of(t, baseline, slices)
-        for span_id, service, op, w in zip(spans["span_id"].astype(str), spans["service"].astype(str),
-                                           spans["name"].astype(str), window):
-            if w >= -1:
-                heads[span_id] = (service, int(w), "^" + op)
-    for span_id, (service, w) in zip(where.index, zip(where["service"], where["window"])):
-        if span_id not in heads:
-            heads[span_id] = (str(service), int(w), "^")
-    rows = []
-    for span_id, (service, w, head) in heads.items():
-        seq = [head] + keys.get(span_id, []) + ["$"]
-        steps = {(a, b) for a, b in zip(seq[:-1], seq[1:]) if a != b}
-        rows += [(service, w, span_id, a, None) for a in {a for a, _ in steps}]
-        rows += [(service, w, span_id, a, b) for a, b in steps]
-    return pd.DataFrame(rows, columns=["service", "window", "span_id", "a", "b"])
+        traced = pd.DataFrame({"service": spans["service"].astype(str).to_numpy(),
+                               "window": window, "key": "^" + spans["name"].astype(str).to_numpy()},
+                              index=spans["span_id"].astype(str).to_numpy())
+        traced = traced[(window >= -1) & ~traced.index.duplicated()]
+        heads = pd.concat([traced, heads[~heads.index.isin(traced.index)]])
+    heads.index.name = "span_id"
+    heads = heads.reset_index()
+    body = with_span[["span_id", "key"]].assign(order=1)
+    ends = heads[["span_id"]].assign(key="$", order=2)
+    seq = pd.concat([heads[["span_id", "key"]].assign(order=0), body, ends], ignore_index=True)
+    seq = seq.sort_values(["span_id", "order"], kind="stable")
+    a = seq["key"].to_numpy()[:-1]
+    b = seq["key"].to_numpy()[1:]
+    same_span = seq["span_id"].to_numpy()[:-1] == seq["span_id"].to_numpy()[1:]
+    pairs = pd.DataFrame({"span_id": seq["span_id"].to_numpy()[:-1], "a": a, "b": b})[same_span & (a != b)]
+    pairs = pairs.drop_duplicates()
+    where = heads.set_index("span_id")[["service", "window"]]
+    pairs = pairs.join(where, on="span_id")
+    shows = pairs[["service", "window", "span_id", "a"]].drop_duplicates().assign(b=None)
+    out = pd.concat([shows, pairs[["service", "window", "span_id", "a", "b"]]], ignore_index=True)
+    out["window"] = out["window"].astype(np.int64)
+    return out[["service", "window", "span_id", "a", "b"]]
 
 
 def _vanished(steps: pd.DataFrame, n_slices: int, th: LogThresholds, excluded: set[str] | None = None
@@ -274,28 +291,36 @@ def build_log_evidence(logs: pd.DataFrame, baseline: tuple[float, float], slices
     own = lines[~lines["span_id"].isin(propagated) | (lines["span_id"] == "")]
     base_bad = own[(own["window"] == -1) & own["bad"]].groupby("service").size()
     base_lines = lines[in_base].groupby("service").size()
+    inc_own = own[own["window"] >= 0]
+    g_own = inc_own.groupby(["service", "window"])
+    n_own, n_bad, n_new = g_own.size(), g_own["bad"].sum(), g_own["new"].sum()
+    n_all = lines[lines["window"] >= 0].groupby(["service", "window"]).size()
+    new_lines = inc_own[inc_own["new"]]
+    new_keys = new_lines.groupby(["service", "window"])["key"].nunique()
+    top_new = new_lines.groupby(["service", "window", "key"]).agg(count=("line", "size"), line=("line", "first"))
+    top_new = top_new.reset_index().sort_values("count", ascending=False, kind="stable").drop_duplicates(
+        ["service", "window"]).set_index(["service", "window"])
     rows = []
     for service in sorted(set(lines["service"])):
+        known = service in base_lines.index
         for w in range(n):
-            here = own[(own["service"] == service) & (own["window"] == w)]
-            all_here = int(((lines["service"] == service) & (lines["window"] == w)).sum())
+            k = (service, w)
             seconds = max(1.0, min(slices[w][1] - slices[w][0], float(extent.get(w, 0.0))))
-            bad, new = here[here["bad"]], here[here["new"]]
-            known = service in base_lines.index
-            bad_score = _binomial_score(len(bad), len(here), (base_bad.get(service, 0) + 0.5)
+            bad, here, new = int(n_bad.get(k, 0)), int(n_own.get(k, 0)), int(n_new.get(k, 0))
+            bad_score = _binomial_score(bad, here, (base_bad.get(service, 0) + 0.5)
                                         / (base_lines.get(service, 0) + 1.0)) if known else 0.0
-            new_score = _poisson_score(len(new), 0.5 * seconds / base_s) if known else 0.0
-            v_score, v_what = vanished.get((service, w), (0.0, ""))
+            new_score = _poisson_score(new, 0.5 * seconds / base_s) if known else 0.0
+            v_score, v_what = vanished.get(k, (0.0, ""))
             top = ""
-            if len(new):
-                key, count = new["key"].value_counts().index[0], int(new["key"].value_counts().iloc[0])
-                top = f"new {key} x{count}: {new.loc[new['key'] == key, 'line'].iloc[0][:160]}"
+            if new:
+                t = top_new.loc[k]
+                top = f"new {t['key']} x{int(t['count'])}: {str(t['line'])[:160]}"
             elif v_what:
                 top = v_what
             score = max(bad_score, new_score, v_score)
             level = -1 if not known else 2 if score >= th.severe else 1 if score >= th.anomalous else 0
-            rows.append((service, w, all_here, len(bad), bad_score, new["key"].nunique(), new_score, v_score, v_what,
-                         top, score, level))
+            rows.append((service, w, int(n_all.get(k, 0)), bad, bad_score, int(new_keys.get(k, 0)), new_score,
+                         v_score, v_what, top, score, level))
     ev = pd.DataFrame(rows, columns=LOG_EVIDENCE_COLUMNS)
     base = pd.DataFrame({"service": sorted(set(lines["service"])), "window": -1})
     ev = pd.concat([base, ev], ignore_index=True)

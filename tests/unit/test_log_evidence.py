@@ -147,3 +147,22 @@ def test_logs_are_a_third_own_work_observation_that_matches_pgmpy():
     exact = m.infer_pgmpy(levels.states, levels.own, ["front", "a", "b"], own_logs=levels.logs)
     assert fast == pytest.approx(exact, abs=1e-9)
     assert fast["a"] > 5 * fast["b"]
+
+
+def test_the_report_lists_templates_that_appeared_or_rose_with_lines_linked_to_their_traces():
+    from baynet.analysis.exemplars import log_templates
+    from baynet.artifacts import log_templates_html
+    from baynet.windows import Windows
+
+    windows = Windows(BASE, SLICES)
+    rows = [(float(t), "pay", f"s{t}", "INFO p.Pay#1 charge") for t in range(0, 780, 2)]
+    rows += [(700.0 + i, "pay", f"e{i}", "ERROR p.Pay#9 card <rejected>") for i in range(10)]
+    logs = frame(rows).assign(trace_id=lambda f: "ab" + f["span_id"].str.replace("s", "0").str.replace("e", "1"))
+    ranking = [{"service": "pay", "rank": 1, "posterior": 0.9}, {"service": "cart", "rank": 2, "posterior": 0.1}]
+    log_templates(logs, ranking, windows, "https://grafana.example/explore?trace={trace_id}")
+    (found,) = ranking[0]["log_templates"]
+    assert found["template"] == "p.Pay#9" and found["level"] == "ERROR" and found["change"] == "new"
+    assert found["samples"][0]["url"].startswith("https://grafana.example/explore?trace=ab1")
+    assert "log_templates" not in ranking[1]
+    page = log_templates_html(ranking)
+    assert 'class="log-trace" href="https://grafana.example' in page and "&lt;rejected&gt;" in page
