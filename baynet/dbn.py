@@ -41,6 +41,7 @@ O_STATES = ["ok", "degraded", "failing"]
 S_STATES = ["ok", "anomalous", "severe"]
 R_STATES = ["no", "yes"]
 GROUP = 3  # callees per intermediate node in the pgmpy export (parent divorcing)
+MAX_TEMPLATES = 5000  # log templates the model keeps
 MODEL_VERSION = 2
 
 
@@ -86,6 +87,9 @@ class DBNModel:
     root_counts: dict[str, list[float]] = field(default_factory=dict)   # service: [a, b]
     params: Params = field(default_factory=Params)
     updates: int = 0
+    # The mesh's log vocabulary (templates mined from lines without a code location), carried from one
+    # incident to the next so the same line gets the same key.
+    log_templates: list[str] = field(default_factory=list)
 
     # --- structure -------------------------------------------------------------------------------
 
@@ -128,6 +132,11 @@ class DBNModel:
         return odds / (1 + odds)
 
     # --- parameters ------------------------------------------------------------------------------
+
+    def learn_templates(self, templates: list[str]) -> None:
+        """Add log templates to the vocabulary (a set: the order incidents arrive in does not matter)."""
+        if templates:
+            self.log_templates = sorted(set(self.log_templates) | set(templates))[:MAX_TEMPLATES]
 
     def update_parameters(self, edge_stats: list[dict[str, Any]]) -> None:
         """Bayesian update of propagation strengths from per-edge span counts (forgetting old counts).
@@ -527,7 +536,7 @@ class DBNModel:
         return {"version": MODEL_VERSION, "services": self.services, "callees": self.callees,
                 "edge_counts": self.edge_counts, "root_counts": self.root_counts,
                 "params": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self.params).items()},
-                "updates": self.updates}
+                "updates": self.updates, "log_templates": self.log_templates}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "DBNModel":
@@ -535,7 +544,8 @@ class DBNModel:
             raise ValueError(f"model version {data.get('version')!r} is not {MODEL_VERSION}; rebuild the model")
         params = Params(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["params"].items()})
         return cls(services=data["services"], callees=data["callees"], edge_counts=data["edge_counts"],
-                   root_counts=data["root_counts"], params=params, updates=data.get("updates", 0))
+                   root_counts=data["root_counts"], params=params, updates=data.get("updates", 0),
+                   log_templates=list(data.get("log_templates", [])))
 
 
 def confirmed_propagation(root_cause: str, states: dict[str, list[int]], callees: dict[str, list[str]]

@@ -60,12 +60,15 @@ CAS_ATTEMPTS = 20
 
 # --- the model --------------------------------------------------------------------------------------
 
-def update_record(topology: Topology, edges: pd.DataFrame) -> dict[str, Any]:
-    """What one incident changes in the model: the topology it saw and its per-edge span counts."""
+def update_record(topology: Topology, edges: pd.DataFrame, log_templates: list[str] | None = None
+                  ) -> dict[str, Any]:
+    """What one incident changes in the model: the topology it saw, its per-edge span counts and the log
+    templates its lines were keyed by."""
     rows = edges.reindex(columns=list(EDGE_FIELDS)).to_dict("records") if len(edges) else []
     return {"services": sorted(topology.services), "edges": sorted([a, c] for a, c in topology.edges),
             "edge_stats": [{"caller": str(r["caller"]), "callee": str(r["callee"]),
-                            "child_bad": float(r["child_bad"]), "both_bad": float(r["both_bad"])} for r in rows]}
+                            "child_bad": float(r["child_bad"]), "both_bad": float(r["both_bad"])} for r in rows],
+            "log_templates": sorted(log_templates or [])}
 
 
 def apply_update(model: DBNModel, record: dict[str, Any]) -> dict[str, Any]:
@@ -73,6 +76,7 @@ def apply_update(model: DBNModel, record: dict[str, Any]) -> dict[str, Any]:
     propagation strengths from its counts. Returns the structure changes."""
     changes = model.update_structure(set(record["services"]), {(a, c) for a, c in record["edges"]})
     model.update_parameters(record["edge_stats"])
+    model.learn_templates(record.get("log_templates", []))
     return changes
 
 
@@ -138,10 +142,12 @@ class ModelLog:
         self.cache_key = f"model/{namespace}/latest.json"
         self.base_key = f"model/{namespace}/base.json"
 
-    def record(self, event: Any, topology: Topology, edges: pd.DataFrame) -> bool:
+    def record(self, event: Any, topology: Topology, edges: pd.DataFrame, log_templates: list[str] | None = None
+               ) -> bool:
         """Append this incident's update (create-only). False when the event was recorded before."""
         key = log_key(self.namespace, event.timestamp, event.id)
-        record = {"event_id": event.id, "event_time": event.timestamp.isoformat(), **update_record(topology, edges)}
+        record = {"event_id": event.id, "event_time": event.timestamp.isoformat(),
+                  **update_record(topology, edges, log_templates)}
         return self.store.put_if(key, json.dumps(record), None) is not None
 
     def keys(self) -> list[str]:

@@ -32,7 +32,8 @@ def store_results(result: AnalysisResult, diff: TopologyDiff, settings: Settings
     ui_url = flow_run.get_flow_run_ui_url()  # "None/flow-runs/..." when no UI is configured
     locations = store_artifacts(store, event, ranking, path, result.evidence, result.topology, diff, result.model,
                                 fetch_stats, run_url=ui_url if ui_url and ui_url.startswith("http") else None,
-                                run_id=flow_run.get_id(), model_update=result.model_update)
+                                run_id=flow_run.get_id(), model_update=result.model_update,
+                                log_templates=result.log_templates)
     create_table_artifact(
         key=artifact_key("rca-ranking", event.service),
         table=[{"rank": r["rank"], "service": r["service"], "posterior": round(r["posterior"], 4),

@@ -51,6 +51,7 @@ class AnalysisResult:
     structure_changes: dict[str, Any] = field(default_factory=dict)
     judged: dict[str, Judged] = field(default_factory=dict)
     spans: pd.DataFrame | None = None
+    log_templates: list[str] = field(default_factory=list)   # the log vocabulary this incident adds
 
 
 def analyse(event: AnomalyEvent, observations: Observations, model: DBNModel, settings: Settings, *,
@@ -63,7 +64,7 @@ def analyse(event: AnomalyEvent, observations: Observations, model: DBNModel, se
     for kind, judge in JUDGES.items():
         if use is not None and kind not in use:
             continue
-        found = judge(observations, windows, settings)
+        found = judge(observations, windows, settings, model)
         if found is not None:
             judged[kind] = found
     evidence = fuse(*(judged[k].evidence if k in judged else None for k in ("traces", "metrics", "logs")))
@@ -71,7 +72,8 @@ def analyse(event: AnomalyEvent, observations: Observations, model: DBNModel, se
     edges = traces.edges if traces is not None and traces.edges is not None else pd.DataFrame(columns=EDGE_COLUMNS)
     graph = incident_topology(topology, list(judged.values()), set(evidence["service"]), settings.namespace,
                               windows.incident[1] - windows.incident[0])
-    structure_changes = reestimate(model, graph, edges)
+    templates = judged["logs"].templates if "logs" in judged else []
+    structure_changes = reestimate(model, graph, edges, templates)
     factors = {s: f for j in judged.values() for s, f in j.prior_factor.items()} or None
     ranking, path = infer(model, event, evidence, graph, settings, factors) if not evidence.empty else ([], [])
     spans = observations.table("spans") if "traces" in judged else None
@@ -87,4 +89,4 @@ def analyse(event: AnomalyEvent, observations: Observations, model: DBNModel, se
     if "changes" in judged:
         fetch["changes"] = judged["changes"].found
     return AnalysisResult(event, ranking, path, evidence, graph, model, edges, used, notes, fetch,
-                          structure_changes, judged, spans)
+                          structure_changes, judged, spans, templates)

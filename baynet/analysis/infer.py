@@ -86,10 +86,11 @@ def _metric_bits(r: Any) -> list[str]:
     return bits
 
 
-def reestimate(model: DBNModel, topology: Topology, edges: pd.DataFrame) -> dict[str, Any]:
-    """Step 4: align the structure with the topology, then update parameters from span counts (the same
-    fold the persistent model applies to this incident's recorded update)."""
-    return apply_update(model, update_record(topology, edges))
+def reestimate(model: DBNModel, topology: Topology, edges: pd.DataFrame, log_templates: list[str] | None = None
+               ) -> dict[str, Any]:
+    """Step 4: align the structure with the topology, then update parameters from span counts and the log
+    vocabulary (the same fold the persistent model applies to this incident's recorded update)."""
+    return apply_update(model, update_record(topology, edges, log_templates))
 
 
 def infer(model: DBNModel, event: AnomalyEvent, evidence: pd.DataFrame, topology: Topology,

@@ -29,7 +29,8 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 def store_artifacts(store: ArtifactStore, event: AnomalyEvent, ranking: list[dict[str, Any]], path: list[str],
                     evidence: pd.DataFrame, topology: Topology, diff: TopologyDiff, model: DBNModel,
                     fetch_stats: dict[str, Any], run_url: str | None = None, run_id: str | None = None,
-                    model_update: pd.DataFrame | None = None) -> dict[str, str]:
+                    model_update: pd.DataFrame | None = None, log_templates: list[str] | None = None
+                    ) -> dict[str, str]:
     """Write every artifact of one incident, then its model update (``model_update``: the per-edge span
     counts, when the model was re-estimated from them), the completion marker last. Returns name -> location."""
     base = f"incidents/{event.id}"
@@ -57,6 +58,6 @@ def store_artifacts(store: ArtifactStore, event: AnomalyEvent, ranking: list[dic
     # The model persists between incidents as a log of their updates (create-only: a duplicate adds
     # nothing), folded in event-time order by the next load (baynet.state).
     if model_update is not None:
-        ModelLog(store, topology.namespace).record(event, topology, model_update)
+        ModelLog(store, topology.namespace).record(event, topology, model_update, log_templates)
     out[COMPLETE] = store.put(f"{base}/{COMPLETE}", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     return out

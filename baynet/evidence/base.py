@@ -24,3 +24,4 @@ class Judged:
     call_edges: set[tuple[str, str]] = field(default_factory=set)
     prior_factor: dict[str, float] = field(default_factory=dict)
     found: list[str] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)   # logs: the vocabulary the lines were keyed by

@@ -26,6 +26,7 @@ import pandas as pd
 from baynet.evidence.base import Judged
 
 if TYPE_CHECKING:
+    from baynet.dbn import DBNModel
     from baynet.settings import Settings
     from baynet.sources.base import Observations
     from baynet.windows import Windows
@@ -99,7 +100,8 @@ def canary(signals: pd.DataFrame | None, slices: list[tuple[float, float]],
     return pd.DataFrame(rows, columns=cols)
 
 
-def judge(observations: "Observations", windows: "Windows", settings: "Settings") -> Judged | None:
+def judge(observations: "Observations", windows: "Windows", settings: "Settings", model: "DBNModel | None" = None
+          ) -> Judged | None:
     """Recent changes as root-cause prior multipliers at the anomaly time (None when nothing changed)."""
     listed, versions = observations.table("changes"), observations.table("versions")
     if listed is None and versions is None:

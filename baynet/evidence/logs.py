@@ -39,6 +39,7 @@ from scipy import stats
 from baynet.evidence.base import Judged
 
 if TYPE_CHECKING:
+    from baynet.dbn import DBNModel
     from baynet.settings import Settings
     from baynet.sources.base import Observations
     from baynet.windows import Windows
@@ -332,8 +333,11 @@ def build_log_evidence(logs: pd.DataFrame, baseline: tuple[float, float], slices
     return ev[LOG_EVIDENCE_COLUMNS].sort_values(["service", "window"]).reset_index(drop=True)
 
 
-def judge(observations: "Observations", windows: "Windows", settings: "Settings") -> Judged | None:
-    """The log evidence of an incident (None without log lines), on the slices the trace evidence keeps."""
+def judge(observations: "Observations", windows: "Windows", settings: "Settings", model: "DBNModel | None" = None
+          ) -> Judged | None:
+    """The log evidence of an incident (None without log lines), on the slices the trace evidence keeps; lines
+    without a code location keyed by a miner seeded with ``model``'s vocabulary, which the templates
+    mined here extend."""
     logs = observations.table("logs")
     if logs is None:
         return None
@@ -342,5 +346,6 @@ def judge(observations: "Observations", windows: "Windows", settings: "Settings"
     if spans is not None and len(spans):  # the trace evidence drops slices without any span: so do we
         starts = spans["start_ns"].to_numpy() / 1e9
         slices = [(lo, hi) for lo, hi in slices if ((starts >= lo) & (starts < hi)).any()] or slices
-    evidence = build_log_evidence(logs, windows.baseline, slices, spans)
-    return Judged("logs", evidence if not evidence.empty else None)
+    templates = Templates(known=model.log_templates if model is not None else ())
+    evidence = build_log_evidence(logs, windows.baseline, slices, spans, templates=templates)
+    return Judged("logs", evidence if not evidence.empty else None, templates=templates.known)

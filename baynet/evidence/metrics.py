@@ -50,6 +50,7 @@ from baynet.evidence.base import Judged
 from baynet.evidence.changes import ChangeParams, canary
 
 if TYPE_CHECKING:
+    from baynet.dbn import DBNModel
     from baynet.settings import Settings
     from baynet.sources.base import Observations
     from baynet.windows import Windows
@@ -323,7 +324,8 @@ def aligned_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFram
     return ev, notes
 
 
-def judge(observations: "Observations", windows: "Windows", settings: "Settings") -> Judged | None:
+def judge(observations: "Observations", windows: "Windows", settings: "Settings", model: "DBNModel | None" = None
+          ) -> Judged | None:
     """The metric evidence of an incident (None without signal or resource rows), on the slices the trace
     evidence keeps; with version rows (``versions``, else the signals'), the canary test of each
     service's newest version against the older. Call edges: the signal rows that name a source."""

@@ -48,6 +48,7 @@ from baynet.evidence.base import Judged
 from baynet.otlp import Span
 
 if TYPE_CHECKING:
+    from baynet.dbn import DBNModel
     from baynet.settings import Settings
     from baynet.sources.base import Observations
     from baynet.windows import Windows
@@ -507,7 +508,8 @@ def _edge_counts(df: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["caller", "callee"], kind="stable").reset_index(drop=True)[EDGE_COLUMNS]
 
 
-def judge(observations: "Observations", windows: "Windows", settings: "Settings") -> Judged | None:
+def judge(observations: "Observations", windows: "Windows", settings: "Settings", model: "DBNModel | None" = None
+          ) -> Judged | None:
     """The trace evidence of an incident (None without spans)."""
     spans = observations.table("spans")
     if spans is None:

@@ -166,3 +166,29 @@ def test_the_report_lists_templates_that_appeared_or_rose_with_lines_linked_to_t
     assert "log_templates" not in ranking[1]
     page = log_templates_html(ranking)
     assert 'class="log-trace" href="https://grafana.example' in page and "&lt;rejected&gt;" in page
+
+
+def test_the_log_vocabulary_is_kept_with_the_model_and_seeds_the_next_incident():
+    from baynet.analysis import analyse
+    from baynet.events import parse_object
+    from baynet.settings import Settings
+    from baynet.sources.base import Observations, Observed
+    from baynet.state import apply_update, update_record
+    from baynet.topology import Topology
+
+    (event,) = parse_object({"id": "v1", "service": "pay", "event_type": "errors", "timestamp": 780.0 + 1e9,
+                             "severity": "critical"})
+    rows = [(1e9 + t, "pay", f"s{t}", f"2024-01-01 12:00:00 INFO charged card {t} for order {t * 7}")
+            for t in range(0, 780, 3)]
+    model = DBNModel()
+    result = analyse(event, Observations([Observed("logs", {"logs": frame(rows)})]), model,
+                     Settings(_env_file=None))
+    assert result.log_templates and model.log_templates == result.log_templates
+    assert any("charged card" in t for t in model.log_templates)
+    assert DBNModel.from_json(model.to_json()).log_templates == model.log_templates
+    # folding records in either order gives the same vocabulary
+    a, b = DBNModel(), DBNModel()
+    r1 = update_record(Topology("ns", "x"), pd.DataFrame(), ["t1 <*>", "t2"])
+    r2 = update_record(Topology("ns", "x"), pd.DataFrame(), ["t3"])
+    apply_update(a, r1), apply_update(a, r2), apply_update(b, r2), apply_update(b, r1)
+    assert a.log_templates == b.log_templates == ["t1 <*>", "t2", "t3"]
