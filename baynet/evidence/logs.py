@@ -18,7 +18,9 @@ variable parts masked. Per service and slice, against the service's own baseline
 * **own or propagated** -- lines carry the trace and span ids of the span that wrote them: a span whose
   descendant (in another service) is anomalous itself (WARN/ERROR lines, or a vanished step) only passes
   the fault on, and its lines do not count as its service's own evidence. The trace tree decides, so the
-  deepest anomalous service keeps the blame.
+  deepest anomalous service keeps the blame. A WARN/ERROR line that names another service of the incident
+  is about a call to it (one that may have failed before any span of it existed) and does not count
+  either.
 
 Each score is ``-log10`` of its test's p-value; the service's own-work level for the DBN (``l_own_state``)
 is anomalous from :attr:`LogThresholds.anomalous` and severe from :attr:`LogThresholds.severe`. A service
@@ -264,6 +266,23 @@ def _with_anomalous_descendant(spans: pd.DataFrame | None, anomalous: set[str]) 
     return out
 
 
+def _names_another(lines: pd.DataFrame, spans: pd.DataFrame | None) -> np.ndarray:
+    """WARN/ERROR lines that name another service of the incident ("No instances available for
+    ts-basic-service", "call to payment failed"): about a call to it, not the writer's own work, even where
+    no span of the call exists (it failed before it was sent)."""
+    names = set(lines["service"].astype(str)) | (set(spans["service"].astype(str)) if spans is not None else set())
+    names = sorted((n for n in names if len(n) >= 4), key=len, reverse=True)
+    if not names:
+        return np.zeros(len(lines), dtype=bool)
+    pattern = re.compile(r"(?<![\w-])(" + "|".join(re.escape(n) for n in names) + r")(?![\w-])")
+    out = np.zeros(len(lines), dtype=bool)
+    bad = lines["bad"].to_numpy()
+    for i, (service, line) in enumerate(zip(lines["service"].astype(str), lines["line"].astype(str))):
+        if bad[i]:
+            out[i] = any(m != service for m in pattern.findall(line))
+    return out
+
+
 def build_log_evidence(logs: pd.DataFrame, baseline: tuple[float, float], slices: list[tuple[float, float]],
                        spans: pd.DataFrame | None = None, thresholds: LogThresholds = LogThresholds(),
                        templates: Templates | None = None) -> pd.DataFrame:
@@ -289,7 +308,7 @@ def build_log_evidence(logs: pd.DataFrame, baseline: tuple[float, float], slices
     anomalous = set(lines.loc[lines["new"] & (lines["span_id"] != ""), "span_id"]) | vanishing
     propagated = _with_anomalous_descendant(spans, anomalous)
     vanished, _ = _vanished(steps, n, th, excluded=propagated)
-    own = lines[~lines["span_id"].isin(propagated) | (lines["span_id"] == "")]
+    own = lines[(~lines["span_id"].isin(propagated) | (lines["span_id"] == "")) & ~_names_another(lines, spans)]
     base_bad = own[(own["window"] == -1) & own["bad"]].groupby("service").size()
     base_lines = lines[in_base].groupby("service").size()
     inc_own = own[own["window"] >= 0]

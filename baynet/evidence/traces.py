@@ -324,9 +324,10 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     ev["net_frac"] = [gaps.get((s, w), (0.0, 0))[0] for s, w in zip(ev["service"], ev["window"])]
     ev["gap_edges"] = [gaps.get((s, w), (0.0, 0))[1] for s, w in zip(ev["service"], ev["window"])]
     ev["own_state"] = _own_state(ev, base_err, th)
-    # No span of the service's own work had a baseline to be judged against, and nothing else (own errors,
-    # network gaps) spoke: its own work is unknown in that window, not ok.
-    unjudged = (ev["judged_n"].fillna(0).to_numpy() == 0) & (ev["own_state"].to_numpy() == 0)
+    # Too few of the service's spans had a baseline to be judged against for a share of them to count
+    # (min_flagged), and nothing else (own errors, network gaps) spoke: its own work is unknown in that
+    # window, not ok -- "ok" is a judgement only where the data could have said otherwise.
+    unjudged = (ev["judged_n"].fillna(0).to_numpy() < th.min_flagged) & (ev["own_state"].to_numpy() == 0)
     ev["own_state"] = np.where(unjudged, -1, ev["own_state"].to_numpy())
     # What callers experience from a service includes the network in front of it.
     ev["state"] = np.where(ev["gap_edges"].to_numpy() > 0, 2, ev["state"].to_numpy())

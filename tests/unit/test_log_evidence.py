@@ -192,3 +192,16 @@ def test_the_log_vocabulary_is_kept_with_the_model_and_seeds_the_next_incident()
     r2 = update_record(Topology("ns", "x"), pd.DataFrame(), ["t3"])
     apply_update(a, r1), apply_update(a, r2), apply_update(b, r2), apply_update(b, r1)
     assert a.log_templates == b.log_templates == ["t1 <*>", "t2", "t3"]
+
+
+def test_an_error_that_names_another_service_is_about_that_call_not_the_writer_s_own_work():
+    rng = np.random.default_rng(5)
+    rows = _traffic(rng, 0, 780, 1.0, "travel", ["INFO t.Travel#1 query"], "t")
+    rows += _traffic(rng, 0, 780, 0.2, "basic-service", ["INFO b.Basic#1 price"], "b")
+    rows += [(660 + i, "travel", f"x{i}", "ERROR t.Travel#9 No instances available for basic-service")
+             for i in range(40)]
+    ev = build_log_evidence(frame(rows), BASE, SLICES)
+    assert row(ev, "travel", 1)["own_state"] == 0 and row(ev, "travel", 1)["bad_lines"] == 0
+    rows = [r if "basic-service" not in r[3] else (r[0], r[1], r[2], "ERROR t.Travel#9 No instances available")
+            for r in rows]
+    assert row(build_log_evidence(frame(rows), BASE, SLICES), "travel", 1)["own_state"] == 2
