@@ -20,6 +20,7 @@ import html
 import json
 import math
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -267,27 +268,41 @@ def _layout(services: list[str], callees: dict[str, list[str]], entry: str) -> d
     return pos
 
 
-CHART_SIGNALS = (("p95_ms", "latency p95 (ms)"), ("self_p95_ms", "self time p95 (ms)"),
-                 ("error_ratio", "error ratio"), ("rate_ratio", "request rate (x baseline)"), ("net_frac", "network gap share"),
-                 ("m_latency_z", "metric latency (sd)"), ("m_resource_z", "resource (sd)"))
+# (column, label, unit): the unit is printed on the axis; "%" columns hold shares and are shown as percents.
+CHART_SIGNALS = (("p95_ms", "latency p95", "ms"), ("self_p95_ms", "self time p95", "ms"),
+                 ("error_ratio", "error ratio", "%"), ("rate_ratio", "request rate", "x baseline"),
+                 ("net_frac", "network gap share", "%"), ("m_latency_z", "metric latency", "sd"),
+                 ("m_resource_z", "resource", "sd"))
 
 
-def charts_html(evidence: Any, services: list[str]) -> str:
-    """Small inline-SVG charts per service: each signal of ``evidence`` (the rows of ``evidence.csv``) in
-    the baseline (``B``, dashed line across) and each incident slice, over the baseline band (shaded: the
-    range the signal took over slice-long pieces of the baseline, columns ``<signal>_lo``/``_hi``); a slice
-    where the service was flagged (propagating or own-work state above ok) is drawn red. Each bar carries
-    its value (``data-value``) and the band its bounds (``data-lo``, ``data-hi``) so what is drawn can be
-    checked against ``evidence.csv``. Metric signals are z-scores, already in baseline spreads: no band."""
+def _tick(value: float, unit: str) -> str:
+    if unit == "%":
+        return f"{value * 100:.0f}%"
+    text = f"{value:.3g}"
+    return f"{text} {unit}" if unit in ("ms", "sd") else f"x{text}"
+
+
+def charts_html(evidence: Any, services: list[str], event_time: float | None = None, window_s: float | None = None
+                ) -> str:
+    """Inline-SVG charts per service: each signal of ``evidence`` (the rows of ``evidence.csv``) in the
+    baseline (``B``, dashed line across) and each incident slice, over the baseline band (shaded and
+    labelled: the range the signal took over slice-long pieces of the baseline, columns
+    ``<signal>_lo``/``_hi``); a slice where the service was flagged (propagating or own-work state above ok)
+    is drawn red. The y axis carries the scale and unit, the x axis each slice's start time and the alert
+    (the end of the last slice). Each bar carries its value (``data-value``) and the band its bounds
+    (``data-lo``, ``data-hi``) so what is drawn can be checked against ``evidence.csv``. Metric signals are
+    z-scores, already in baseline spreads: no band."""
     if evidence is None or len(evidence) == 0:
         return ""
     blocks = []
+    n_slices = int(evidence["window"].max()) + 1 if len(evidence) else 0
+    first = event_time - n_slices * window_s if event_time is not None and window_s else None
     for service in services:
         rows = evidence[evidence["service"] == service].sort_values("window")
         if rows.empty:
             continue
         charts = []
-        for col, label in CHART_SIGNALS:
+        for col, label, unit in CHART_SIGNALS:
             if col not in rows or rows[col].isna().all():
                 continue
             values = [(int(w), float(v), bool(st > 0 or own > 0)) for w, v, st, own in zip(
@@ -298,37 +313,61 @@ def charts_html(evidence: Any, services: list[str]) -> str:
                       for side in ("lo", "hi"))
             has_band = math.isfinite(lo) and math.isfinite(hi)
             top = max([abs(v) for _, v, _ in values] + ([abs(hi)] if has_band else [])) or 1.0
-            width, height = 28 * len(values) + 10, 56
+            left, plot_h, bar_w, step = 54, 80, 26, 40
+            width, height = left + step * len(values) + 80, plot_h + 44
+
+            def y(v: float) -> float:
+                return 10 + plot_h * (1 - abs(v) / top)
+
             base = next((v for w, v, _ in values if w == -1), None)
-            bars = []
+            parts = [f'<line class="axis" x1="{left}" x2="{left}" y1="10" y2="{10 + plot_h}" stroke="#333"/>',
+                     f'<line class="axis" x1="{left}" x2="{width - 50}" y1="{10 + plot_h}" y2="{10 + plot_h}" '
+                     'stroke="#333"/>',
+                     f'<text class="tick y" x="{left - 4}" y="14" font-size="10" text-anchor="end">'
+                     f'{html.escape(_tick(top, unit))}</text>',
+                     f'<text class="tick y" x="{left - 4}" y="{10 + plot_h}" font-size="10" text-anchor="end">'
+                     f'{html.escape(_tick(0.0, unit))}</text>']
             if has_band:
-                y_hi, y_lo = 46 - 40 * abs(hi) / top, 46 - 40 * abs(lo) / top
-                bars.append(f'<rect class="band" data-lo="{float(lo)!r}" data-hi="{float(hi)!r}" x="0" '
-                            f'y="{min(y_hi, y_lo):.1f}" width="{width}" height="{max(0.8, abs(y_lo - y_hi)):.1f}" '
-                            f'fill="#cfe3cf"><title>baseline band: {lo:.4g} to {hi:.4g}</title></rect>')
+                y_hi, y_lo = y(hi), y(lo)
+                parts.append(f'<rect class="band" data-lo="{float(lo)!r}" data-hi="{float(hi)!r}" x="{left}" '
+                             f'y="{min(y_hi, y_lo):.1f}" width="{step * len(values)}" '
+                             f'height="{max(0.8, abs(y_lo - y_hi)):.1f}" fill="#cfe3cf"><title>baseline band: '
+                             f'{lo:.4g} to {hi:.4g}</title></rect>'
+                             f'<text class="band-label" x="{left + step * len(values) + 4}" y="{min(y_hi, y_lo) + 9:.1f}" '
+                             f'font-size="9" fill="#386">baseline range</text>')
             for i, (w, v, flagged) in enumerate(values):
-                h = 40 * abs(v) / top
                 cls = "bar flagged" if flagged and w >= 0 else ("bar base" if w < 0 else "bar")
                 colour = "#d33" if "flagged" in cls else ("#999" if w < 0 else "#58a")
-                bars.append(f'<rect class="{cls}" data-window="{w}" data-value="{v!r}" x="{5 + 28 * i}" '
-                            f'y="{46 - h:.1f}" width="20" height="{h:.1f}" fill="{colour}"><title>'
-                            f'{"baseline" if w < 0 else f"slice {w}"}: {v:.4g}</title></rect>'
-                            f'<text x="{15 + 28 * i}" y="55" font-size="8" text-anchor="middle">'
-                            f'{"B" if w < 0 else w}</text>')
-            line = (f'<line class="baseline" x1="0" x2="{width}" y1="{46 - 40 * abs(base) / top:.1f}" '
-                    f'y2="{46 - 40 * abs(base) / top:.1f}" stroke="#555" stroke-dasharray="3 2"/>'
-                    if base is not None else "")
+                x = left + 7 + step * i
+                when = "B" if w < 0 else (datetime.fromtimestamp(first + w * window_s, UTC).strftime("%H:%M")
+                                          if first is not None else str(w))
+                parts.append(f'<rect class="{cls}" data-window="{w}" data-value="{v!r}" x="{x}" y="{y(v):.1f}" '
+                             f'width="{bar_w}" height="{10 + plot_h - y(v):.1f}" fill="{colour}"><title>'
+                             f'{"baseline" if w < 0 else f"slice from {when}"}: {html.escape(_tick(v, unit))}'
+                             f'</title></rect><text class="tick x" x="{x + bar_w / 2}" y="{plot_h + 24}" '
+                             f'font-size="9" text-anchor="middle">{when}</text>')
+            if base is not None:
+                parts.append(f'<line class="baseline" x1="{left}" x2="{left + step * len(values)}" y1="{y(base):.1f}" '
+                             f'y2="{y(base):.1f}" stroke="#555" stroke-dasharray="3 2"/>')
+            if event_time is not None:
+                x_alert = left + step * len(values)
+                alert = datetime.fromtimestamp(event_time, UTC).strftime("%H:%M")
+                parts.append(f'<line class="alert" x1="{x_alert}" x2="{x_alert}" y1="10" y2="{10 + plot_h}" '
+                             f'stroke="#d00" stroke-dasharray="2 2"/><text class="alert-label" x="{x_alert}" '
+                             f'y="{plot_h + 38}" font-size="9" fill="#d00" text-anchor="middle">alert {alert}</text>')
             charts.append(f'<figure class="chart"><svg class="chart" data-service="{html.escape(service)}" '
                           f'data-signal="{col}" width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
-                          f'{"".join(bars)}{line}</svg><figcaption>{html.escape(label)}</figcaption></figure>')
+                          f'{"".join(parts)}</svg><figcaption>{html.escape(label)} ({html.escape(unit)})'
+                          f'</figcaption></figure>')
         if charts:
             blocks.append(f'<div class="charts" data-service="{html.escape(service)}"><h3>{html.escape(service)}'
                           f'</h3>{"".join(charts)}</div>')
     if not blocks:
         return ""
-    return ('<h2>Signals behind the states</h2><p>Per service: baseline (B, dashed line) and incident slices; '
-            'green band: the range of the baseline\'s slice-long pieces; red: a slice where the service was '
-            'flagged.</p>' + "".join(blocks))
+    return ('<h2>Signals behind the states</h2><p>Per service: baseline (B, dashed line) and the incident '
+            'slices, each labelled with its start time (UTC); green band: the range of the baseline\'s '
+            'slice-long pieces; red bar: a slice where the service was flagged; red dashed line: the alert.</p>'
+            + "".join(blocks))
 
 
 def _why(row: dict[str, Any]) -> str:
@@ -383,9 +422,40 @@ def _colour(p: float) -> str:
     return f"rgb(255,{g},{g})"
 
 
+def changes_html(diff: dict[str, Any] | None) -> str:
+    """The topology diff for a person: one line on a first view of a mesh; otherwise the changes, the
+    biggest first (services before calls, removals before additions, then rate and error changes by size),
+    past ten collapsed."""
+    diff = diff or {}
+    if diff.get("first"):
+        return (f'<p id="changes" class="first-view">First view of this mesh: {len(diff.get("services_added", []))} '
+                f'services, {len(diff.get("edges_added", []))} calls (no earlier snapshot to compare with).</p>')
+    items: list[tuple[float, str]] = []
+    for key, label, weight in (("services_removed", "service removed", 4.0), ("services_added", "service added", 3.0),
+                               ("edges_removed", "call removed", 2.0), ("edges_added", "call added", 1.5)):
+        for item in diff.get(key, []):
+            name = " → ".join(map(str, item)) if isinstance(item, (list, tuple)) else str(item)
+            items.append((weight, f"{label}: {name}"))
+    for c in diff.get("error_changed", []):
+        items.append((1.0 + abs(c["after"] - c["before"]), f"errors {c['caller']} → {c['callee']}: "
+                      f"{c['before']:.1%} → {c['after']:.1%}"))
+    for c in diff.get("rate_changed", []):
+        change = abs(c["after"] - c["before"]) / max(c["before"], 1e-9)
+        items.append((min(1.0, change / 10), f"rate {c['caller']} → {c['callee']}: {c['before']:.3g} → "
+                      f"{c['after']:.3g} req/s"))
+    if not items:
+        return '<p id="changes">No topology change since the last snapshot.</p>'
+    items.sort(key=lambda i: -i[0])
+    shown = "".join(f'<li class="change">{html.escape(text)}</li>' for _, text in items[:10])
+    rest = "".join(f'<li class="change">{html.escape(text)}</li>' for _, text in items[10:])
+    more = f'<details><summary>{len(items) - 10} more</summary><ul>{rest}</ul></details>' if rest else ""
+    return f'<h2>Topology changes since the last snapshot</h2><ul id="changes">{shown}</ul>{more}'
+
+
 def structure_html(title: str, ranking: list[dict[str, Any]], callees: dict[str, list[str]], entry: str,
                    path: list[str], diff: dict[str, Any] | None = None, run_url: str | None = None,
-                   evidence: Any = None) -> str:
+                   evidence: Any = None, headline: str = "", event_time: float | None = None,
+                   window_s: float | None = None) -> str:
     """Render the network with posteriors; clicking a node shows its evidence. Every name is escaped."""
     services = [r["service"] for r in ranking]
     info = {r["service"]: r for r in ranking}
@@ -421,7 +491,9 @@ def structure_html(title: str, ranking: list[dict[str, Any]], callees: dict[str,
     parts.append("</svg>")
     rows = "".join(
         f'<tr><td>{r["rank"]}</td><td>{html.escape(r["service"])}</td><td>{float(r["posterior"]):.4f}</td>'
-        f'<td>{html.escape(r.get("evidence", ""))}{_why(r)}</td><td class="exemplars">{_exemplar_links(r)}</td></tr>'
+        f'<td><span class="words">{html.escape(r.get("in_words") or r.get("evidence", ""))}</span>'
+        f'<span class="shorthand">{html.escape(r.get("evidence", ""))}{_why(r)}</span></td>'
+        f'<td class="exemplars">{_exemplar_links(r)}</td></tr>'
         for r in ranking)
     evidence_json = json.dumps({r["service"]: r.get("evidence", "") for r in ranking}).replace("<", "\\u003c")
     if run_url and not run_url.lower().startswith(("http://", "https://")):
@@ -429,14 +501,7 @@ def structure_html(title: str, ranking: list[dict[str, Any]], callees: dict[str,
     run_link = f'<p>Prefect run: <a id="run" href="{html.escape(run_url)}">{html.escape(run_url)}</a></p>' \
         if run_url else ""
     path_txt = " → ".join(html.escape(s) for s in path)
-    changes = []
-    for key, label in (("services_added", "service added"), ("services_removed", "service removed"),
-                       ("edges_added", "call added"), ("edges_removed", "call removed")):
-        for item in (diff or {}).get(key, []):
-            name = " → ".join(map(str, item)) if isinstance(item, (list, tuple)) else str(item)
-            changes.append(f'<li class="change">{label}: {html.escape(name)}</li>')
-    changes_html = (f'<h2>Topology changes since the last snapshot</h2><ul id="changes">{"".join(changes)}</ul>'
-                    if changes else '<p id="changes">No topology change since the last snapshot.</p>')
+    changes_section = changes_html(diff)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -446,20 +511,29 @@ body{{font-family:sans-serif;margin:1.5em}} .edge{{stroke:#999;stroke-width:1.5}
 .p{{font-size:11px}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px}}
 #details{{margin:1em 0;padding:.6em;border:1px solid #aaa;min-height:1.2em;background:#fafafa}}
 figure.chart{{display:inline-block;margin:0 1em .5em 0}} figcaption{{font-size:11px}}
+.headline{{font-size:1.15em;background:#fff6e0;border-left:4px solid #e90;padding:.6em .8em;max-width:70em}}
+table.words .shorthand{{display:none}} table.shorthand .words{{display:none}}
+table.shorthand .shorthand{{display:inline}}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
+<p id="headline" class="headline">{html.escape(headline)}</p>
 <p>Propagation path (root cause first): <b id="path">{path_txt}</b></p>{run_link}
 <p>Colour: posterior probability of being the root cause. Red edges: the propagation path; dashed
 blue: edges new since the last topology snapshot. Click a service for its evidence.</p>
 {''.join(parts)}
 <div id="details">Click a service.</div>
-{changes_html}
+{changes_section}
 <h2>Ranking</h2>
-<table id="ranking"><tr><th>rank</th><th>service</th><th>P(root cause)</th><th>evidence</th>
+<p><label><input type="checkbox" id="shorthand-toggle"> show the evidence shorthand (as in evidence.csv)</label></p>
+<table id="ranking" class="words"><tr><th>rank</th><th>service</th><th>P(root cause)</th><th>evidence</th>
 <th>example traces</th></tr>{rows}</table>
 {log_templates_html(ranking[:5])}
-{charts_html(evidence, [r["service"] for r in ranking[:5]])}
+{charts_html(evidence, [r["service"] for r in ranking[:5]], event_time, window_s)}
 <script>
+document.getElementById('shorthand-toggle').addEventListener('change', e => {{
+  const t = document.getElementById('ranking');
+  t.className = e.target.checked ? 'shorthand' : 'words';
+}});
 const EVIDENCE = {evidence_json};
 document.querySelectorAll('.node').forEach(n => n.addEventListener('click', () => {{
   const s = n.getAttribute('data-service');

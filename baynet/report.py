@@ -48,27 +48,52 @@ def _when(value: Any) -> str:
         return str(value)
 
 
-def index_html(store: ArtifactStore) -> str:
+def index_html(store: ArtifactStore, service: str | None = None) -> str:
+    """Every analysed incident, newest first, with its headline's short form; ``service`` keeps only the
+    incidents where that service raised the anomaly or ranks first."""
     rows = []
     for event_id in store.list_incidents():
         summary = store.get_json(f"incidents/{event_id}/ranking.json") or {}
         event, ranking = summary.get("event", {}), summary.get("ranking", [])
         top = ranking[0] if ranking else {"service": "-", "posterior": 0.0}
+        if service and service not in (event.get("service"), top["service"]):
+            continue
         complete = summary.get("fetch", {}).get("evidence_complete", True)
-        rows.append((str(event.get("timestamp", "")), f"""<tr class="incident">
+        short = summary.get("headline_short") or f'{top["service"]} (P={float(top["posterior"]):.2f})'
+        rows.append((str(event.get("timestamp", "")), f"""<tr class="incident" data-services="{html.escape(
+            str(event.get("service", "")))} {html.escape(str(top["service"]))}">
 <td>{html.escape(_when(event.get("timestamp", "")))}</td>
 <td><a href="/baynet/incidents/{quote(event_id, safe='')}">{html.escape(event_id)}</a></td>
 <td>{html.escape(str(event.get("service", "")))}</td><td>{html.escape(str(event.get("event_type", "")))}</td>
 <td class="top">{html.escape(str(top["service"]))}</td><td>{float(top["posterior"]):.3f}</td>
+<td class="short">{html.escape(short)}</td>
 <td>{"complete" if complete else "<b>partial</b>"}</td></tr>"""))
-    body = "".join(r for _, r in sorted(rows, reverse=True)) or \
-        '<tr><td colspan="7">No incident analysed yet.</td></tr>'
+    body = "".join(r for _, r in sorted(rows, key=lambda r: _sortable(r[0]), reverse=True)) or \
+        '<tr><td colspan="8">No incident analysed yet.</td></tr>'
+    shown = html.escape(service or "")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Baynet incidents</title>
 <style>body{{font-family:sans-serif;margin:1.5em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 8px}}</style></head><body>
+td,th{{border:1px solid #ccc;padding:3px 8px}} td.short{{max-width:40em}}</style></head><body>
 <h1>Baynet: analysed incidents</h1>
+<form method="get" action="/baynet"><label>service <input id="service-filter" name="service" value="{shown}">
+</label> <button>filter</button></form>
 <table id="incidents"><tr><th>anomaly at</th><th>event</th><th>service</th><th>type</th><th>top root cause</th>
-<th>P</th><th>evidence</th></tr>{body}</table></body></html>"""
+<th>P</th><th>in short</th><th>evidence</th></tr>{body}</table>
+<script>
+document.getElementById('service-filter').addEventListener('input', e => {{
+  const want = e.target.value.trim();
+  document.querySelectorAll('tr.incident').forEach(r => {{
+    r.style.display = !want || r.dataset.services.split(' ').some(s => s.includes(want)) ? '' : 'none';
+  }});
+}});
+</script></body></html>"""
+
+
+def _sortable(timestamp: str) -> float:
+    try:
+        return datetime.fromisoformat(timestamp).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def confirmation_html(store: ArtifactStore, event_id: str, form: str = "") -> str:
@@ -181,10 +206,11 @@ class ReportServer:
             return 400, "text/plain; charset=utf-8", str(exc).encode(), {}
         return 303, "text/plain", b"", {"Location": f"/baynet/incidents/{quote(event_id, safe='')}"}
 
-    def route(self, path: str) -> tuple[int, str, bytes]:
+    def route(self, path: str, query: str = "") -> tuple[int, str, bytes]:
         parts = [unquote(p) for p in path.strip("/").split("/") if p]
         if parts in ([], ["baynet"]):
-            return 200, HTML, index_html(self.store).encode()
+            service = (parse_qs(query).get("service") or [""])[-1].strip() or None
+            return 200, HTML, index_html(self.store, service).encode()
         if len(parts) >= 3 and parts[:2] == ["baynet", "incidents"]:
             event_id = parts[2]
             if "/" in event_id or event_id in (".", ".."):
@@ -211,7 +237,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         try:
-            status, ctype, body = self.app.route(urlparse(self.path).path)
+            url = urlparse(self.path)
+            status, ctype, body = self.app.route(url.path, url.query)
         except Exception as exc:  # a broken artifact must not take the server down
             log.exception("report page %s failed", self.path)
             status, ctype, body = 500, "text/plain", f"error: {type(exc).__name__}".encode()

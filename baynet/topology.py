@@ -223,6 +223,7 @@ class TopologyDiff:
     edges_removed: list[tuple[str, str]]
     rate_changed: list[dict[str, Any]]
     error_changed: list[dict[str, Any]]
+    first: bool = False    # no earlier snapshot: everything is "added"; say so in one line instead
 
     @property
     def structural(self) -> bool:
@@ -236,9 +237,12 @@ class TopologyDiff:
         return {"services_added": self.services_added, "services_removed": self.services_removed,
                 "edges_added": [list(e) for e in self.edges_added],
                 "edges_removed": [list(e) for e in self.edges_removed],
-                "rate_changed": self.rate_changed, "error_changed": self.error_changed}
+                "rate_changed": self.rate_changed, "error_changed": self.error_changed, "first": self.first}
 
     def to_markdown(self) -> str:
+        if self.first:
+            return (f"First view of this mesh: {len(self.services_added)} services, {len(self.edges_added)} "
+                    "calls (no earlier snapshot to compare with).")
         if self.empty:
             return "No change in the service graph."
         lines = ["| change | what |", "|---|---|"]
@@ -257,6 +261,7 @@ def diff_topology(old: Topology | None, new: Topology, rate_rel: float = 0.2, er
                   ) -> TopologyDiff:
     """What changed from ``old`` to ``new``: services/edges added or removed; request rates that moved by
     more than ``rate_rel`` (relative) and error rates by more than ``error_abs`` (absolute)."""
+    first = old is None
     old = old or Topology(new.namespace, "empty")
     rate_changed, error_changed = [], []
     for key in sorted(set(old.edges) & set(new.edges)):
@@ -270,7 +275,7 @@ def diff_topology(old: Topology | None, new: Topology, rate_rel: float = 0.2, er
         services_removed=sorted(old.services - new.services),
         edges_added=sorted(set(new.edges) - set(old.edges)),
         edges_removed=sorted(set(old.edges) - set(new.edges)),
-        rate_changed=rate_changed, error_changed=error_changed,
+        rate_changed=rate_changed, error_changed=error_changed, first=first,
     )
 
 

@@ -51,5 +51,6 @@ def incident_rca(message: str | dict[str, Any], settings: Settings | None = None
 
     logger.info("root cause for %s on %s: %s (P=%.3f); path %s", event.event_type, event.service,
                 result.ranking[0]["service"], result.ranking[0]["posterior"], " -> ".join(result.path))
-    return {"event_id": event.id, "service": event.service, "ranking": result.ranking, "path": result.path,
+    return {"event_id": event.id, "service": event.service, "headline": result.headline,
+            "ranking": result.ranking, "path": result.path,
             "artifacts": locations, "fetch": result.fetch, "structure_changes": result.structure_changes}

@@ -33,12 +33,14 @@ def store_results(result: AnalysisResult, diff: TopologyDiff, settings: Settings
     locations = store_artifacts(store, event, ranking, path, result.evidence, result.topology, diff, result.model,
                                 fetch_stats, run_url=ui_url if ui_url and ui_url.startswith("http") else None,
                                 run_id=flow_run.get_id(), model_update=result.model_update,
-                                log_templates=result.log_templates)
+                                log_templates=result.log_templates, headline=result.headline,
+                                headline_short=result.headline_short, window_s=settings.window_s)
     create_table_artifact(
         key=artifact_key("rca-ranking", event.service),
         table=[{"rank": r["rank"], "service": r["service"], "posterior": round(r["posterior"], 4),
-                "evidence": r["evidence"][:300]} for r in ranking[:20]],
-        description=f"Root causes for {event.event_type} on {event.service} at {event.timestamp.isoformat()} "
+                "in words": r.get("in_words", "")[:300], "evidence": r["evidence"][:300]} for r in ranking[:20]],
+        description=f"**{result.headline}**\n\nRoot causes for {event.event_type} on {event.service} at "
+                    f"{event.timestamp.isoformat()} "
                     f"(event {event.id}); path: {' -> '.join(path)}; evidence "
                     + ("complete" if fetch_stats.get("evidence_complete", True)
                        else "PARTIAL: " + "; ".join(fetch_stats.get("partial_reasons", []))),

@@ -13,7 +13,7 @@ from baynet.analysis.topology import diff_and_snapshot, read_topology
 from baynet.artifacts import make_store
 from baynet.settings import Settings
 from baynet.state import SnapshotStore
-from baynet.topology import Topology, TopologyDiff, diff_topology
+from baynet.topology import Topology, TopologyDiff
 from tasks.validate import validated
 from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_unless_rejected
 
@@ -45,7 +45,7 @@ def diff_with_snapshot(live: Topology | None, settings: Settings, store_changes:
         previous = snapshots.latest(settings.namespace)
         if previous is None:
             log.warning("no topology source configured and no snapshot: call edges from the data only")
-            return None, diff_topology(None, Topology(settings.namespace, "none")), False
+            return None, TopologyDiff([], [], [], [], [], []), False
         age = datetime.now(UTC) - datetime.fromisoformat(previous.taken_at)
         log.warning("no live topology: using the snapshot taken at %s (%.0f s old)", previous.taken_at,
                     age.total_seconds())

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from baynet.analysis.exemplars import exemplars, log_templates
+from baynet.analysis.headline import describe
 from baynet.analysis.infer import infer, reestimate
 from baynet.analysis.topology import incident_topology
 from baynet.dbn import DBNModel
@@ -52,6 +53,8 @@ class AnalysisResult:
     judged: dict[str, Judged] = field(default_factory=dict)
     spans: pd.DataFrame | None = None
     log_templates: list[str] = field(default_factory=list)   # the log vocabulary this incident adds
+    headline: str = ""                     # the sentence an SRE reads first (analysis/headline.py)
+    headline_short: str = ""               # its short form, for the index
 
 
 def analyse(event: AnomalyEvent, observations: Observations, model: DBNModel, settings: Settings, *,
@@ -88,5 +91,9 @@ def analyse(event: AnomalyEvent, observations: Observations, model: DBNModel, se
         fetch["notes"] = notes
     if "changes" in judged:
         fetch["changes"] = judged["changes"].found
+    n_slices = int(evidence["window"].max()) + 1 if len(evidence) else settings.slices
+    story = describe(ranking, path, evidence, event.service, event.unix, settings.window_s, n_slices, fetch)
+    for row in ranking:
+        row["in_words"] = story["words"].get(row["service"], "")
     return AnalysisResult(event, ranking, path, evidence, graph, model, edges, used, notes, fetch,
-                          structure_changes, judged, spans, templates)
+                          structure_changes, judged, spans, templates, story["headline"], story["short"])

@@ -29,14 +29,16 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 def store_artifacts(store: ArtifactStore, event: AnomalyEvent, ranking: list[dict[str, Any]], path: list[str],
                     evidence: pd.DataFrame, topology: Topology, diff: TopologyDiff, model: DBNModel,
                     fetch_stats: dict[str, Any], run_url: str | None = None, run_id: str | None = None,
-                    model_update: pd.DataFrame | None = None, log_templates: list[str] | None = None
+                    model_update: pd.DataFrame | None = None, log_templates: list[str] | None = None,
+                    headline: str = "", headline_short: str = "", window_s: float | None = None
                     ) -> dict[str, str]:
     """Write every artifact of one incident, then its model update (``model_update``: the per-edge span
     counts, when the model was re-estimated from them), the completion marker last. Returns name -> location."""
     base = f"incidents/{event.id}"
     members = {r["service"] for r in ranking}
     callees = {s: [c for c in model.callees.get(s, []) if c in members] for s in members}
-    summary = {"event": json.loads(event.model_dump_json()), "ranking": ranking, "propagation_path": path,
+    summary = {"event": json.loads(event.model_dump_json()), "headline": headline, "headline_short": headline_short,
+               "ranking": ranking, "propagation_path": path,
                "fetch": fetch_stats, "model_updates": model.updates,
                "prefect": {"flow_run_id": run_id, "ui_url": run_url}, "analysed_at": time.time()}
     out = {
@@ -53,7 +55,8 @@ def store_artifacts(store: ArtifactStore, event: AnomalyEvent, ranking: list[dic
         "fetch_stats.json": store.put_json(f"{base}/fetch_stats.json", fetch_stats),
         "structure.html": store.put(f"{base}/structure.html", structure_html(
             f"Baynet incident {event.id}: {event.event_type} on {event.service}", ranking, callees, event.service,
-            path, diff.to_json(), run_url, evidence=evidence)),
+            path, diff.to_json(), run_url, evidence=evidence, headline=headline,
+            event_time=event.unix, window_s=window_s)),
     }
     # The model persists between incidents as a log of their updates (create-only: a duplicate adds
     # nothing), folded in event-time order by the next load (baynet.state).

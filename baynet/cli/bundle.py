@@ -87,7 +87,7 @@ def bundle_replay(path: Path = typer.Argument(..., help="The bundle's directory.
     if as_json:
         typer.echo(json.dumps(summary))
         return
-    print_result({"service": summary["event"]["service"], "event_id": summary["event"]["id"],
+    print_result({"service": summary["event"]["service"], "event_id": summary["event"]["id"], "headline": summary.get("headline"),
                    "ranking": summary["ranking"], "path": summary["propagation_path"], "fetch": summary["fetch"],
                    "artifacts": {"ranking.json": str(Path(summary["replay"]["workdir"]) / "artifacts" / "incidents"
                                                  / summary["event"]["id"] / "ranking.json")}})

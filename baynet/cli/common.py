@@ -127,13 +127,15 @@ def print_result(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
+    if result.get("headline"):
+        console.print(f"[bold]{result['headline']}[/bold]", soft_wrap=True)
     table = Table(title=f"Root causes for the anomaly on {result['service']} (event {result['event_id']})")
     table.add_column("rank", justify="right")
     table.add_column("service")
     table.add_column("P(root cause)", justify="right")
-    table.add_column("evidence (incident slices, oldest first)")
+    table.add_column("evidence")
     for r in result["ranking"][:10]:
-        table.add_row(str(r["rank"]), r["service"], f"{r['posterior']:.3f}", r["evidence"][:160])
+        table.add_row(str(r["rank"]), r["service"], f"{r['posterior']:.3f}", (r.get("in_words") or r["evidence"])[:200])
     console.print(table)
     console.print(f"propagation path: {' -> '.join(result['path'])}")
     fetch = result["fetch"]

@@ -92,7 +92,8 @@ def demo(workdir: Path = typer.Option(Path("demo-run"), help="Where the generate
         from baynet.artifacts import LocalStore
 
         summary = LocalStore(settings.artifacts_dir).get_json(f"incidents/{event_id}/ranking.json")
-    result = {"service": summary["event"]["service"], "event_id": event_id, "ranking": summary["ranking"],
+    result = {"service": summary["event"]["service"], "event_id": event_id, "headline": summary.get("headline"),
+              "ranking": summary["ranking"],
               "path": summary["propagation_path"], "fetch": summary["fetch"],
               "artifacts": {"ranking.json": str(settings.artifacts_dir / "incidents" / event_id / "ranking.json")}}
     print_result(result)
@@ -163,7 +164,7 @@ def _demo_from_metrics(workdir: Path, mesh: str, service: str, fault: str) -> No
         # elsewhere) is reported above but does not stand for the incident.
         _, o, summary = max(analyses, key=lambda a: a[0])
         tops = [summary["ranking"][0]["service"]]
-        print_result({"service": summary["event"]["service"], "event_id": o.event_ids[0],
+        print_result({"service": summary["event"]["service"], "event_id": o.event_ids[0], "headline": summary.get("headline"),
                        "ranking": summary["ranking"], "path": summary["propagation_path"], "fetch": summary["fetch"],
                        "artifacts": {"ranking.json": str(settings.artifacts_dir / "incidents" / o.event_ids[0]
                                                          / "ranking.json")}})

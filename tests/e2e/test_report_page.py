@@ -5,7 +5,7 @@ and hostile service names are shown as text, never run. Screenshots go to test-o
 from __future__ import annotations
 
 import json
-import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -34,15 +34,10 @@ def artifacts(tmp_path_factory, prefect_harness):
     work = tmp_path_factory.mktemp("report")
     incident = generate("sock-shop", "carts", "latency", fault_start=time.time() - 600, before_s=900, after_s=300)
     paths = write_incident(incident, work / "incident")
-    saved = dict(os.environ)
-    try:
-        with LocalStack(work, traces=paths["traces"], use_prometheus=False) as st:
-            os.environ.update(st.env)
-            os.environ["BAYNET_TRACE_URL_TEMPLATE"] = "https://grafana.example/explore?trace={trace_id}"
-            result = incident_rca(paths["event"].read_text())
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    with LocalStack(work, traces=paths["traces"], openmetrics=paths["openmetrics"], logs=paths["logs"]) as st:
+        require(st.prometheus is not None, "Debian's prometheus (the first view of the mesh comes from it)")
+        settings = st.settings(trace_url_template="https://grafana.example/explore?trace={trace_id}")
+        result = incident_rca(paths["event"].read_text(), settings=settings)
     store = LocalStore(work / "artifacts")
     hostile_id = "hostile-1"
     ranking = [{"rank": 1, "service": HOSTILE, "posterior": 0.9, "evidence": '<img src=x onerror="alert(1)">'},
@@ -88,6 +83,13 @@ def test_index_lists_complete_incidents_at_root_and_at_baynet(report, browser):
         rows = page.locator("tr.incident")
         assert rows.count() == 2  # the interrupted write is not listed
         assert result["event_id"] in page.inner_text("#incidents")
+    assert page.locator(f'tr.incident:has-text("{result["event_id"]}") td.short').inner_text().startswith(
+        result["ranking"][0]["service"])
+    page.goto(server.url + "/baynet?service=carts")
+    assert page.locator("tr.incident").count() == 1  # the hostile incident has no carts
+    page.fill("#service-filter", "nothing-of-that-name")
+    assert page.locator("tr.incident:visible").count() == 0
+    page.goto(server.url + "/baynet")
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "report-index.png"), full_page=True)
 
@@ -111,6 +113,15 @@ def test_incident_page_graph_click_and_screenshot(report, browser):
     assert details.startswith(top["service"] + ":") and top["evidence"][:40] in details
     assert all(u.startswith(server.url) for u in requests)  # offline: nothing from elsewhere
     page.screenshot(path=str(SHOTS / "report-incident.png"), full_page=True)
+    headline = page.inner_text("#headline")
+    assert headline == result["headline"] and headline.startswith(f"{top['service']} is the likely cause (P=")
+    assert re.search(r"\d+ ms", headline) and "from " in headline  # numbers and a time
+    first = page.inner_text("#changes")
+    assert first.startswith("First view of this mesh:") and page.locator("li.change").count() == 0
+    words = page.locator("#ranking span.words").first
+    assert words.is_visible() and not page.locator("#ranking span.shorthand").first.is_visible()
+    page.check("#shorthand-toggle")
+    assert page.locator("#ranking span.shorthand").first.is_visible()
     raw = page.request.get(f"{server.url}/baynet/incidents/{result['event_id']}/ranking.json")
     assert raw.ok and json.loads(raw.text())["ranking"][0]["service"] == top["service"]
 
@@ -152,6 +163,11 @@ def test_incident_page_charts_follow_evidence_csv_and_exemplars_link_out(report,
         checked += 1
     assert checked == charts.count() and page.locator("rect.bar.flagged").count() > 0
     assert banded >= 2  # latency and request rate have a baseline band at least
+    axis = charts.first.locator("text.tick.y")
+    assert axis.count() == 2 and any(axis.nth(i).text_content().endswith(" ms") for i in range(2))
+    assert re.fullmatch(r"alert \d\d:\d\d", charts.first.locator("text.alert-label").text_content())
+    assert re.fullmatch(r"\d\d:\d\d", charts.first.locator("text.tick.x").nth(1).text_content())
+    assert page.locator("text.band-label").first.text_content() == "baseline range"
     links = page.locator("a.exemplar")
     assert links.count() > 0 and links.first.get_attribute("href").startswith("https://grafana.example/explore")
     page.screenshot(path=str(SHOTS / "report-incident-charts.png"), full_page=True)
