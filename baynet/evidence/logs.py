@@ -108,7 +108,15 @@ class Templates:
             self.miner.add_log_message(template)
 
     def key(self, message: str) -> str:
+        """The message's template as it stands after this message (use :meth:`keys` for a batch)."""
         return self.miner.add_log_message(message)["template_mined"]
+
+    def keys(self, messages: list[str]) -> list[str]:
+        """Each message's template once the whole batch is mined: a cluster's template generalises as it
+        sees more messages, and lines of one cluster must share one key whenever they came."""
+        ids = [self.miner.add_log_message(m)["cluster_id"] for m in messages]
+        final = {c.cluster_id: c.get_template() for c in self.miner.drain.clusters}
+        return [final[i] for i in ids]
 
     @property
     def known(self) -> list[str]:
@@ -131,11 +139,10 @@ def keyed(logs: pd.DataFrame, templates: Templates | None = None) -> pd.DataFram
     plain = [text for text, loc in where.items() if loc is None]
     if plain:
         templates = templates or Templates()
-        by_message: dict[str, str] = {}
-        for text in plain:
-            message = _PREFIX.sub("", text, count=1)
-            if message not in by_message:
-                by_message[message] = templates.key(message)
+        messages = [_PREFIX.sub("", text, count=1) for text in plain]
+        distinct_messages = list(dict.fromkeys(messages))
+        by_message = dict(zip(distinct_messages, templates.keys(distinct_messages)))
+        for text, message in zip(plain, messages):
             where[text] = by_message[message]
     out["key"] = out["level"] + " " + line.map(where).astype(str)
     return out
@@ -210,8 +217,10 @@ def _vanished(steps: pd.DataFrame, n_slices: int, th: LogThresholds, excluded: s
     on to ``b``). Spans in ``excluded`` (propagated ones) are not counted in the slices."""
     base = steps[steps["window"] == -1]
     has_a = base[base["b"].isna()].groupby(["service", "a"])["span_id"].nunique()
-    # A step to "$" that stops means the span went on to log more: nothing vanished.
-    has_ab = base[base["b"].notna() & (base["b"] != "$")].groupby(["service", "a", "b"])["span_id"].nunique()
+    # A step to "$" that stops means the span went on to log more, and a warning or an error that stops is a
+    # recovery: neither is a step of the normal flow that vanished.
+    normal_b = base["b"].notna() & (base["b"] != "$") & ~base["b"].astype(str).str.startswith(BAD_LEVELS)
+    has_ab = base[normal_b].groupby(["service", "a", "b"])["span_id"].nunique()
     has_ab = has_ab[has_ab >= th.min_support]
     if has_ab.empty:
         return {}, set()
