@@ -43,7 +43,8 @@ def run_consumer(settings: Settings, run_incident: IncidentRunner | None = None,
         if deployment:
             from baynet.dispatch import trigger_and_wait
 
-            return trigger_and_wait(deployment, event, consumer.current.message_id, consumer.current.receive_count)
+            return trigger_and_wait(deployment, event, consumer.current.message_id, consumer.current.receive_count,
+                                    ready_at=event.unix + settings.settle_s)
         return run_incident(event, settings)
 
     claims = Claims(store, ttl_s=settings.sqs_visibility_timeout)  # a lease lasts as long as a receive
@@ -52,6 +53,9 @@ def run_consumer(settings: Settings, run_incident: IncidentRunner | None = None,
         dlq_url=settings.sqs_dlq_url or None, is_done=store.incident_complete, wait_s=settings.sqs_wait_seconds,
         visibility_s=settings.sqs_visibility_timeout, retry_after_s=retry_after, concurrency=settings.concurrency,
         claim=claims.acquire,
+        # In this process an event waits on the queue until its data settles; a deployment's run is
+        # scheduled for then instead (dispatch), so neither holds a worker while it waits.
+        ready_at=(lambda event: event.unix + settings.settle_s) if settings.settle_s and not deployment else None,
     )
     with one_temporary_prefect_server(settings.concurrency > 1 and not deployment):
         return consumer.run(max_messages=max_messages, idle_polls=idle_polls, on_outcome=on_outcome)

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     window_s: int = Field(60, ge=10, le=3600, description="Length of one DBN time slice, seconds.")
     slices: int = Field(3, ge=1, le=10, description="Incident slices ending at the anomaly time.")
     baseline_s: int = Field(600, ge=60, le=86400, description="Baseline window length before the incident.")
+    settle_s: int = Field(
+        0, ge=0, le=3600, description="Seconds after the alert the incident window runs on: Tempo and Prometheus "
+        "ingest with a delay, so data about the alert's last minute lands after it. An event that arrives "
+        "before alert + settle waits on the queue (its visibility is set to the remaining time; with "
+        "--deployment its run is scheduled for then): no worker is held while it waits.")
     baseline_gap_s: int = Field(
         120, ge=0, le=86400, description="Gap between the baseline window and the first incident slice."
     )

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -39,7 +41,7 @@ Handler = Callable[[AnomalyEvent], Any]
 @dataclass
 class Outcome:
     message_id: str
-    result: str            # analysed | duplicate | dead-lettered | failed | resolved
+    result: str            # analysed | duplicate | dead-lettered | failed | resolved | deferred
     event_ids: list[str] = field(default_factory=list)
     detail: str = ""
 
@@ -59,8 +61,12 @@ class Consumer:
     def __init__(self, sqs: Any, queue_url: str, handler: Handler, *, dlq_url: str | None = None,
                  is_done: Callable[[str], bool] = lambda event_id: False, wait_s: int = 20,
                  visibility_s: int = 300, retry_after_s: int = 30, concurrency: int = 1,
-                 claim: Callable[[str], Any] | None = None):
+                 claim: Callable[[str], Any] | None = None,
+                 ready_at: Callable[[AnomalyEvent], float] | None = None):
+        """``ready_at``: when an event's data has settled (unix seconds); an event that arrives before then
+        waits on the queue, not in this process."""
         self.sqs, self.queue_url, self.dlq_url = sqs, queue_url, dlq_url
+        self.ready_at = ready_at
         self.handler, self.is_done, self.claim = handler, is_done, claim
         self.wait_s, self.visibility_s, self.retry_after_s = wait_s, visibility_s, retry_after_s
         self.concurrency = max(1, concurrency)
@@ -150,6 +156,13 @@ class Consumer:
         except EventError as exc:
             return self._dead_letter(message, str(exc))
         ids = [e.id for e in events]
+        if self.ready_at is not None:
+            waits = max((self.ready_at(e) for e in events if e.status == "firing"), default=0.0) - time.time()
+            if waits > 0:  # its data is still arriving: back on the queue until it has
+                self._change_visibility(receipt, min(43200, int(math.ceil(waits))))
+                log.info("message %s: event(s) %s wait %.0f s more for their data to settle", mid, ", ".join(ids),
+                         waits)
+                return Outcome(mid, "deferred", ids, f"data settles in {waits:.0f} s")
         with self._lock:  # check and claim at once: two threads never analyse the same event
             todo = [e for e in events if e.status == "firing" and e.id not in self.done
                     and e.id not in self.in_flight]

@@ -11,7 +11,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Windows:
-    """Baseline and incident slices in unix seconds; the last slice ends at the anomaly time."""
+    """Baseline and incident slices in unix seconds; the last slice ends at the anomaly time plus the
+    settle time (``BAYNET_SETTLE_S``, 0 by default)."""
 
     baseline: tuple[float, float]
     slices: list[tuple[float, float]]
@@ -19,7 +20,7 @@ class Windows:
     @classmethod
     def around(cls, at: float, settings: "Settings") -> "Windows":
         w, n = settings.window_s, settings.slices
-        first = at - n * w
+        first = at + settings.settle_s - n * w
         slices = [(first + i * w, first + (i + 1) * w) for i in range(n)]
         b_end = first - settings.baseline_gap_s
         return cls((b_end - settings.baseline_s, b_end), slices)

@@ -26,6 +26,13 @@ def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holdi
                                                "replay` (Tempo, Prometheus, SQS, the incident flow; ~30 s per "
                                                "bundle) instead of in-process; the in-process ranking is scored "
                                                "beside it as 'in-process'."),
+                 degrade: str = typer.Option("as_is", "--degrade", help="Put each bundle into this data shape "
+                                             "before the analysis: as_is, resample_1m, resample_5m, no_counts, "
+                                             "no_percentiles, no_traces, no_call_graph, alert_earlier, "
+                                             "alert_later, foreign_nodes (see baynet/lab/degrade.py)."),
+                 matrix: bool = typer.Option(False, "--matrix", help="Every directory (one mesh each) in every "
+                                             "shape: AC@1 (Avg@5) and the best simple baseline per cell; with "
+                                             "--json the keys 'matrix' and 'excluded'."),
                  online: bool = typer.Option(False, "--online", help="Also replay each directory's bundles in "
                                              "time order through one persistent model, confirming each true "
                                              "cause after its ranking is recorded (as an operator would): "
@@ -43,8 +50,11 @@ def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holdi
 
     from baynet.lab.bundle_eval import evaluate_bundles, find_bundles
 
+    from baynet.lab.degrade import SHAPES
     from baynet.sources import KINDS
 
+    if degrade not in SHAPES:
+        fail(f"--degrade takes one of {', '.join(SHAPES)}, not {degrade!r}")
     use = None if sources.strip() == "all" else {s.strip() for s in sources.split(",") if s.strip()}
     if use is not None and (not use or use - set(KINDS)):
         fail(f"--sources takes 'all' or a comma-separated list of {', '.join(KINDS)}, not {sources!r}")
@@ -54,9 +64,21 @@ def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holdi
         fail(str(exc))
     if not total:
         fail("no bundle (a directory with event.json) under " + ", ".join(map(str, paths)))
+    if matrix:
+        from baynet.lab.bundle_eval import evaluate_matrix
+
+        with Progress(console=Console(stderr=True)) as bar:
+            task = bar.add_task("bundles x shapes", total=total)
+            result = evaluate_matrix(paths, sources=use, progress=lambda line: bar.update(
+                task, advance=1, description=line[:60]))
+        if as_json:
+            typer.echo(json.dumps(result))
+        else:
+            _print_matrix(result)
+        return
     with Progress(console=Console(stderr=True)) as bar:
         task = bar.add_task("bundles", total=total)
-        result = evaluate_bundles(paths, sources=use, replayed=incident_runner if replayed else None,
+        result = evaluate_bundles(paths, sources=use, replayed=incident_runner if replayed else None, shape=degrade,
                                   progress=lambda line: bar.update(task, advance=1, description=line[:60]))
         if online:
             from baynet.lab.bundle_eval import evaluate_online
@@ -70,6 +92,32 @@ def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holdi
     _print_bundle_eval(result)
     if online:
         _print_online(result["online"])
+
+
+def _print_matrix(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from baynet.lab.degrade import SHAPES
+
+    table = Table(title="Accuracy by data shape: Baynet AC@1 (Avg@5) | best simple baseline AC@1 (random)")
+    table.add_column("shape")
+    meshes = list(result["matrix"])
+    for mesh in meshes:
+        table.add_column(mesh)
+    for shape in SHAPES:
+        cells = []
+        for mesh in meshes:
+            cell = result["matrix"][mesh].get(shape)
+            if cell is None:
+                cells.append(f"excluded: {result['excluded'][mesh].get(shape, '')[:40]}")
+                continue
+            mark = "" if cell["AC@1"] > cell["best_baseline_AC@1"] else " !"
+            cells.append(f"{cell['AC@1']:.2f} ({cell['Avg@5']:.2f}) | {cell['best_baseline']} "
+                         f"{cell['best_baseline_AC@1']:.2f} ({cell['random_AC@1']:.2f}){mark}")
+        table.add_row(shape, *cells)
+    Console().print(table)
+    typer.echo("'!': Baynet does not beat the best simple baseline of that cell")
 
 
 def _print_online(online: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from baynet.evidence.base import Judged
@@ -39,6 +40,7 @@ class ChangeParams:
     boost: float = 4.0            # prior odds multiplier at the change time
     half_life_s: float = 1800.0   # ... whose excess halves every half-life
     canary_z: float = 3.0         # a newer version failing this many spreads more than the older: severe
+    ratio_floor: float = 0.005    # spread floor of error ratios compared without counts (half a point)
 
 
 def change_events(changes: pd.DataFrame | None, signals: pd.DataFrame | None,
@@ -50,7 +52,7 @@ def change_events(changes: pd.DataFrame | None, signals: pd.DataFrame | None,
         for r in changes.itertuples():
             rows.append((float(r.time), str(r.service), str(r.kind or "change"), str(r.detail or ""), "changes.csv"))
     if signals is not None and not signals.empty and "destination_version" in signals:
-        s = signals[(signals["destination_version"] != "") & (signals["requests"].fillna(0) > 0)]
+        s = signals[(signals["destination_version"] != "") & _serving(signals)]
         for svc, g in s.groupby("destination"):
             first = g.groupby("destination_version")["time"].min()
             if len(first) < 2:
@@ -60,6 +62,15 @@ def change_events(changes: pd.DataFrame | None, signals: pd.DataFrame | None,
                     rows.append((float(t), str(svc), "deploy", f"version {version} first serves calls",
                                  "signals.csv destination_version"))
     return pd.DataFrame(rows, columns=CHANGE_COLUMNS).sort_values("time", kind="stable").reset_index(drop=True)
+
+
+def _serving(signals: pd.DataFrame) -> pd.Series:
+    """Rows that show a version serving calls: counted requests, or -- where calls are not counted -- any
+    latency or error ratio measured for it."""
+    measured = [c for c in ("error_ratio", "latency_ms_avg", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99")
+                if c in signals]
+    uncounted = signals["requests"].isna() & signals[measured].notna().any(axis=1) if measured else False
+    return (signals["requests"].fillna(0) > 0) | uncounted
 
 
 def prior_factors(events: pd.DataFrame, at: float, params: ChangeParams = ChangeParams()) -> dict[str, float]:
@@ -78,24 +89,33 @@ def canary(signals: pd.DataFrame | None, slices: list[tuple[float, float]],
     cols = ["service", "window", "canary_z", "new_version"]
     if signals is None or signals.empty or "destination_version" not in signals:
         return pd.DataFrame(columns=cols)
-    s = signals[(signals["destination_version"] != "") & (signals["reporter"] != "source")
-                & (signals["requests"].fillna(0) > 0)].copy()
+    s = signals[(signals["destination_version"] != "") & (signals["reporter"] != "source") & _serving(signals)].copy()
     if s.empty:
         return pd.DataFrame(columns=cols)
+    counted = s["requests"].notna()
     s["errors"] = s["requests"] * s["error_ratio"].fillna(0.0)
     first_seen = s.groupby(["destination", "destination_version"])["time"].min()
     rows = []
     for i, (lo, hi) in enumerate(slices):
         here = s[(s["time"] > lo) & (s["time"] <= hi)]
         for svc, g in here.groupby("destination"):
-            per = g.groupby("destination_version")[["requests", "errors"]].sum()
-            if len(per) < 2:
+            if g["destination_version"].nunique() < 2:
                 continue
-            newest = max(per.index, key=lambda v: (first_seen[(svc, v)], v))
-            n_new, e_new = per.loc[newest]
-            old = per.drop(index=newest).sum()
-            p_old = (old["errors"] + 0.5) / (old["requests"] + 1.0)
-            z = (e_new - n_new * p_old) / math.sqrt(max(n_new * p_old * (1 - p_old), 1e-9))
+            newest = max(g["destination_version"].unique(), key=lambda v: (first_seen[(svc, v)], v))
+            if counted[g.index].all():
+                per = g.groupby("destination_version")[["requests", "errors"]].sum()
+                n_new, e_new = per.loc[newest]
+                old = per.drop(index=newest).sum()
+                p_old = (old["errors"] + 0.5) / (old["requests"] + 1.0)
+                z = (e_new - n_new * p_old) / math.sqrt(max(n_new * p_old * (1 - p_old), 1e-9))
+            else:  # no counts: the versions' error ratios against their spread (Welch's t, a floor of half a point)
+                new = g.loc[g["destination_version"] == newest, "error_ratio"].dropna().to_numpy(dtype=float)
+                old = g.loc[g["destination_version"] != newest, "error_ratio"].dropna().to_numpy(dtype=float)
+                if not len(new) or not len(old):
+                    continue
+                var = max(float(np.var(np.r_[new - new.mean(), old - old.mean()], ddof=1)) if len(new) + len(old) > 2
+                          else 0.0, params.ratio_floor ** 2)
+                z = (new.mean() - old.mean()) / math.sqrt(var * (1 / len(new) + 1 / len(old)))
             rows.append((str(svc), i, max(0.0, float(z)), str(newest)))
     return pd.DataFrame(rows, columns=cols)
 

@@ -73,6 +73,7 @@ class MetricThresholds:
     degraded_error: float = 0.02  # error-ratio rise that is degraded (when also z_anomalous spreads)
     failing_error: float = 0.20   # ... failing
     saturation_order: float = 0.1  # saturation below this share of the slice's largest is not severe
+    ratio_floor: float = 0.005    # spread floor of an error ratio judged without counts (half a point)
 
 
 def data_step(signals: pd.DataFrame | None, resources: pd.DataFrame | None) -> float | None:
@@ -113,7 +114,7 @@ def _window_of(t: np.ndarray, baseline: tuple[float, float], slices: list[tuple[
     return out
 
 
-def _deviation(base: np.ndarray, values: np.ndarray, th: MetricThresholds) -> float:
+def _deviation(base: np.ndarray, values: np.ndarray, th: MetricThresholds, floor: float = 0.0) -> float:
     """How far the median of ``values`` lies above the baseline, in baseline spreads (negative: below)."""
     base = base[np.isfinite(base)]
     values = values[np.isfinite(values)]
@@ -121,13 +122,13 @@ def _deviation(base: np.ndarray, values: np.ndarray, th: MetricThresholds) -> fl
         return 0.0
     center = float(np.median(base))
     spread = max(1.4826 * float(np.median(np.abs(base - center))), float(np.std(base, ddof=1)),
-                 th.rel_floor * abs(center), 1e-9)
+                 th.rel_floor * abs(center), floor, 1e-9)
     spread *= math.sqrt(1.0 + 1.0 / len(base))
     return (float(np.median(values)) - center) / spread
 
 
-def _series_z(frame: pd.DataFrame, key: list[str], value: str, n_slices: int, th: MetricThresholds
-              ) -> pd.DataFrame:
+def _series_z(frame: pd.DataFrame, key: list[str], value: str, n_slices: int, th: MetricThresholds,
+              floor: float = 0.0) -> pd.DataFrame:
     """Per series (``key``) and incident window: the deviation of ``value`` from its baseline."""
     rows = []
     for k, g in frame.groupby(key, sort=False, observed=True):
@@ -138,7 +139,7 @@ def _series_z(frame: pd.DataFrame, key: list[str], value: str, n_slices: int, th
             here = v[w == i]
             here = here[np.isfinite(here)]
             if len(here):
-                rows.append((*((k,) if len(key) == 1 else k), i, _deviation(base, here, th), len(here)))
+                rows.append((*((k,) if len(key) == 1 else k), i, _deviation(base, here, th, floor), len(here)))
     return pd.DataFrame(rows, columns=[*key, "window", "z", "points"])
 
 
@@ -182,6 +183,11 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
             parts.append(top.rename(columns={"destination": "service"}))
         if "requests" in dest and dest["requests"].notna().any():
             parts.append(_rates_and_errors(dest, n, th))
+        counted = set(dest.loc[dest["requests"].notna(), "destination"]) if "requests" in dest else set()
+        uncounted = dest[~dest["destination"].isin(counted) & dest["error_ratio"].notna()] \
+            if "error_ratio" in dest else dest.iloc[0:0]
+        if len(uncounted):
+            parts.append(_ratios_without_counts(uncounted, n, th))
         gap_blame = _gap_blame(s, n, th)
     canaries = canary(versions if versions is not None else signals, slices)
     if not canaries.empty:
@@ -270,6 +276,27 @@ def _rates_and_errors(dest: pd.DataFrame, n: int, th: MetricThresholds) -> pd.Da
             err_z = (err - req * b_ratio) / math.sqrt(max(req * b_ratio * (1 - b_ratio), 1e-9)) if req > 0 else 0.0
             rows.append((svc, i, ratio, up, err_z))
     return pd.DataFrame(rows, columns=["service", "window", "rate_ratio", "error_up", "error_z"])
+
+
+def _ratios_without_counts(dest: pd.DataFrame, n: int, th: MetricThresholds) -> pd.DataFrame:
+    """Error ratios of services whose calls are not counted: each series (per caller) judged against its own
+    baseline spread, floored at :attr:`MetricThresholds.ratio_floor` (a ratio series that never moved in
+    the baseline has no spread of its own); the largest rise per service and slice. Without counts the
+    binomial test cannot be made, and a request rate cannot be judged at all."""
+    z = _series_z(dest, ["destination", "source"], "error_ratio", n, th, floor=th.ratio_floor)
+    rise = []
+    for (svc, src), g in dest.groupby(["destination", "source"]):
+        base = g.loc[g["window"] == -1, "error_ratio"].to_numpy(dtype=float)
+        center = float(np.median(base)) if len(base) else 0.0
+        for i in range(n):
+            here = g.loc[g["window"] == i, "error_ratio"].to_numpy(dtype=float)
+            if len(here):
+                rise.append((svc, src, i, float(np.median(here)) - center))
+    up = pd.DataFrame(rise, columns=["destination", "source", "window", "error_up"])
+    both = z.merge(up, on=["destination", "source", "window"])
+    top = both.groupby(["destination", "window"], as_index=False).agg(error_z=("z", "max"), error_up=("error_up", "max"))
+    return top.rename(columns={"destination": "service"}).assign(rate_ratio=1.0)[
+        ["service", "window", "rate_ratio", "error_up", "error_z"]]
 
 
 def _gap_blame(s: pd.DataFrame, n: int, th: MetricThresholds) -> pd.DataFrame:

@@ -13,6 +13,7 @@
 * error rise, latency rise — the crudest rules on metrics: the service whose error ratio (latency) rose
   most, in its own baseline spreads, over the incident slices (services where it did not rise are not
   ranked: a baseline without the signal must not score by alphabetical luck).
+* latest change — the service that changed last before the alert ("the latest change did it").
 * log errors rise — the service whose WARN/ERROR log lines rose most over what its baseline rate predicts.
 * random — the floor; its expected AC@k over ``n`` candidates is ``min(k, n) / n``.
 
@@ -156,9 +157,25 @@ def log_baselines(observations: Observations, windows: Windows) -> dict[str, lis
     return {"log_errors_rise": sorted(excess.index, key=lambda s: (-excess[s], s))}
 
 
+def change_baselines(observations: Observations, windows: Windows) -> dict[str, list[str]]:
+    """``latest_change``: the changed services, the most recent change (at or before the alert) first --
+    "the latest change did it" (none without changes)."""
+    from baynet.evidence.changes import change_events
+
+    listed, versions = observations.table("changes"), observations.table("versions")
+    if listed is None and versions is None:
+        return {}
+    events = change_events(listed, versions, windows.baseline)
+    events = events[events["time"] <= windows.slices[-1][1]]
+    if events.empty:
+        return {}
+    latest = events.groupby("service")["time"].max()
+    return {"latest_change": sorted(latest.index, key=lambda s: (-latest[s], s))}
+
+
 # Each entry ranks the incident's services by one simple rule per name it returns.
 RANKERS: list[Callable[[Observations, Windows], dict[str, list[str]]]] = [trace_baselines, metric_baselines,
-                                                                         log_baselines]
+                                                                         log_baselines, change_baselines]
 
 
 def ac_at_k(ranking: list[str], truth: str, k: int) -> float:

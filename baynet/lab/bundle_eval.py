@@ -13,11 +13,12 @@ from typing import Any, Callable
 
 from baynet.bundles.analyse import analyse_bundle
 from baynet.bundles.format import BundleError
-from baynet.bundles.read import load_bundle, read_truth
+from baynet.bundles.read import Bundle, load_bundle, read_truth
 from baynet.consumer import IncidentRunner
 from baynet.dbn import DBNModel, confirmed_propagation
 from baynet.evidence.fuse import states_from_evidence
 from baynet.lab.baselines import RANKERS
+from baynet.lab.degrade import SHAPES, NotApplicable, degrade
 from baynet.lab.scoring import hits_of, metrics, summarise_bundles
 from baynet.settings import Settings
 from baynet.sources.bundle import bundle_observations
@@ -25,12 +26,13 @@ from baynet.windows import Windows
 
 
 def bundle_row(path: Path, settings: Settings, sources: set[str] | None = None,
-               replayed: IncidentRunner | None = None) -> dict[str, Any]:
+               replayed: IncidentRunner | None = None, bundle: Bundle | None = None) -> dict[str, Any]:
     """Analyse one bundle -- in-process, or with ``replayed`` (the incident flow) through
     :func:`baynet.local.replay.replay` (Tempo, Prometheus, SQS) -- and rank the baselines on the same data;
-    the truth is read here, after the analysis, and only for scoring."""
+    the truth is read here, after the analysis, and only for scoring. ``bundle``: the bundle at ``path``
+    already loaded (and perhaps put into another shape, :mod:`baynet.lab.degrade`)."""
     started = time.monotonic()
-    bundle = load_bundle(path)
+    bundle = bundle if bundle is not None else load_bundle(path)
     result = analyse_bundle(bundle, settings, use=sources)
     if not result.used:
         raise ValueError(f"the bundle has none of the evidence asked for ({', '.join(sorted(sources or []))}); "
@@ -68,7 +70,7 @@ def find_bundles(directories: list[Path]) -> list[Path]:
 
 def evaluate_bundles(directories: list[Path], *, sources: set[str] | None = None,
                      replayed: IncidentRunner | None = None, progress: Callable[[str], None] | None = None,
-                     settings: Settings | None = None) -> dict[str, Any]:
+                     settings: Settings | None = None, shape: str = "as_is") -> dict[str, Any]:
     """Every bundle under ``directories``, analysed and scored against its ``truth.json``. A bundle that
     cannot be read or scored is listed in ``skipped`` with the reason; the others go on. With
     ``replayed`` (the incident flow), each goes through the real path (and the in-process ranking is
@@ -78,10 +80,11 @@ def evaluate_bundles(directories: list[Path], *, sources: set[str] | None = None
     rows, skipped = [], []
     for i, path in enumerate(paths, 1):
         try:
-            rows.append(bundle_row(path, settings, sources, replayed))
+            bundle = degrade(load_bundle(path), shape) if shape != "as_is" else None
+            rows.append(bundle_row(path, settings, sources, replayed, bundle))
             top = rows[-1]["rankings"]["baynet"][:3]
             line = f"[{i}/{len(paths)}] {path.name}: top {top}"
-        except (BundleError, ValueError, KeyError, OSError, RuntimeError) as exc:
+        except (BundleError, NotApplicable, ValueError, KeyError, OSError, RuntimeError) as exc:
             skipped.append({"case": str(path), "reason": str(exc)})
             line = f"[{i}/{len(paths)}] {path.name}: skipped ({exc})"
         if progress:
@@ -148,3 +151,49 @@ def evaluate_online(directories: list[Path], *, sources: set[str] | None = None,
 
     pooled = {way: [x for d in hits for x in hits[d][way]] for way in ("learning", "static")}
     return {**summary(pooled), "by_directory": {d: summary(parts) for d, parts in hits.items()}}
+
+
+def evaluate_matrix(directories: list[Path], *, shapes: tuple[str, ...] = SHAPES, sources: set[str] | None = None,
+                    progress: Callable[[str], None] | None = None, settings: Settings | None = None
+                    ) -> dict[str, Any]:
+    """Every bundle of every directory (one mesh each) in every shape: per mesh and shape AC@1 and Avg@5,
+    the best simple baseline of that cell (the highest AC@1 of the baselines ranked on the same data) and
+    random. A shape that applies to no bundle of a mesh is listed in ``excluded`` with the reason."""
+    settings = settings or Settings()
+    matrix: dict[str, dict[str, Any]] = {}
+    excluded: dict[str, dict[str, str]] = {}
+    names = {str(Path(d)): Path(d).resolve().name for d in directories}
+    for d in directories:
+        mesh = names[str(Path(d))]
+        rows: dict[str, list[dict[str, Any]]] = {s: [] for s in shapes}
+        reasons: dict[str, list[str]] = {s: [] for s in shapes}
+        for path in find_bundles([Path(d)]):
+            try:
+                loaded = load_bundle(path)
+            except BundleError as exc:
+                if progress:
+                    progress(f"{mesh} {path.name}: skipped ({exc})")
+                continue
+            for shape in shapes:
+                try:
+                    rows[shape].append(bundle_row(path, settings, sources, None, degrade(loaded, shape)))
+                except NotApplicable as exc:
+                    reasons[shape].append(str(exc))
+                except ValueError as exc:  # the shape left none of the evidence asked for
+                    reasons[shape].append(str(exc))
+            if progress:
+                progress(f"{mesh} {path.name}")
+        matrix[mesh], excluded[mesh] = {}, {}
+        for shape in shapes:
+            if not rows[shape]:
+                why = max(set(reasons[shape]), key=reasons[shape].count) if reasons[shape] else "no bundle"
+                excluded[mesh][shape] = why
+                continue
+            part = summarise_bundles(rows[shape], [])
+            simple = {m: b["overall"]["AC@1"] for m, b in part["baselines"].items() if m != "random"}
+            best = max(simple, key=lambda m: (simple[m], m)) if simple else None
+            matrix[mesh][shape] = {"AC@1": part["overall"]["AC@1"], "Avg@5": part["overall"]["Avg@5"],
+                                   "best_baseline": best, "best_baseline_AC@1": simple.get(best, 0.0),
+                                   "random_AC@1": part["baselines"]["random"]["overall"]["AC@1"],
+                                   "n": part["overall"]["n"], "skipped": len(reasons[shape])}
+    return {"matrix": matrix, "excluded": excluded}

@@ -229,3 +229,20 @@ def test_two_consumers_on_two_hosts_analyse_a_duplicated_event_once(queues, tmp_
     assert sorted(o.result for o in results) == ["analysed", "duplicate"]
     assert drain(sqs, url) == [] and drain(sqs, dlq) == []
     assert store.list_keys("claims/") == []  # released once done
+
+
+def test_an_event_whose_data_has_not_settled_waits_on_the_queue_not_in_the_consumer(queues):
+    """BAYNET_SETTLE_S: an event that arrives before alert + settle goes back on the queue, invisible for the
+    time left (nothing is held meanwhile), and is analysed when it comes back."""
+    sqs, url, dlq = queues
+    at = time.time()
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"service": "carts", "event_type": "latency",
+                                                           "timestamp": at}))
+    seen = []
+    consumer = Consumer(sqs, url, seen.append, dlq_url=dlq, wait_s=1, ready_at=lambda e: e.unix + 3)
+    first = consumer.run(max_messages=1)
+    assert [o.result for o in first] == ["deferred"] and seen == []
+    assert sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0).get("Messages") is None  # hidden meanwhile
+    time.sleep(max(0.0, at + 3.5 - time.time()))
+    again = Consumer(sqs, url, seen.append, dlq_url=dlq, wait_s=2, ready_at=lambda e: e.unix + 3).run(max_messages=1)
+    assert [o.result for o in again] == ["analysed"] and len(seen) == 1

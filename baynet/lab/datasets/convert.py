@@ -36,7 +36,7 @@ from baynet.lab.datasets.nezha import (
 from baynet.settings import Settings
 from baynet.windows import Windows
 
-METRICS_BEFORE_S = 1800          # metric rows kept before the injection (baseline and more)
+METRICS_BEFORE_S = 3600          # metric rows kept before the injection (baseline and more: 12 windows of 5 min)
 METRICS_AFTER_S = 600            # ... and after it
 NEZHA_RESOURCES = {"CpuUsage(m)": ("cpu", 1.0), "MemoryUsage(Mi)": ("memory", 1.0),
                    "NetworkReceiveBytes": ("net_rx", 1.0), "NetworkTransmitBytes": ("net_tx", 1.0)}
