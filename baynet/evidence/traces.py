@@ -38,6 +38,7 @@ spans actually read.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -82,6 +83,10 @@ class Thresholds:
     min_calls: int = 5             # calls an edge needs in a window before its gap is judged
     min_flagged: int = 3           # fewer slow/odd spans than this in a window is noise, not a share
     min_baseline: int = 3          # baseline spans an operation needs before its spans are judged against it
+    min_gap_baseline: int = 2      # baseline calls an edge needs before its gaps are pooled (_pooled_gaps)
+    gap_min_growth_ms: float = 1.0  # a call's gap grew only by more than this past its edge's baseline largest
+    gap_anomalous: float = 3.0     # -log10 p of the pooled gap test: anomalous own work (the network)
+    gap_severe: float = 6.0        # ... severe
 
 
 def spans_frame(spans: list[Span]) -> pd.DataFrame:
@@ -321,8 +326,11 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     base_err = ev["service"].map(base_ev["error_ratio"]).fillna(0).to_numpy()
     ev["state"] = _state(ev, base_err, th)
     gaps = _gap_evidence(df, th)
+    pooled = _pooled_gaps(df, th)
     ev["net_frac"] = [gaps.get((s, w), (0.0, 0))[0] for s, w in zip(ev["service"], ev["window"])]
-    ev["gap_edges"] = [gaps.get((s, w), (0.0, 0))[1] for s, w in zip(ev["service"], ev["window"])]
+    ev["gap_edges"] = [max(gaps.get((s, w), (0.0, 0))[1], pooled.get((s, w), (0, 0.0))[0])
+                       for s, w in zip(ev["service"], ev["window"])]
+    ev["gap_score"] = [pooled.get((s, w), (0, 0.0))[1] for s, w in zip(ev["service"], ev["window"])]
     ev["own_state"] = _own_state(ev, base_err, th)
     # Too few of the service's spans had a baseline to be judged against for a share of them to count
     # (min_flagged), and nothing else (own errors, network gaps) spoke: its own work is unknown in that
@@ -425,7 +433,8 @@ def _level(value: np.ndarray, anomalous: float, severe: float) -> np.ndarray:
 def _own_state(ev: pd.DataFrame, base_err: np.ndarray, th: Thresholds) -> np.ndarray:
     """0 ok, 1 anomalous, 2 severe: the worst of self time, trace shape, own errors and network gaps."""
     own_err = np.where(ev["own_error_frac"].to_numpy() >= 0.5, ev["error_ratio"].to_numpy() - base_err, 0.0)
-    net = np.minimum(ev["gap_edges"].to_numpy(), 2)
+    net = np.maximum(np.minimum(ev["gap_edges"].to_numpy(), 2),
+                     _level(ev["gap_score"].to_numpy(), th.gap_anomalous, th.gap_severe))
     return np.maximum.reduce([
         _level(ev["self_slow_frac"].to_numpy(), th.degraded_frac, th.failing_frac),
         _level(ev["shape_frac"].to_numpy(), th.shape_frac, th.failing_frac),
@@ -433,6 +442,66 @@ def _own_state(ev: pd.DataFrame, base_err: np.ndarray, th: Thresholds) -> np.nda
         _level(own_err, th.degraded_error, th.failing_error),
         net,
     ]).astype(np.int64)
+
+
+def _pooled_gaps(df: pd.DataFrame, th: Thresholds) -> dict[tuple[str, int], tuple[int, float]]:
+    """Network gaps that hold at low traffic: every call on every edge, pooled. A call's gap (caller span
+    minus callee span) has grown when it exceeds the largest gap its edge showed in the baseline: under no
+    change that happens with probability ``1 / (n + 1)`` for an edge of ``n`` baseline calls, whatever the
+    gaps' distribution. Each edge whose calls grew more often than that (a binomial test) is blamed on the
+    endpoint with the larger share of its calls grown, all its edges together (a delayed pod's calls grow in
+    and out; its busy caller's other calls do not), on a tie the one with more grown edges (a leaf behind
+    the delayed pod has one edge, all grown), then the callee; per service and slice, the calls of
+    the edges blamed on it are pooled into one binomial test: ``(edges blamed, -log10 p)``. A pod whose
+    calls in both directions grew is found even when each edge alone is too thin to judge."""
+    from scipy import stats
+
+    prow = df["prow"].to_numpy()
+    cross = df["entry"].to_numpy() & (prow >= 0)
+    if not cross.any():
+        return {}
+    dur = df["dur_ns"].to_numpy()
+    names = np.asarray(df["service"].cat.categories, dtype=object)
+    calls = pd.DataFrame({"caller": names[df["parent_svc"].to_numpy()[cross]],
+                          "callee": df["service"].astype(str).to_numpy()[cross],
+                          "window": df["window"].to_numpy()[cross],
+                          "gap": np.clip(dur[prow[cross]] - dur[cross], 0, None) / 1e6})
+    base = calls[calls["window"] == -1].groupby(["caller", "callee"])["gap"].agg(["max", "size"])
+    base = base[base["size"] >= th.min_gap_baseline]
+    inc = calls[calls["window"] >= 0].join(base, on=["caller", "callee"], how="inner")
+    if inc.empty:
+        return {}
+    inc["grown"] = inc["gap"] > inc["max"] + th.gap_min_growth_ms
+    inc["p0"] = 1.0 / (inc["size"] + 1.0)
+    out: dict[tuple[str, int], tuple[int, float]] = {}
+    for w, g in inc.groupby("window"):
+        edges = g.groupby(["caller", "callee"]).agg(k=("grown", "sum"), n=("grown", "size"), p0=("p0", "first"))
+        # Edges with calls enough to be judged on their own (_gap_evidence) are left to that rule.
+        edges = edges[edges["n"] < th.min_calls]
+        edges["p"] = [float(stats.binom.sf(k - 1, n, p0)) if k else 1.0 for k, n, p0 in
+                      zip(edges["k"], edges["n"], edges["p0"])]
+        grown = edges[edges["p"] < 0.05]
+        if grown.empty:
+            continue
+        share: dict[str, list[int]] = {}
+        for (a, b), e in edges.iterrows():
+            for svc in (a, b):
+                k_n = share.setdefault(svc, [0, 0])
+                k_n[0] += int(e["k"])
+                k_n[1] += int(e["n"])
+        touching = pd.Series([s for pair in grown.index for s in pair]).value_counts()
+        blamed: dict[str, list[tuple[int, int, float]]] = {}
+        for (a, b), e in grown.iterrows():
+            key_a = (share[a][0] / share[a][1], touching[a])
+            key_b = (share[b][0] / share[b][1], touching[b])
+            blamed.setdefault(a if key_a > key_b else b, []).append((int(e["k"]), int(e["n"]), float(e["p0"])))
+        for svc, items in blamed.items():
+            k = sum(i[0] for i in items)
+            n = sum(i[1] for i in items)
+            p0 = sum(i[2] * i[1] for i in items) / n
+            p = float(stats.binom.sf(k - 1, n, p0))
+            out[(svc, int(w))] = (len(items), -math.log10(max(p, 1e-300)))
+    return out
 
 
 def _gap_evidence(df: pd.DataFrame, th: Thresholds) -> dict[tuple[str, int], tuple[float, int]]:

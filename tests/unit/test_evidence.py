@@ -110,3 +110,39 @@ def test_the_baseline_band_is_the_range_over_slice_long_pieces_of_the_baseline()
     assert row.rate_ratio_lo < 1 < row.rate_ratio_hi and row.error_ratio_hi == 0.0
     # the injected latency puts the last slice far above the band
     assert carts.loc[carts.window == carts.window.max(), "p95_ms"].iloc[0] > 2 * row.p95_ms_hi
+
+
+def _calls(i: int, start_s: float, jitter_ms: list[int]) -> list[Span]:
+    """front -> mid -> leaf and front -> db (each call a client span), a few ms of jitter on each call's network."""
+    t, base, ms = f"{i:032x}", int(start_s * 1e9), 1_000_000
+    j1, j2, j3 = jitter_ms
+
+    def span(sid: str, parent: str, service: str, a: int, b: int) -> Span:
+        return Span(t, sid.rjust(16, "0"), parent.rjust(16, "0") if parent else "", service, f"{service} op",
+                    "server", base + a * ms, base + b * ms, "unset")
+
+    return [span("1", "", "front", 0, 100 + j1 + j2), span("2", "1", "front", 10, 60 + j1 + j2),
+            span("3", "2", "mid", 12, 58 + j2), span("4", "3", "leaf", 20, 40), span("5", "1", "front", 68, 92 + j3),
+            span("6", "5", "db", 70, 90)]
+
+
+@pytest.mark.parametrize("delayed", [False, True])
+def test_a_network_delay_at_low_traffic_is_found_by_pooling_the_calls_of_every_edge_it_touches(delayed):
+    from baynet.lab.datasets.semisynthetic import _netem
+
+    rng = __import__("random").Random(7)
+    jitter = lambda: [rng.randint(0, 3) for _ in range(3)]  # noqa: E731
+    baseline = [s for i in range(8) for s in _calls(i, 5 + i * 6, jitter())]  # 8 calls per edge in 60 s
+    incident = []
+    for i in range(4):  # 4 calls per edge in the slice: fewer than min_calls, too few to judge one edge alone
+        trace = _calls(100 + i, 65 + i * 12, jitter())
+        if delayed:
+            _netem(trace, "mid", 20 * 1_000_000)
+        incident += trace
+    ev, _ = build_evidence(baseline + incident, baseline=(0, 60), slices=[(60, 120)])
+    inc = ev[ev.window == 0].set_index("service")
+    if delayed:
+        assert inc.loc["mid", "gap_edges"] == 2 and inc.loc["mid", "own_state"] >= 1  # both its edges, pooled
+        assert inc.loc[["front", "leaf", "db"], "gap_edges"].eq(0).all()  # each touches one grown edge at most
+    else:
+        assert inc["gap_edges"].eq(0).all() and inc["own_state"].le(0).all()

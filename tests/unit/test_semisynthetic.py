@@ -1,6 +1,6 @@
 """Semi-synthetic incidents: a fault at one service, shown in its traces the way a real one would be."""
 
-from baynet.lab.datasets.semisynthetic import _delay, _fail, _skip_last_call, make_cases, split_in_time
+from baynet.lab.datasets.semisynthetic import _delay, _fail, _netem, _skip_last_call, make_cases, split_in_time
 from baynet.otlp import Span
 
 MS = 1_000_000
@@ -28,6 +28,20 @@ def test_a_delay_lengthens_the_visit_and_its_callers_and_shifts_what_came_after(
     assert db.start_ns == 100 * MS  # after the slow call returned
 
 
+def test_a_network_delay_grows_every_gap_that_touches_the_service_and_no_other():
+    trace = _trace(1, 0)
+    front, client, mid, leaf, db = trace
+    _netem(trace, "mid", 5 * MS)  # client -> mid and mid -> leaf each take 5 ms longer each way
+    assert (mid.start_ns, leaf.start_ns) == (17 * MS, 30 * MS)  # requests arrive later
+    assert leaf.end_ns - leaf.start_ns == 20 * MS  # a callee's own work is unchanged
+    assert mid.end_ns - mid.start_ns == 56 * MS  # mid waits 2 x 5 ms more for leaf
+    assert client.end_ns - client.start_ns == 70 * MS and front.end_ns - front.start_ns == 120 * MS
+    assert db.end_ns - db.start_ns == 20 * MS and db.start_ns == 90 * MS  # untouched edge: shifted, not grown
+    gap = lambda caller, callee: (caller.end_ns - caller.start_ns) - (callee.end_ns - callee.start_ns)  # noqa: E731
+    assert gap(client, mid) == 14 * MS and gap(mid, leaf) == 36 * MS  # 4 and 26 before: + 2 x 5 ms each
+    assert gap(front, db) == 100 * MS  # 80 before: it contains the delayed calls, as a trace's root does
+
+
 def test_errors_travel_up_to_the_root_and_a_skipped_call_takes_its_subtree():
     trace = _trace(1, 0)
     _fail(trace, trace[3])
@@ -48,7 +62,9 @@ def test_cases_cover_each_service_kind_and_size_with_a_baseline_before_the_incid
     kinds = {(c.truth, c.fault_type) for c in cases}
     assert ("mid", "synthetic_delay") in kinds and ("leaf", "synthetic_errors") in kinds
     assert ("front", "synthetic_missing_calls") in kinds and ("leaf", "synthetic_missing_calls") not in kinds
-    assert len(cases) == 4 * 2 * 3 + 2 * 3  # 4 services x (delay, errors) x 3 sizes; 2 callers x missing calls
+    assert ("leaf", "synthetic_network_delay") in kinds
+    # 4 services x (delay, errors, network delay) x 3 sizes; 2 callers x missing calls
+    assert len(cases) == 4 * 3 * 3 + 2 * 3
     delayed = next(c for c in cases if c.name == "mid delay x4")
     assert sum(s.end_ns - s.start_ns for s in delayed.incident) > sum(s.end_ns - s.start_ns for s in incident)
     assert delayed.baseline is cases[0].baseline  # shared, never changed

@@ -8,11 +8,17 @@ comes before is the baseline. In the incident one service gets a fault, applied 
 * ``errors`` -- affected visits fail (error status) and the failure travels up the caller chain to the
   trace's root, as an HTTP 500 does;
 * ``missing_calls`` -- affected visits skip their last call to another service (an early return or an
-  exception): that call's subtree is gone, and the visit and its ancestors end that much sooner.
+  exception): that call's subtree is gone, and the visit and its ancestors end that much sooner;
+* ``network_delay`` -- a delay on the service's network (``tc netem``, a Chaos Mesh NetworkChaos): every
+  call into and out of it takes ``d`` longer each way. The callee's server span (and its subtree) starts
+  ``d`` later, the caller's span that made the call ends ``2d`` later, and so do the caller's ancestors;
+  what the trace did after the call starts ``2d`` later. A callee's own work keeps its duration: the
+  signature is a grown gap between caller and callee on every edge that touches the service, both ways.
 
-``size`` is the share of the service's visits affected for ``errors`` and ``missing_calls``, and the delay
-in multiples of the service's median entry latency for ``delay``. Each case records its truth; only the
-scorer reads it.
+``size`` is the share of the service's visits affected for ``errors`` and ``missing_calls``, the delay in
+multiples of the service's median entry latency for ``delay``, and ``d`` in multiples of the median
+latency of the calls on the service's edges (the caller's side) for ``network_delay``. Each case records
+its truth; only the scorer reads it.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ import numpy as np
 
 from baynet.otlp import Span
 
-KINDS = ("delay", "errors", "missing_calls")
-SIZES = {"delay": (0.5, 1.0, 4.0), "errors": (0.1, 0.3, 1.0), "missing_calls": (0.25, 0.5, 1.0)}
+KINDS = ("delay", "errors", "missing_calls", "network_delay")
+SIZES = {"delay": (0.5, 1.0, 4.0), "errors": (0.1, 0.3, 1.0), "missing_calls": (0.25, 0.5, 1.0),
+         "network_delay": (1.0, 2.0, 4.0)}
 MIN_VISITS = 3  # a service visited fewer times in the incident half cannot show a fault
 
 
@@ -105,6 +112,37 @@ def _delay(trace: list[Span], visit: Span, delay_ns: int) -> None:
             s.end_ns += delay_ns
 
 
+def _calls_touching(trace: list[Span], service: str) -> list[tuple[str, str]]:
+    """(caller span id, callee span id) of every call between ``service`` and another service in a trace."""
+    by_id = {s.span_id: s for s in trace}
+    out = []
+    for s in trace:
+        parent = by_id.get(s.parent_span_id)
+        if parent is not None and parent.service != s.service and service in (parent.service, s.service):
+            out.append((parent.span_id, s.span_id))
+    return out
+
+
+def _netem(trace: list[Span], service: str, d_ns: int) -> None:
+    """Every call into and out of ``service`` takes ``d_ns`` longer each way (see the module docstring)."""
+    pairs = _calls_touching(trace, service)
+    by_id = {s.span_id: s for s in trace}
+    for caller_id, callee_id in sorted(pairs, key=lambda p: by_id[p[1]].start_ns):
+        caller, callee = by_id[caller_id], by_id[callee_id]
+        for span_id in _descendants(callee, trace) | {callee.span_id}:  # the request arrives d later
+            by_id[span_id].start_ns += d_ns
+            by_id[span_id].end_ns += d_ns
+        ended = caller.end_ns
+        lineage = {a.span_id for a in _ancestors(caller, by_id)} | {caller.span_id}
+        inside = _descendants(caller, trace)
+        for s in trace:  # the response comes back d later still: the caller waits 2d more
+            if s.span_id in lineage:
+                s.end_ns += 2 * d_ns
+            elif s.span_id not in inside and s.start_ns >= ended:
+                s.start_ns += 2 * d_ns
+                s.end_ns += 2 * d_ns
+
+
 def _fail(trace: list[Span], visit: Span) -> None:
     by_id = {s.span_id: s for s in trace}
     for s in [visit, *_ancestors(visit, by_id)]:
@@ -142,6 +180,14 @@ def make_cases(normal: list[Span], window_s: float, *, limit: int | None = None,
         for s in trace:
             if s.parent_span_id not in by_id or by_id[s.parent_span_id].service != s.service:
                 base_visits[s.service].append(s.end_ns - s.start_ns)
+    edge_ms: dict[str, list[int]] = defaultdict(list)  # the caller's side of every call on a service's edges
+    for trace in _by_trace(baseline).values():
+        by_id = {s.span_id: s for s in trace}
+        for s in trace:
+            parent = by_id.get(s.parent_span_id)
+            if parent is not None and parent.service != s.service:
+                for svc in (parent.service, s.service):
+                    edge_ms[svc].append(parent.end_ns - parent.start_ns)
     rng = random.Random(seed)
     cases = []
     services = sorted({s.service for s in later})
@@ -151,11 +197,19 @@ def make_cases(normal: list[Span], window_s: float, *, limit: int | None = None,
             continue
         makes_calls = _makes_calls(traces, service)
         for kind in KINDS:
-            if kind == "missing_calls" and not makes_calls:
+            if kind == "missing_calls" and not makes_calls or kind == "network_delay" and not edge_ms.get(service):
                 continue
             for size in SIZES[kind]:
                 incident = copy.deepcopy(later)
                 by_trace = _by_trace(incident)
+                if kind == "network_delay":
+                    d_ns = int(size * float(np.median(edge_ms[service])))
+                    for trace in by_trace.values():
+                        _netem(trace, service, d_ns)
+                    incident = [s for t in by_trace.values() for s in t]
+                    cases.append(SyntheticCase(f"{service} {kind} x{size:g}", f"synthetic_{kind}", service,
+                                               baseline, incident, begin, length))
+                    continue
                 chosen = visited if kind == "delay" else rng.sample(visited, max(1, round(size * len(visited))))
                 delay_ns = int(size * float(np.median(base_visits[service])))
                 for tid, span_id in chosen:
