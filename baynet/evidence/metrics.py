@@ -48,6 +48,7 @@ import pandas as pd
 
 from baynet.evidence.base import Judged
 from baynet.evidence.changes import ChangeParams, canary
+from baynet.evidence.network import blame
 
 if TYPE_CHECKING:
     from baynet.dbn import DBNModel
@@ -300,11 +301,11 @@ def _ratios_without_counts(dest: pd.DataFrame, n: int, th: MetricThresholds) -> 
 
 
 def _gap_blame(s: pd.DataFrame, n: int, th: MetricThresholds) -> pd.DataFrame:
-    """Grown network gaps per edge (the caller's view of the call minus the callee's), each blamed on the
-    endpoint with the larger share of its measured edges grown (on a tie, the callee): a delay on one
-    service's network shows on all of its edges, while its busy caller also has edges that did not grow.
-    (Blaming the endpoint with more grown edges instead put Online Boutique's delays on the caller: metrics
-    alone found 6 of its 16 network delays, 9 by share; no other fault changed.)"""
+    """Grown network gaps per edge (the caller's view of the call minus the callee's), each blamed by
+    :func:`baynet.evidence.network.blame` on the endpoint with the larger share of its measured edges grown:
+    a delay on one service's network shows on all of its edges, while its busy caller also has edges that
+    did not grow. (Blaming the endpoint with more grown edges first put Online Boutique's delays on the
+    caller: metrics alone found 6 of its 16 network delays, 9 by share; no other fault changed.)"""
     src = s[(s["reporter"] == "source") & (s["source"] != "")]
     dst = s[(s["reporter"] != "source") & (s["source"] != "")]
     if src.empty or dst.empty:
@@ -322,11 +323,8 @@ def _gap_blame(s: pd.DataFrame, n: int, th: MetricThresholds) -> pd.DataFrame:
         grown_n = pd.concat([grown["source"], grown["destination"]]).value_counts()
         measured = pd.concat([g["source"], g["destination"]]).value_counts()
         touched = grown_n / measured.reindex(grown_n.index)
-        blamed: dict[str, int] = {}
-        for a, b in zip(grown["source"], grown["destination"]):
-            who = a if touched.get(a, 0) > touched.get(b, 0) else b
-            blamed[who] = blamed.get(who, 0) + 1
-        rows += [(svc, w, k) for svc, k in blamed.items()]
+        blamed = blame(zip(grown["source"], grown["destination"]), touched.to_dict())
+        rows += [(svc, w, len(edges)) for svc, edges in blamed.items()]
     return pd.DataFrame(rows, columns=["service", "window", "gap_edges"])
 
 

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from baynet.evidence.base import Judged
+from baynet.evidence.network import blame
 from baynet.otlp import Span
 
 if TYPE_CHECKING:
@@ -448,10 +449,8 @@ def _pooled_gaps(df: pd.DataFrame, th: Thresholds) -> dict[tuple[str, int], tupl
     """Network gaps that hold at low traffic: every call on every edge, pooled. A call's gap (caller span
     minus callee span) has grown when it exceeds the largest gap its edge showed in the baseline: under no
     change that happens with probability ``1 / (n + 1)`` for an edge of ``n`` baseline calls, whatever the
-    gaps' distribution. Each edge whose calls grew more often than that (a binomial test) is blamed on the
-    endpoint with the larger share of its calls grown, all its edges together (a delayed pod's calls grow in
-    and out; its busy caller's other calls do not), on a tie the one with more grown edges (a leaf behind
-    the delayed pod has one edge, all grown), then the callee; per service and slice, the calls of
+    gaps' distribution. Each edge whose calls grew more often than that (a binomial test) is blamed by
+    :func:`baynet.evidence.network.blame`, shares counted over an endpoint's calls on all its edges; per service and slice, the calls of
     the edges blamed on it are pooled into one binomial test: ``(edges blamed, -log10 p)``. A pod whose
     calls in both directions grew is found even when each edge alone is too thin to judge."""
     from scipy import stats
@@ -489,13 +488,8 @@ def _pooled_gaps(df: pd.DataFrame, th: Thresholds) -> dict[tuple[str, int], tupl
                 k_n = share.setdefault(svc, [0, 0])
                 k_n[0] += int(e["k"])
                 k_n[1] += int(e["n"])
-        touching = pd.Series([s for pair in grown.index for s in pair]).value_counts()
-        blamed: dict[str, list[tuple[int, int, float]]] = {}
-        for (a, b), e in grown.iterrows():
-            key_a = (share[a][0] / share[a][1], touching[a])
-            key_b = (share[b][0] / share[b][1], touching[b])
-            blamed.setdefault(a if key_a > key_b else b, []).append((int(e["k"]), int(e["n"]), float(e["p0"])))
-        for svc, items in blamed.items():
+        for svc, pairs in blame(grown.index, {svc: k / n for svc, (k, n) in share.items()}).items():
+            items = [(int(grown.loc[e, "k"]), int(grown.loc[e, "n"]), float(grown.loc[e, "p0"])) for e in pairs]
             k = sum(i[0] for i in items)
             n = sum(i[1] for i in items)
             p0 = sum(i[2] * i[1] for i in items) / n
@@ -536,17 +530,10 @@ def _gap_evidence(df: pd.DataFrame, th: Thresholds) -> dict[tuple[str, int], tup
                 touched.setdefault(svc, []).append(bad)
             if bad:
                 bad_edges.append((caller, callee))
-        count = {svc: sum(flags) for svc, flags in touched.items()}
-        frac = {svc: count[svc] / len(flags) for svc, flags in touched.items()}
-        # Each grown gap is blamed on one endpoint, the one that explains the most grown gaps (one
-        # slow service rather than many), then the one whose edges grew the most; on a tie, the callee
-        # (a delayed ingress slows the response the caller waits for).
-        blamed: dict[str, int] = {}
-        for caller, callee in bad_edges:
-            who = caller if (count[caller], frac[caller]) > (count[callee], frac[callee]) else callee
-            blamed[who] = blamed.get(who, 0) + 1
+        frac = {svc: sum(flags) / len(flags) for svc, flags in touched.items()}
+        blamed = blame(bad_edges, frac, first="count")  # a starved caller grows every edge: see blame()
         for svc in touched:
-            out[(svc, w)] = (frac[svc], blamed.get(svc, 0))
+            out[(svc, w)] = (frac[svc], len(blamed.get(svc, ())))
     return out
 
 

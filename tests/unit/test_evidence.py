@@ -146,3 +146,23 @@ def test_a_network_delay_at_low_traffic_is_found_by_pooling_the_calls_of_every_e
         assert inc.loc[["front", "leaf", "db"], "gap_edges"].eq(0).all()  # each touches one grown edge at most
     else:
         assert inc["gap_edges"].eq(0).all() and inc["own_state"].le(0).all()
+
+
+def test_a_grown_gap_is_blamed_on_the_endpoint_whose_edges_all_grew_and_the_order_of_the_keys_matters():
+    from baynet.evidence.network import blame
+
+    # b's every edge grew (share 1.0, 2 edges); a is busy (4 edges, 1 grown); c is a leaf behind b.
+    grown = [("a", "b"), ("b", "c")]
+    share = {"a": 0.25, "b": 1.0, "c": 1.0}
+    assert blame(grown, share) == {"b": [("a", "b"), ("b", "c")]}
+    # Count first: a starved caller with three grown edges out of four takes them all, against a callee
+    # whose single edge grew (share 1.0) -- the opposite of share first.
+    starved = [("fe", "x"), ("fe", "y"), ("fe", "z")]
+    share = {"fe": 0.75, "x": 1.0, "y": 1.0, "z": 1.0}
+    assert blame(starved, share, first="count") == {"fe": starved}
+    assert blame(starved, share) == {"x": [("fe", "x")], "y": [("fe", "y")], "z": [("fe", "z")]}
+    # A full tie goes to the callee; an endpoint missing from the shares counts as 0.
+    assert blame([("p", "q")], {"p": 1.0, "q": 1.0}) == {"q": [("p", "q")]}
+    assert blame([("p", "q")], {"p": 0.5}) == {"p": [("p", "q")]}
+    with pytest.raises(ValueError, match="'most'"):
+        blame(grown, share, first="most")
