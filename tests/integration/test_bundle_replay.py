@@ -162,3 +162,29 @@ def test_a_bad_rollout_replayed_the_flow_reads_versions_from_istio_and_blames_th
     assert any(c.startswith("user: version v2 first serves calls") for c in summary["fetch"]["changes"])
     # Harmless rollouts seen beside it (one may serve too few calls in the window to show) are not blamed.
     assert len(summary["fetch"]["changes"]) >= 2
+
+
+def test_a_train_ticket_code_fault_with_logs_replays_to_the_in_process_ranking(tmp_path, prefect_harness):
+    """The real path with all three sources: the spans through the Tempo-compatible server, the metrics
+    backfilled into Prometheus, the log lines pushed into the Loki-compatible server; the flow finds the
+    code fault in the logs and ranks as the in-process analysis of the same bundle does."""
+    require(prometheus_available(), "Debian's prometheus and promtool (apt-get install -y prometheus)")
+    tt = SHARED / "datasets" / "nezha" / "trainticket"
+    require(tt.is_dir(), f"the Train-Ticket dataset at {tt}")
+    from prefect.settings import PREFECT_API_URL
+
+    from baynet.bundles.analyse import analyse_bundle
+    from baynet.bundles.read import load_bundle
+    from baynet.lab.datasets.convert import _read_metric_day, nezha_bundle
+    from baynet.lab.datasets.nezha import list_cases
+
+    case = next(c for c in list_cases(tt) if c.trace_files and c.fault_type == "return")
+    bundle = nezha_bundle(case, tt, tmp_path / "tt-return", metrics_day=_read_metric_day(tt / case.day / "metric"))
+    assert (bundle / "logs.csv").is_file()
+    in_process = analyse_bundle(load_bundle(bundle))
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    summary = json.loads(baynet("bundle", "replay", bundle, "--json", env=env).stdout)
+    assert set(summary["fetch"]["sources"]) >= {"traces", "metrics", "logs"}, summary["fetch"]
+    assert summary["ranking"][0]["service"] == in_process.ranking[0]["service"] == case.truth
+    assert "log" in summary["ranking"][0]["evidence"].lower()  # found in its lines, not its spans
+    assert [r["service"] for r in summary["ranking"][:3]] == [r["service"] for r in in_process.ranking[:3]]

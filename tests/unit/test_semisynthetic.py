@@ -42,6 +42,16 @@ def test_a_network_delay_grows_every_gap_that_touches_the_service_and_no_other()
     assert gap(front, db) == 100 * MS  # 80 before: it contains the delayed calls, as a trace's root does
 
 
+def test_a_network_delay_on_the_calls_into_a_service_leaves_its_own_calls_out_alone():
+    trace = _trace(1, 0)
+    front, client, mid, leaf, db = trace
+    _netem(trace, "mid", 5 * MS, outgoing=False)  # as recorded: only client -> mid takes longer
+    gap = lambda caller, callee: (caller.end_ns - caller.start_ns) - (callee.end_ns - callee.start_ns)  # noqa: E731
+    assert gap(client, mid) == 14 * MS and gap(mid, leaf) == 26 * MS  # 4 before: + 2 x 5 ms; 26 unchanged
+    assert (mid.end_ns - mid.start_ns, leaf.end_ns - leaf.start_ns) == (46 * MS, 20 * MS)  # their own work
+    assert front.end_ns - front.start_ns == 110 * MS and db.start_ns == 80 * MS
+
+
 def test_errors_travel_up_to_the_root_and_a_skipped_call_takes_its_subtree():
     trace = _trace(1, 0)
     _fail(trace, trace[3])
@@ -62,9 +72,10 @@ def test_cases_cover_each_service_kind_and_size_with_a_baseline_before_the_incid
     kinds = {(c.truth, c.fault_type) for c in cases}
     assert ("mid", "synthetic_delay") in kinds and ("leaf", "synthetic_errors") in kinds
     assert ("front", "synthetic_missing_calls") in kinds and ("leaf", "synthetic_missing_calls") not in kinds
-    assert ("leaf", "synthetic_network_delay") in kinds
-    # 4 services x (delay, errors, network delay) x 3 sizes; 2 callers x missing calls
-    assert len(cases) == 4 * 3 * 3 + 2 * 3
+    assert ("leaf", "synthetic_network_delay") in kinds and ("mid", "synthetic_network_delay_in") in kinds
+    assert ("front", "synthetic_network_delay_in") not in kinds  # nothing calls it
+    # 4 services x (delay, errors, network delay) x 3 sizes; 2 callers x missing calls; 3 callees x delay in
+    assert len(cases) == 4 * 3 * 3 + 2 * 3 + 3 * 3
     delayed = next(c for c in cases if c.name == "mid delay x4")
     assert sum(s.end_ns - s.start_ns for s in delayed.incident) > sum(s.end_ns - s.start_ns for s in incident)
     assert delayed.baseline is cases[0].baseline  # shared, never changed

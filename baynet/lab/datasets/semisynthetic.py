@@ -13,7 +13,14 @@ comes before is the baseline. In the incident one service gets a fault, applied 
   call into and out of it takes ``d`` longer each way. The callee's server span (and its subtree) starts
   ``d`` later, the caller's span that made the call ends ``2d`` later, and so do the caller's ancestors;
   what the trace did after the call starts ``2d`` later. A callee's own work keeps its duration: the
-  signature is a grown gap between caller and callee on every edge that touches the service, both ways.
+  signature is a grown gap between caller and callee on every edge that touches the service, both ways;
+* ``network_delay_in`` -- the same on the calls *into* the service only, the signature the Online Boutique
+  recordings show (Chaos Mesh network delays, both days): the gaps of the pod's callers grow by the whole
+  delay (cartservice +214 ms on both of its edges, checkoutservice +229 ms from frontend) while its own
+  calls out keep theirs (checkoutservice's five: -1.5 to +1.5 ms; recommendationservice's one: +0.65 ms),
+  and its server spans keep their durations (x0.83 to x1.06). ``network_delay`` is what ``tc netem`` on
+  both directions of a pod's interface would give; which one a mesh's tooling makes is its own business,
+  so the rule is measured on both.
 
 ``size`` is the share of the service's visits affected for ``errors`` and ``missing_calls``, the delay in
 multiples of the service's median entry latency for ``delay``, and ``d`` in multiples of the median
@@ -32,9 +39,9 @@ import numpy as np
 
 from baynet.otlp import Span
 
-KINDS = ("delay", "errors", "missing_calls", "network_delay")
+KINDS = ("delay", "errors", "missing_calls", "network_delay", "network_delay_in")
 SIZES = {"delay": (0.5, 1.0, 4.0), "errors": (0.1, 0.3, 1.0), "missing_calls": (0.25, 0.5, 1.0),
-         "network_delay": (1.0, 2.0, 4.0)}
+         "network_delay": (1.0, 2.0, 4.0), "network_delay_in": (1.0, 2.0, 4.0)}
 MIN_VISITS = 3  # a service visited fewer times in the incident half cannot show a fault
 
 
@@ -112,20 +119,24 @@ def _delay(trace: list[Span], visit: Span, delay_ns: int) -> None:
             s.end_ns += delay_ns
 
 
-def _calls_touching(trace: list[Span], service: str) -> list[tuple[str, str]]:
-    """(caller span id, callee span id) of every call between ``service`` and another service in a trace."""
+def _calls_touching(trace: list[Span], service: str, *, outgoing: bool = True) -> list[tuple[str, str]]:
+    """(caller span id, callee span id) of every call between ``service`` and another service in a trace
+    (with ``outgoing=False``, only the calls into ``service``)."""
     by_id = {s.span_id: s for s in trace}
     out = []
     for s in trace:
         parent = by_id.get(s.parent_span_id)
-        if parent is not None and parent.service != s.service and service in (parent.service, s.service):
+        if parent is None or parent.service == s.service:
+            continue
+        if s.service == service or outgoing and parent.service == service:
             out.append((parent.span_id, s.span_id))
     return out
 
 
-def _netem(trace: list[Span], service: str, d_ns: int) -> None:
-    """Every call into and out of ``service`` takes ``d_ns`` longer each way (see the module docstring)."""
-    pairs = _calls_touching(trace, service)
+def _netem(trace: list[Span], service: str, d_ns: int, *, outgoing: bool = True) -> None:
+    """Every call into and out of ``service`` (``outgoing=False``: into it only) takes ``d_ns`` longer each
+    way (see the module docstring)."""
+    pairs = _calls_touching(trace, service, outgoing=outgoing)
     by_id = {s.span_id: s for s in trace}
     for caller_id, callee_id in sorted(pairs, key=lambda p: by_id[p[1]].start_ns):
         caller, callee = by_id[caller_id], by_id[callee_id]
@@ -168,10 +179,11 @@ def _skip_last_call(trace: list[Span], visit: Span) -> list[Span]:
     return [s for s in trace if s.span_id not in gone]
 
 
-def make_cases(normal: list[Span], window_s: float, *, limit: int | None = None, seed: int = 0
-               ) -> list[SyntheticCase]:
+def make_cases(normal: list[Span], window_s: float, *, limit: int | None = None, seed: int = 0,
+               services: set[str] | None = None, kinds: tuple[str, ...] = KINDS) -> list[SyntheticCase]:
     """Up to ``limit`` cases (all by default): every service visited at least :data:`MIN_VISITS` times in
-    the incident part, every kind that applies to it, every size."""
+    the incident part (or only those of ``services``), every kind that applies to it (of ``kinds``), every
+    size."""
     baseline, later, begin, length = split_in_time(normal, window_s)
     traces = _by_trace(later)
     base_visits: dict[str, list[int]] = defaultdict(list)
@@ -190,22 +202,24 @@ def make_cases(normal: list[Span], window_s: float, *, limit: int | None = None,
                     edge_ms[svc].append(parent.end_ns - parent.start_ns)
     rng = random.Random(seed)
     cases = []
-    services = sorted({s.service for s in later})
-    for service in services:
+    called = {callee for t in traces.values() for _, callee in _edges(t)}
+    for service in sorted({s.service for s in later} & (services or {s.service for s in later})):
         visited = [(tid, v.span_id) for tid, t in traces.items() for v in _visits(t, service)]
         if len(visited) < MIN_VISITS or not base_visits.get(service):
             continue
         makes_calls = _makes_calls(traces, service)
-        for kind in KINDS:
-            if kind == "missing_calls" and not makes_calls or kind == "network_delay" and not edge_ms.get(service):
+        for kind in kinds:
+            if kind == "missing_calls" and not makes_calls or kind.startswith("network") and not edge_ms.get(service):
                 continue
+            if kind == "network_delay_in" and service not in called:
+                continue  # nothing calls it: no call into it to delay
             for size in SIZES[kind]:
                 incident = copy.deepcopy(later)
                 by_trace = _by_trace(incident)
-                if kind == "network_delay":
+                if kind.startswith("network"):
                     d_ns = int(size * float(np.median(edge_ms[service])))
                     for trace in by_trace.values():
-                        _netem(trace, service, d_ns)
+                        _netem(trace, service, d_ns, outgoing=kind == "network_delay")
                     incident = [s for t in by_trace.values() for s in t]
                     cases.append(SyntheticCase(f"{service} {kind} x{size:g}", f"synthetic_{kind}", service,
                                                baseline, incident, begin, length))
@@ -226,6 +240,13 @@ def make_cases(normal: list[Span], window_s: float, *, limit: int | None = None,
                                            baseline, incident, begin, length))
     rng.shuffle(cases)
     return cases[:limit] if limit is not None else cases
+
+
+def _edges(trace: list[Span]) -> set[tuple[str, str]]:
+    """(caller, callee) services of every call between two services in a trace."""
+    owner = {s.span_id: s.service for s in trace}
+    return {(owner[s.parent_span_id], s.service) for s in trace
+            if s.parent_span_id in owner and owner[s.parent_span_id] != s.service}
 
 
 def _makes_calls(traces: dict[str, list[Span]], service: str) -> bool:
