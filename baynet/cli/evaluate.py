@@ -189,8 +189,8 @@ def eval_nezha(paths: list[Path] = typer.Argument(..., help="One or more directo
                cases: Optional[int] = typer.Option(None, "--cases", help="Only the first N faults with traces "
                                                    "of each dataset."),
                synthetic: int = typer.Option(-1, "--synthetic", help="Semi-synthetic incidents per mesh, made from "
-                                             "its normal phase (a delay, errors, missing calls or a network delay "
-                                             "at one service), reported beside the real faults: -1 all (the default), "
+                                             "its normal phase (a delay, errors, missing calls, or a network delay "
+                                             "on the calls in and out of one service or into it only), reported beside the real faults: -1 all (the default), "
                                              "0 none."),
                workdir: Optional[Path] = typer.Option(None, help="Keep the stack's files and artifacts here."),
                online: bool = typer.Option(False, "--online", help="Also the operator's loop per mesh (all its faults, "
