@@ -200,12 +200,11 @@ def make_cases(normal: list[Span], window_s: float, *, limit: int | None = None,
             if parent is not None and parent.service != s.service:
                 for svc in (parent.service, s.service):
                     edge_ms[svc].append(parent.end_ns - parent.start_ns)
-    rng = random.Random(seed)
-    cases = []
     called = {callee for t in traces.values() for _, callee in _edges(t)}
+    plan: list[tuple[str, str, float]] = []
     for service in sorted({s.service for s in later} & (services or {s.service for s in later})):
-        visited = [(tid, v.span_id) for tid, t in traces.items() for v in _visits(t, service)]
-        if len(visited) < MIN_VISITS or not base_visits.get(service):
+        visited = sum(len(_visits(t, service)) for t in traces.values())
+        if visited < MIN_VISITS or not base_visits.get(service):
             continue
         makes_calls = _makes_calls(traces, service)
         for kind in kinds:
@@ -213,33 +212,39 @@ def make_cases(normal: list[Span], window_s: float, *, limit: int | None = None,
                 continue
             if kind == "network_delay_in" and service not in called:
                 continue  # nothing calls it: no call into it to delay
-            for size in SIZES[kind]:
-                incident = copy.deepcopy(later)
-                by_trace = _by_trace(incident)
-                if kind.startswith("network"):
-                    d_ns = int(size * float(np.median(edge_ms[service])))
-                    for trace in by_trace.values():
-                        _netem(trace, service, d_ns, outgoing=kind == "network_delay")
-                    incident = [s for t in by_trace.values() for s in t]
-                    cases.append(SyntheticCase(f"{service} {kind} x{size:g}", f"synthetic_{kind}", service,
-                                               baseline, incident, begin, length))
-                    continue
-                chosen = visited if kind == "delay" else rng.sample(visited, max(1, round(size * len(visited))))
-                delay_ns = int(size * float(np.median(base_visits[service])))
-                for tid, span_id in chosen:
-                    trace = by_trace[tid]
-                    visit = next(s for s in trace if s.span_id == span_id)
-                    if kind == "delay":
-                        _delay(trace, visit, delay_ns)
-                    elif kind == "errors":
-                        _fail(trace, visit)
-                    else:
-                        by_trace[tid] = _skip_last_call(trace, visit)
-                incident = [s for t in by_trace.values() for s in t]
-                cases.append(SyntheticCase(f"{service} {kind} x{size:g}", f"synthetic_{kind}", service,
-                                           baseline, incident, begin, length))
+            plan += [(service, kind, size) for size in SIZES[kind]]
+    if limit is not None and limit < len(plan):
+        # Only the cases asked for are built (each one copies the whole incident part): a sample of the
+        # plan, in the plan's order.
+        keep = set(random.Random(seed).sample(range(len(plan)), limit))
+        plan = [item for i, item in enumerate(plan) if i in keep]
+    rng = random.Random(seed)
+    cases = []
+    for service, kind, size in plan:
+        incident = copy.deepcopy(later)
+        by_trace = _by_trace(incident)
+        if kind.startswith("network"):
+            d_ns = int(size * float(np.median(edge_ms[service])))
+            for trace in by_trace.values():
+                _netem(trace, service, d_ns, outgoing=kind == "network_delay")
+        else:
+            visited_ids = [(tid, v.span_id) for tid, tr in traces.items() for v in _visits(tr, service)]
+            chosen = visited_ids if kind == "delay" else rng.sample(visited_ids, max(1, round(size * len(visited_ids))))
+            delay_ns = int(size * float(np.median(base_visits[service])))
+            for tid, span_id in chosen:
+                trace = by_trace[tid]
+                visit = next(s for s in trace if s.span_id == span_id)
+                if kind == "delay":
+                    _delay(trace, visit, delay_ns)
+                elif kind == "errors":
+                    _fail(trace, visit)
+                else:
+                    by_trace[tid] = _skip_last_call(trace, visit)
+        incident = [s for t in by_trace.values() for s in t]
+        cases.append(SyntheticCase(f"{service} {kind} x{size:g}", f"synthetic_{kind}", service,
+                                   baseline, incident, begin, length))
     rng.shuffle(cases)
-    return cases[:limit] if limit is not None else cases
+    return cases
 
 
 def _edges(trace: list[Span]) -> set[tuple[str, str]]:
