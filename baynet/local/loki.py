@@ -27,22 +27,19 @@ import re
 import threading
 import time
 import zlib
-from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs, urlparse
 
 import orjson
 
-from baynet.local.tempo import Fault
+from baynet.local.standin import TEXT, StandIn, StandInHandler
 
 if TYPE_CHECKING:
     import pandas as pd
 
 MAX_ENTRIES = 5000
-TEXT = "text/plain; charset=utf-8"
 JSON = "application/json; charset=utf-8"
 
 
@@ -206,44 +203,16 @@ class LogStore:
         return out
 
 
-class LokiServer:
+class LokiServer(StandIn):
     """Run the stand-in in a background thread: ``with LokiServer() as loki: loki.url``."""
+
+    thread_name = "loki-stand-in"
 
     def __init__(self, store: LogStore | None = None, host: str = "127.0.0.1", port: int = 0,
                  require_org_id: bool = False):
         self.store = store or LogStore()
         self.require_org_id = require_org_id
-        self.faults: deque[Fault] = deque()
-        self.requests: list[str] = []
-        handler = type("Handler", (_Handler,), {"app": self})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
-
-    @property
-    def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def inject(self, path_prefix: str, status: int, body: str | bytes = b"", *, times: int = 1,
-               headers: dict[str, str] | None = None, delay_s: float = 0.0, reset: bool = False) -> None:
-        """Answer the next ``times`` requests under ``path_prefix`` with this fault instead."""
-        data = body.encode() if isinstance(body, str) else body
-        for _ in range(times):
-            self.faults.append(Fault(path_prefix, status, data, headers, delay_s, reset))
-
-    def start(self) -> "LokiServer":
-        threading.Thread(target=self.httpd.serve_forever, name="loki-stand-in", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def __enter__(self) -> "LokiServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        super().__init__(host, port)
 
     # --- endpoints (status, content type, body) ----------------------------------------------------
 
@@ -389,40 +358,21 @@ def push_logs(url: str, logs: "pd.DataFrame", namespace: str, *, org_id: str | N
     return int(sum(len(v) for v in streams.values()))
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(StandInHandler):
     app: LokiServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def _serve(self, method: str) -> None:
         url = urlparse(self.path)
-        self.app.requests.append(url.path)
         length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        for fault in list(self.app.faults):
-            if url.path.startswith(fault.path_prefix):
-                try:
-                    self.app.faults.remove(fault)
-                except ValueError:
-                    continue
-                if fault.delay_s:
-                    time.sleep(fault.delay_s)
-                if fault.reset:
-                    self.close_connection = True
-                    self.connection.shutdown(2)
-                    return
-                if fault.status:
-                    self._send(fault.status, TEXT, fault.body, fault.headers or {})
-                    return
-                break
+        body = self.rfile.read(length) if length else b""  # read first: a fault's answer keeps the connection
+        if self.faulted(url.path):
+            return
         params = {k: v[-1] for k, v in parse_qs(url.query).items()}
         headers = {k.lower(): v for k, v in self.headers.items()}
         if method == "POST" and headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             params.update({k: v[-1] for k, v in parse_qs(body.decode()).items()})
         status, ctype, out = self.app.handle(method, url.path, params, headers, body)
-        self._send(status, ctype, out, {})
+        self.send(status, ctype, out, {})
 
     def do_GET(self) -> None:  # noqa: N802
         self._serve("GET")
@@ -430,13 +380,5 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         self._serve("POST")
 
-    def _send(self, status: int, ctype: str, body: bytes, headers: dict[str, str]) -> None:
-        self.send_response(status)
-        if status != 204:
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-        for key, val in headers.items():
-            self.send_header(key, val)
-        self.end_headers()
-        if body and status != 204:
-            self.wfile.write(body)
+
+LokiServer.handler = _Handler

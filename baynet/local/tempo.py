@@ -21,16 +21,14 @@ from __future__ import annotations
 import bisect
 import re
 import threading
-import time
-from collections import deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlparse
 
 import orjson
 
+from baynet.local.standin import StandIn, StandInHandler
 from baynet.otlp import Span, TempoParseError, loads, parse_trace, render_resource_spans
 
 BUILDINFO = {"version": "2.6.0-baynet-replay", "revision": "replay", "branch": "HEAD", "buildDate": "",
@@ -281,58 +279,17 @@ def _hex_trace_id(raw: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # HTTP
 
-@dataclass
-class Fault:
-    path_prefix: str
-    status: int
-    body: bytes = b""
-    headers: dict[str, str] | None = None
-    delay_s: float = 0.0
-    reset: bool = False
-
-
-class TempoServer:
+class TempoServer(StandIn):
     """Run the replay server in a background thread: ``with TempoServer(store) as srv: srv.url``."""
+
+    thread_name = "tempo-replay"
 
     def __init__(self, store: TraceStore | None = None, host: str = "127.0.0.1", port: int = 0,
                  max_trace_bytes: int = 50 * 1024 * 1024, require_org_id: str | None = None):
         self.store = store or TraceStore()
         self.max_trace_bytes = max_trace_bytes
         self.require_org_id = require_org_id
-        self.faults: deque[Fault] = deque()
-        self.requests: list[str] = []
-        handler = type("Handler", (_Handler,), {"app": self})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
-        self.thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def inject(self, path_prefix: str, status: int, body: str | bytes = b"", *, times: int = 1,
-               headers: dict[str, str] | None = None, delay_s: float = 0.0, reset: bool = False) -> None:
-        """Answer the next ``times`` requests under ``path_prefix`` with this fault instead (after
-        ``delay_s``); ``status=0`` only delays the real answer; ``reset`` drops the connection."""
-        data = body.encode() if isinstance(body, str) else body
-        for _ in range(times):
-            self.faults.append(Fault(path_prefix, status, data, headers, delay_s, reset))
-
-    def start(self) -> "TempoServer":
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="tempo-replay", daemon=True)
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def __enter__(self) -> "TempoServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        super().__init__(host, port)
 
     # --- endpoint logic (returns status, content type, body, extra headers) ----------------------
 
@@ -508,48 +465,16 @@ def _go_duration(value: str | None) -> int:
     return int(float(m.group(1)) * _DUR[m.group(2)]) if m else 0
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(StandInHandler):
     app: TempoServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read the request log instead
-        pass
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         url = urlparse(self.path)
-        self.app.requests.append(url.path)
-        fault = self._take_fault(url.path)
-        if fault is not None:
-            if fault.delay_s:
-                time.sleep(fault.delay_s)
-            if fault.reset:
-                self.close_connection = True
-                self.connection.shutdown(2)
-                return
-            if fault.status:  # status 0: only slow, then the real answer
-                self._send(fault.status, "text/plain; charset=utf-8", fault.body, fault.headers or {})
-                return
+        if self.faulted(url.path):
+            return
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, ctype, body, extra = self.app.handle(url.path, parse_qs(url.query), headers)
-        self._send(status, ctype, body, extra)
+        self.send(status, ctype, body, extra)
 
-    def _take_fault(self, path: str) -> Fault | None:
-        faults = self.app.faults
-        for fault in list(faults):
-            if path.startswith(fault.path_prefix):
-                try:
-                    faults.remove(fault)
-                except ValueError:
-                    continue
-                return fault
-        return None
 
-    def _send(self, status: int, ctype: str, body: bytes, headers: dict[str, str]) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for key, val in headers.items():
-            self.send_header(key, val)
-        self.end_headers()
-        if body:
-            self.wfile.write(body)
+TempoServer.handler = _Handler
