@@ -326,8 +326,9 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
         ev[frac] = ev[frac].fillna(0.0).where(ev[count].fillna(0) >= th.min_flagged, 0.0)
     base_err = ev["service"].map(base_ev["error_ratio"]).fillna(0).to_numpy()
     ev["state"] = _state(ev, base_err, th)
-    gaps = _gap_evidence(df, th)
-    pooled = _pooled_gaps(df, th)
+    calls, names = _call_gaps(df)
+    gaps = _gap_evidence(calls, names, th)
+    pooled = _pooled_gaps(calls, names, th)
     ev["net_frac"] = [gaps.get((s, w), (0.0, 0))[0] for s, w in zip(ev["service"], ev["window"])]
     ev["gap_edges"] = [max(gaps.get((s, w), (0.0, 0))[1], pooled.get((s, w), (0, 0.0))[0])
                        for s, w in zip(ev["service"], ev["window"])]
@@ -445,7 +446,21 @@ def _own_state(ev: pd.DataFrame, base_err: np.ndarray, th: Thresholds) -> np.nda
     ]).astype(np.int64)
 
 
-def _pooled_gaps(df: pd.DataFrame, th: Thresholds) -> dict[tuple[str, int], tuple[int, float]]:
+def _call_gaps(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """Every call between two services: caller and callee (integer codes into the returned names: cheap to
+    group), window and gap (the caller's span minus the callee's, ms, at least 0)."""
+    prow = df["prow"].to_numpy()
+    cross = df["entry"].to_numpy() & (prow >= 0)
+    dur = df["dur_ns"].to_numpy()
+    names = np.asarray(df["service"].cat.categories, dtype=object)
+    calls = pd.DataFrame({"caller": df["parent_svc"].to_numpy()[cross],
+                          "callee": df["service"].cat.codes.to_numpy()[cross],
+                          "window": df["window"].to_numpy()[cross],
+                          "gap_ms": np.clip(dur[prow[cross]] - dur[cross], 0, None) / 1e6})
+    return calls, names
+
+
+def _pooled_gaps(gap: pd.DataFrame, names: np.ndarray, th: Thresholds) -> dict[tuple[str, int], tuple[int, float]]:
     """Network gaps that hold at low traffic: every call on every edge, pooled. A call's gap (caller span
     minus callee span) has grown when it exceeds the largest gap its edge showed in the baseline: under no
     change that happens with probability ``1 / (n + 1)`` for an edge of ``n`` baseline calls, whatever the
@@ -455,16 +470,10 @@ def _pooled_gaps(df: pd.DataFrame, th: Thresholds) -> dict[tuple[str, int], tupl
     calls in both directions grew is found even when each edge alone is too thin to judge."""
     from scipy import stats
 
-    prow = df["prow"].to_numpy()
-    cross = df["entry"].to_numpy() & (prow >= 0)
-    if not cross.any():
+    if gap.empty:
         return {}
-    dur = df["dur_ns"].to_numpy()
-    names = np.asarray(df["service"].cat.categories, dtype=object)
-    calls = pd.DataFrame({"caller": names[df["parent_svc"].to_numpy()[cross]],
-                          "callee": df["service"].astype(str).to_numpy()[cross],
-                          "window": df["window"].to_numpy()[cross],
-                          "gap": np.clip(dur[prow[cross]] - dur[cross], 0, None) / 1e6})
+    calls = gap.assign(caller=names[gap["caller"].to_numpy()], callee=names[gap["callee"].to_numpy()])
+    calls = calls.rename(columns={"gap_ms": "gap"})
     base = calls[calls["window"] == -1].groupby(["caller", "callee"])["gap"].agg(["max", "size"])
     base = base[base["size"] >= th.min_gap_baseline]
     inc = calls[calls["window"] >= 0].join(base, on=["caller", "callee"], how="inner")
@@ -498,20 +507,12 @@ def _pooled_gaps(df: pd.DataFrame, th: Thresholds) -> dict[tuple[str, int], tupl
     return out
 
 
-def _gap_evidence(df: pd.DataFrame, th: Thresholds) -> dict[tuple[str, int], tuple[float, int]]:
+def _gap_evidence(gap: pd.DataFrame, names: np.ndarray, th: Thresholds) -> dict[tuple[str, int], tuple[float, int]]:
     """Network gaps: per call edge, the caller's span minus the callee's span. A delayed service delays
     every edge it touches, a neighbour only the one edge to it, so per service and window this returns
     (share of its judged edges whose gap grew, number of such edges)."""
-    prow = df["prow"].to_numpy()
-    cross = df["entry"].to_numpy() & (prow >= 0)
-    if not cross.any():
+    if gap.empty:
         return {}
-    dur = df["dur_ns"].to_numpy()
-    names = np.asarray(df["service"].cat.categories, dtype=object)
-    gap = pd.DataFrame({"caller": df["parent_svc"].to_numpy()[cross],  # integer codes: cheap to group
-                        "callee": df["service"].cat.codes.to_numpy()[cross],
-                        "window": df["window"].to_numpy()[cross],
-                        "gap_ms": np.clip(dur[prow[cross]] - dur[cross], 0, None) / 1e6})
     med = gap.groupby(["caller", "callee", "window"])["gap_ms"].agg(["median", "size"])
     med.index = med.index.set_levels([names[med.index.levels[0]], names[med.index.levels[1]]], level=[0, 1])
     out: dict[tuple[str, int], tuple[float, int]] = {}
