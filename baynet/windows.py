@@ -28,3 +28,9 @@ class Windows:
     @property
     def incident(self) -> tuple[float, float]:
         return self.slices[0][0], self.slices[-1][1]
+
+    def baseline_pieces(self, length: int) -> list[tuple[float, float]]:
+        """The baseline cut into pieces of ``length`` seconds (the last one shorter where it does not
+        divide): what a per-slice read budget is spent on in the baseline."""
+        lo, hi = self.baseline
+        return [(a, min(hi, a + length)) for a in range(int(lo), int(hi), length)]

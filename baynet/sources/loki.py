@@ -41,9 +41,7 @@ class LokiLogs:
     def fetch(self, event: AnomalyEvent, windows: Windows) -> Observed:
         settings = self.settings
         selector = settings.loki_selector.replace("$namespace", event.namespace or settings.namespace)
-        b_lo, b_hi = windows.baseline
-        pieces = [(lo, min(b_hi, lo + settings.window_s)) for lo in range(int(b_lo), int(b_hi), settings.window_s)]
-        pieces += windows.slices
+        pieces = windows.baseline_pieces(settings.window_s) + windows.slices
         budget = settings.logs_per_slice
         entries: dict[tuple, Entry] = {}
         cut = 0

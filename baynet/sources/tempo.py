@@ -94,9 +94,8 @@ def fetch_spans_bounded(event: AnomalyEvent, windows: Windows, settings: Setting
     budget, per_service = settings.traces_per_slice, settings.traces_per_service
     found: dict[str, SearchTrace] = {}
     strata: dict[str, list[Cell]] = {}  # "error" or a service name -> the cells of its searches
-    b_lo, b_hi = windows.baseline
     pieces = [(lo, hi, True) for lo, hi in windows.slices] + [
-        (lo, min(b_hi, lo + settings.window_s), False) for lo in range(int(b_lo), int(b_hi), settings.window_s)]
+        (lo, hi, False) for lo, hi in windows.baseline_pieces(settings.window_s)]
     with tempo_client(settings) as tempo:
         def first_pass(piece: tuple[float, float, bool]) -> list[tuple[str, list[SearchTrace], list[Cell]]]:
             lo, hi, incident = piece
