@@ -83,8 +83,10 @@ def findings(evidence: pd.DataFrame, service: str) -> list[tuple[float, str, str
             add(2 + min(w["m_resource_z"], 1000) / 1000, f"its {w['m_resource'] or 'resource'} rose "
                 f"{w['m_resource_z']:.0f} baseline spreads", "metrics", m_own & (rows["m_resource_z"].fillna(0) >= 3))
         if rows["m_canary_z"].fillna(0).max() >= 3:
-            add(3.5, f"its new version fails more than the old one ({rows['m_canary_z'].max():.0f} spreads)",
-                "metrics", rows["m_canary_z"].fillna(0) >= 3)
+            w = rows.loc[rows["m_canary_z"].fillna(0).idxmax()]
+            said = str(w["m_canary"]) if "m_canary" in rows and isinstance(w["m_canary"], str) and w["m_canary"] \
+                else "its new version does worse than the old one"
+            add(3.5, f"{said} ({w['m_canary_z']:.0f} spreads)", "metrics", rows["m_canary_z"].fillna(0) >= 3)
         if rows["m_gap_edges"].fillna(0).max() > 0:
             add(2.4, f"its callers measured {int(rows['m_gap_edges'].max())} call edge(s) slower than it did "
                 "(a network delay on its side)", "metrics", rows["m_gap_edges"].fillna(0) > 0)

@@ -8,8 +8,9 @@ file               content (every file but ``event.json`` is optional; unknown f
 ``traces/*.json``  Tempo/OTLP JSON trace bodies (``{"batches": ...}`` or ``{"resourceSpans": ...}``),
                    any number of traces per file
 ``signals.csv``    golden signals per call edge and window (columns below)
-``resources.csv``  ``time,service,metric,value``: per-service resource series, long format; several
-                   pods of one service may give several rows with the same time
+``resources.csv``  ``time,service,metric,value[,pod]``: per-service resource series, long format; several
+                   pods of one service may give several rows with the same time (``pod`` names them:
+                   a pod that first reports after the baseline began is judged without its warm-up)
 ``topology.csv``   ``source,destination``: call edges (caller, callee)
 ``changes.csv``    ``time,service,kind,detail``: deployments and config changes
 ``logs.csv``       log lines (columns below), in time order per service
@@ -47,7 +48,7 @@ REPORTERS = {"", "source", "destination"}
 # Every column each CSV may have, in the order the writers write them (the one definition).
 SIGNAL_COLUMNS = ["time", "source", "destination", "window_s", "requests", "error_ratio", "latency_ms_avg",
                   "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "destination_version", "reporter"]
-RESOURCE_COLUMNS = ["time", "service", "metric", "value"]
+RESOURCE_COLUMNS = ["time", "service", "metric", "value", "pod"]
 TOPOLOGY_COLUMNS = ["source", "destination"]
 CHANGE_COLUMNS = ["time", "service", "kind", "detail"]
 LOG_COLUMNS = ["time", "service", "pod", "trace_id", "span_id", "level", "line"]

@@ -70,7 +70,7 @@ def load_bundle(path: Path) -> Bundle:
             if col not in signals:
                 signals[col] = "" if col in SIGNAL_TEXT else float("nan")
         signals["reporter"] = signals["reporter"].replace("", "destination")
-    resources = _csv(path / "resources.csv", ["service", "metric"])
+    resources = _csv(path / "resources.csv", ["service", "metric", "pod"])
     topo = _csv(path / "topology.csv", ["source", "destination"])
     topology = [(a, b) for a, b in zip(topo["source"], topo["destination"])] if topo is not None else []
     changes = _csv(path / "changes.csv", ["service", "kind", "detail"])

@@ -154,22 +154,46 @@ def bundle_from_rcd(path: Path = typer.Argument(..., help="An RCD dataset: <serv
 @bundle_app.command("rollouts")
 def bundle_rollouts(out: Path = typer.Argument(..., help="Where to write the bundles (must not hold them)."),
                     mesh: str = typer.Option("sock-shop", help="A generator mesh: sock-shop or petclinic."),
-                    seeds: str = typer.Option("1,2,3", help="Comma-separated seeds: one incident per service "
-                                              "and seed.")) -> None:
-    """Generate rollout incidents as bundles: in each, a new version of one service fails its calls while
-    two other services roll out harmless new versions nearby (signals.csv with destination_version,
-    changes.csv, truth.json). For `baynet eval bundles`."""
-    from baynet.lab.datasets.rollouts import rollout_bundles
+                    seeds: str = typer.Option("", help="Comma-separated seeds, or a range A-B. Hard family: one "
+                                              "incident per seed, with and without request counts (default "
+                                              "1-50: 100 bundles). Easy family: one per service and seed "
+                                              "(default 1,2,3).", show_default=False),
+                    easy: bool = typer.Option(False, "--easy", help="The easy family instead: one bad deploy "
+                                              "whose new version fails 60 % of its calls, two harmless "
+                                              "rollouts nearby.")) -> None:
+    """Generate rollout incidents as bundles, for `baynet eval bundles`.
+
+    The hard family (default): 2-6 services roll out v2 in canary steps (1/5 ... 5/5) within ten minutes of
+    one another; one is bad, its effect drawn from subtle to blatant (+2-20 % errors, +30-300 % latency, a
+    CPU or memory leak, exceptions only in its log); every rollout has harmless noise (a fresh pod's
+    cold start, a draining pod's errors); versions side by side in signals.csv, CPU and memory per pod in
+    resources.csv, the alert 30-240 s after the bad rollout began. truth.json records the effect, its size,
+    whether it is clear (>= +5 % errors, +50 % latency, ...) and the counts variant."""
+    from baynet.lab.datasets.rollouts import hard_rollout_bundles, rollout_bundles
     from baynet.lab.generator import MESHES
 
     if mesh not in MESHES:
         fail(f"unknown mesh {mesh!r}; choose one of {', '.join(MESHES)}")
+    text = seeds.strip() or ("1,2,3" if easy else "1-50")
     try:
-        numbers = tuple(int(x) for x in seeds.split(",") if x.strip())
+        if "-" in text and "," not in text:
+            lo, hi = (int(x) for x in text.split("-", 1))
+            if hi < lo:
+                raise ValueError(text)
+            numbers = tuple(range(lo, hi + 1))
+        else:
+            numbers = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        fail(f"--seeds takes comma-separated integers, not {seeds!r}")
+        fail(f"--seeds takes comma-separated integers or a range A-B, not {seeds!r}")
+    if not numbers:
+        fail(f"--seeds names no seed: {seeds!r}")
     try:
-        written = rollout_bundles(out, mesh, numbers)
+        if easy:
+            written = rollout_bundles(out, mesh, numbers)
+        else:
+            written = hard_rollout_bundles(out, mesh, numbers,
+                                           progress=lambda k, n: typer.echo(f"[{k}/{n}] written", err=True)
+                                           if k % 10 == 0 or k == n else None)
     except FileExistsError as exc:
-        fail(f"{exc.filename} exists: choose an empty output directory")
+        fail(f"{exc.filename or exc}")
     typer.echo(f"{len(written)} bundles in {out}")

@@ -86,7 +86,7 @@ def canary(signals: pd.DataFrame | None, slices: list[tuple[float, float]],
            params: ChangeParams = ChangeParams()) -> pd.DataFrame:
     """Per service and slice where two versions serve calls: ``canary_z`` of the newest version's errors
     against the others' ratio (0 when it is no worse)."""
-    cols = ["service", "window", "canary_z", "new_version"]
+    cols = ["service", "window", "canary_z", "new_version", "canary"]
     if signals is None or signals.empty or "destination_version" not in signals:
         return pd.DataFrame(columns=cols)
     s = signals[(signals["destination_version"] != "") & (signals["reporter"] != "source") & _serving(signals)].copy()
@@ -108,6 +108,7 @@ def canary(signals: pd.DataFrame | None, slices: list[tuple[float, float]],
                 old = per.drop(index=newest).sum()
                 p_old = (old["errors"] + 0.5) / (old["requests"] + 1.0)
                 z = (e_new - n_new * p_old) / math.sqrt(max(n_new * p_old * (1 - p_old), 1e-9))
+                r_new, r_old = e_new / max(n_new, 1e-9), old["errors"] / max(old["requests"], 1e-9)
             else:  # no counts: the versions' error ratios against their spread (Welch's t, a floor of half a point)
                 new = g.loc[g["destination_version"] == newest, "error_ratio"].dropna().to_numpy(dtype=float)
                 old = g.loc[g["destination_version"] != newest, "error_ratio"].dropna().to_numpy(dtype=float)
@@ -116,7 +117,72 @@ def canary(signals: pd.DataFrame | None, slices: list[tuple[float, float]],
                 var = max(float(np.var(np.r_[new - new.mean(), old - old.mean()], ddof=1)) if len(new) + len(old) > 2
                           else 0.0, params.ratio_floor ** 2)
                 z = (new.mean() - old.mean()) / math.sqrt(var * (1 / len(new) + 1 / len(old)))
-            rows.append((str(svc), i, max(0.0, float(z)), str(newest)))
+                r_new, r_old = float(new.mean()), float(old.mean())
+            olds = "/".join(sorted(str(v) for v in g["destination_version"].unique() if v != newest))
+            rows.append((str(svc), i, max(0.0, float(z)), str(newest),
+                         f"{newest} error ratio {r_new:.2f} against {olds} {r_old:.2f} in the same {hi - lo:.0f} s"))
+    errors = pd.DataFrame(rows, columns=cols)
+    slower = version_latency(s, slices, first_seen)
+    if slower.empty:
+        return errors
+    both = pd.concat([errors, slower], ignore_index=True)
+    return both.loc[both.groupby(["service", "window"])["canary_z"].idxmax()].reset_index(drop=True)
+
+
+def version_latency(s: pd.DataFrame, slices: list[tuple[float, float]], first_seen: pd.Series,
+                    params: ChangeParams = ChangeParams()) -> pd.DataFrame:
+    """Per service and slice where two versions serve calls: how much slower the newest version answers
+    than the older ones *in the same windows*, in spreads. Each window gives the log ratio of the two
+    versions' latency (requests-weighted over callers where counted); a slice's figure is the median of its
+    windows' ratios. The spread is the window-to-window spread of the service's own log latency before the
+    newest version came (floored at ``ratio_floor``-like 5 %), doubled in variance for a difference and
+    shrunk by the windows behind the median. A fresh pod's warm-up is measured, not assumed: the ratio's
+    leading windows after the version first served, while each lies more than three spreads above the
+    median of the windows after it, are left out (a lasting slowdown never settles, so none of it is)."""
+    cols = ["service", "window", "canary_z", "new_version", "canary"]
+    col = next((c for c in ("latency_ms_p50", "latency_ms_avg", "latency_ms_p90", "latency_ms_p99")
+                if c in s and s[c].notna().any()), None)
+    if col is None:
+        return pd.DataFrame(columns=cols)
+    d = s[s[col].notna() & (s[col] > 0)].copy()
+    d["w"] = d["requests"].fillna(1.0).clip(lower=1e-9)
+    d["wl"] = np.log(d[col].astype(float)) * d["w"]
+    per = d.groupby(["destination", "destination_version", "time"])[["wl", "w"]].sum()
+    per = (per["wl"] / per["w"]).rename("log_ms").reset_index()
+    rows = []
+    lo_all = slices[0][0] if slices else 0.0
+    for svc, g in per.groupby("destination"):
+        versions = g["destination_version"].unique()
+        if len(versions) < 2:
+            continue
+        newest = max(versions, key=lambda v: (first_seen[(svc, v)], v))
+        born = float(first_seen[(svc, newest)])
+        old = g[g["destination_version"] != newest].groupby("time")["log_ms"].mean()
+        before = old[old.index < born].to_numpy()
+        if len(before) < 4:
+            continue
+        spread = max(float(np.std(before, ddof=1)), math.log(1.05))
+        new = g[g["destination_version"] == newest].set_index("time")["log_ms"]
+        ratio = (new - old.reindex(new.index)).dropna().sort_index()
+        if ratio.empty or ratio.index.max() <= lo_all:
+            continue
+        r = ratio.to_numpy()
+        j = 0
+        while j < len(r) - 1 and r[j] > float(np.median(r[j + 1:])) + 3 * spread * math.sqrt(2):
+            j += 1
+        ratio = ratio.iloc[j:]
+        t = ratio.index.to_numpy(dtype=float)
+        olds = "/".join(sorted(str(v) for v in versions if v != newest))
+        for i, (lo, hi) in enumerate(slices):
+            inside = (t > lo) & (t <= hi)
+            here = ratio.to_numpy()[inside]
+            if not len(here):
+                continue
+            z = float(np.min(here)) / (spread * math.sqrt(2.0))
+            ms_new = float(np.exp(np.median(new.reindex(ratio.index[inside]))))
+            ms_old = float(np.exp(np.median(old.reindex(ratio.index[inside]))))
+            rows.append((str(svc), i, max(0.0, z), str(newest), f"{newest} answers in {ms_new:.0f} ms against "
+                         f"{olds} {ms_old:.0f} ms in the same windows (x{ms_new / ms_old:.1f} at the least)"))
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -19,8 +19,10 @@ error_up        rise of the error ratio of calls to the service over its baselin
 error_z         that rise in baseline spreads (binomial: it grows with the requests behind it)
 rate_ratio      request rate against the baseline rate (1.0 = unchanged, or not measured)
 gap_edges       grown network gaps (source-reporter minus destination-reporter latency) blamed on it
-canary_z        how much more the newest of two versions serving calls fails than the older one
-                (:func:`baynet.evidence.changes.canary`; severe own-work evidence from ``canary_z`` 3)
+canary_z        how much worse the newest of two versions serving calls does than the older one in the
+                same windows: more errors, or slower answers (:func:`baynet.evidence.changes.canary`;
+                severe own-work evidence from ``canary_z`` 3)
+canary          that comparison in words, naming the versions and their figures
 score           the largest of the above deviations: orders services the DBN cannot tell apart
 state           propagating state: 0 ok, 1 degraded, 2 failing (latency, errors, rate)
 own_state       own-work state: 0 ok, 1 anomalous, 2 severe (resources, network gaps, a failing new version)
@@ -32,6 +34,11 @@ with ``cpu``, ``mem`` or ``restart`` (:data:`SATURATION`); other resource series
 I/O) follow the load and are reported but not judged. A request-rate drop counts only when it is
 significant for the requests behind it (a Poisson test against the baseline rate): on a service that
 gets a handful of calls a minute, "none this minute" is not an outage.
+
+Resource rows that name their ``pod``: a pod that first reports after the baseline began is judged
+without its warm-up (:func:`without_warmup`, measured on the pod), and also against its own first points
+(:func:`fresh_pod_trends`: a new version's leak grows within its pods before it stands out against the
+service's baseline).
 
 A window with no points of a series says nothing about it (never silence). When the data's step is
 longer than a window, :func:`slices_for_step` widens the slices to follow the data.
@@ -57,7 +64,7 @@ if TYPE_CHECKING:
     from baynet.windows import Windows
 
 METRIC_COLUMNS = ["service", "window", "resource_z", "resource", "latency_z", "error_up", "error_z", "rate_ratio",
-                  "gap_edges", "canary_z", "score", "state", "own_state", "points"]
+                  "gap_edges", "canary_z", "canary", "score", "state", "own_state", "points"]
 SATURATION = ("cpu", "mem", "restart")
 LATENCY_COLUMNS = ["latency_ms_p99", "latency_ms_p90", "latency_ms_p50", "latency_ms_avg"]
 
@@ -144,6 +151,66 @@ def _series_z(frame: pd.DataFrame, key: list[str], value: str, n_slices: int, th
     return pd.DataFrame(rows, columns=[*key, "window", "z", "points"])
 
 
+def without_warmup(resources: pd.DataFrame, baseline_start: float) -> pd.DataFrame:
+    """Resource rows without each fresh pod's warm-up. A pod is fresh when its first point comes after the
+    baseline began (a rollout step, a restart). A fresh JVM or cache burns CPU at first and settles, which
+    is not the service's fault; a leak grows instead. The warm-up is measured on the pod itself: its
+    leading points while each lies above the median of the points after it by more than three of the
+    pod's own point-to-point spreads (1.4826 x MAD of its successive differences / sqrt 2, robust to a
+    trend). A leak's first point is below its later ones, so nothing of it is dropped. A fresh pod of fewer
+    than three points cannot be told from a warm-up yet and is left out whole. Rows without a pod name,
+    and pods already running when the baseline began, are kept as they are."""
+    pods = resources["pod"].fillna("").astype(str)
+    first = resources.groupby(pods)["time"].transform("min")
+    fresh = (pods != "") & (first > baseline_start)
+    if not fresh.any():
+        return resources
+    drop: list = []
+    for _, g in resources[fresh].groupby([pods[fresh], resources.loc[fresh, "metric"]], sort=False):
+        g = g.sort_values("time")
+        v = g["value"].to_numpy(dtype=float)
+        if len(v) < 3:
+            drop.extend(g.index)
+            continue
+        d = np.diff(v)
+        noise = max(1.4826 * float(np.median(np.abs(d - np.median(d)))) / math.sqrt(2), 1e-9)
+        j = 0
+        while j < len(v) - 1 and v[j] > float(np.median(v[j + 1:])) + 3 * noise:
+            j += 1
+        drop.extend(g.index[:j])
+    return resources.drop(index=drop)
+
+
+def fresh_pod_trends(resources: pd.DataFrame, baseline_start: float, n: int) -> pd.DataFrame:
+    """How far each fresh pod (first point after the baseline began, warm-up already removed) has grown
+    since its first points, per incident window, in units of its own point-to-point spread: a leak in a
+    new version grows within the pod long before it stands out against the service's baseline (whose
+    spread is floored at a share of its level). Columns ``service, metric, window, z, points``."""
+    cols = ["service", "metric", "window", "z", "points"]
+    pods = resources["pod"].fillna("").astype(str)
+    first = resources.groupby(pods)["time"].transform("min")
+    fresh = resources[(pods != "") & (first > baseline_start)]
+    rows = []
+    for (pod, metric), g in fresh.groupby(["pod", "metric"], sort=False):
+        g = g.sort_values("time")
+        v, w = g["value"].to_numpy(dtype=float), g["window"].to_numpy()
+        if len(v) < 4:
+            continue
+        d = np.diff(v)
+        noise = max(1.4826 * float(np.median(np.abs(d - np.median(d)))) / math.sqrt(2), 1e-9)
+        start = float(np.median(v[:2]))
+        for i in range(n):
+            here = v[(w == i)]
+            here = here[np.isfinite(here)]
+            if len(here) and np.flatnonzero(w == i)[0] >= 2:  # its first points are the reference
+                z = (float(np.median(here)) - start) / (noise * math.sqrt(1.0 / len(here) + 0.5))
+                rows.append((str(g["service"].iloc[0]), str(metric), i, z, len(here)))
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    out = pd.DataFrame(rows, columns=cols)
+    return out.loc[out.groupby(["service", "metric", "window"])["z"].idxmax()]
+
+
 def _level(z: np.ndarray, th: MetricThresholds) -> np.ndarray:
     return np.where(z >= th.z_severe, 2, np.where(z >= th.z_anomalous, 1, 0))
 
@@ -160,10 +227,17 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
     if resources is not None and not resources.empty:
         r = resources.assign(window=_window_of(resources["time"].to_numpy(dtype=float), baseline, slices))
         r = r[r["window"] >= -1]
+        trends = pd.DataFrame(columns=["service", "metric", "window", "z", "points"])
+        if "pod" in r and (r["pod"].fillna("") != "").any():
+            r = without_warmup(r, baseline[0])
+            trends = fresh_pod_trends(r[r["metric"].str.lower().str.startswith(SATURATION)], baseline[0], n)
         # Several pods of one service: the worst pod decides (a fault is often in one pod).
         r = r.groupby(["service", "metric", "window", "time"], sort=False)["value"].max().reset_index()
         r = r[r["metric"].str.lower().str.startswith(SATURATION)]
         z = _series_z(r, ["service", "metric"], "value", n, th)
+        if not trends.empty:
+            z = pd.concat([z, trends], ignore_index=True)
+            z = z.loc[z.groupby(["service", "metric", "window"])["z"].idxmax()]
         if not z.empty:
             top = z.loc[z.groupby(["service", "window"])["z"].idxmax()]
             parts.append(top.rename(columns={"z": "resource_z", "metric": "resource"}))
@@ -192,7 +266,7 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
         gap_blame = _gap_blame(s, n, th)
     canaries = canary(versions if versions is not None else signals, slices)
     if not canaries.empty:
-        parts.append(canaries[["service", "window", "canary_z"]])
+        parts.append(canaries[["service", "window", "canary_z", "canary"]])
     if not parts:
         return pd.DataFrame(columns=METRIC_COLUMNS)
     ev = parts[0]
@@ -210,9 +284,10 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
         if col not in ev:
             ev[col] = fill
         ev[col] = ev[col].fillna(fill)
-    if "resource" not in ev:
-        ev["resource"] = ""
-    ev["resource"] = ev["resource"].fillna("")
+    for text in ("resource", "canary"):
+        if text not in ev:
+            ev[text] = ""
+        ev[text] = ev[text].fillna("")
     err_level = np.where((ev["error_z"] >= th.z_anomalous) & (ev["error_up"] >= th.failing_error), 2,
                          np.where((ev["error_z"] >= th.z_anomalous) & (ev["error_up"] >= th.degraded_error), 1, 0))
     rate = ev["rate_ratio"].to_numpy()
@@ -227,7 +302,7 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
         if col not in ev:
             ev[col] = 0
     ev[["state", "own_state", "gap_edges", "points"]] = ev[["state", "own_state", "gap_edges", "points"]].fillna(0)
-    ev = ev.fillna({"resource": "", "resource_z": 0.0, "latency_z": 0.0, "error_up": 0.0, "error_z": 0.0,
+    ev = ev.fillna({"resource": "", "canary": "", "resource_z": 0.0, "latency_z": 0.0, "error_up": 0.0, "error_z": 0.0,
                     "rate_ratio": 1.0, "canary_z": 0.0, "score": 0.0})
     for col in ("state", "own_state", "gap_edges", "points"):
         ev[col] = ev[col].astype(np.int64)

@@ -65,5 +65,5 @@ def test_generated_rollouts_the_bad_deployment_is_found_among_harmless_ones(tmp_
     assert "catalogue" in changed and len(changed) == 3
     result = analyse_bundle(load_bundle(out))
     assert result.ranking[0]["service"] == json.loads((out / "truth.json").read_text())["root_cause"]
-    assert "new version fails more" in result.ranking[0]["evidence"]
+    assert "v2 error ratio" in result.ranking[0]["evidence"] and "against v1" in result.ranking[0]["evidence"]
     assert any("recent changes" in n for n in result.notes)

@@ -1,0 +1,173 @@
+"""Version-aware evidence (a fresh pod's warm-up, a leak within new pods, the new version slower than the old
+in the same windows) and the hard rollout family that measures it."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from baynet.evidence.changes import ChangeParams, canary, version_latency
+from baynet.evidence.metrics import build_metric_evidence, fresh_pod_trends, without_warmup
+
+
+def pod_rows(pod, service, t0, values, metric="cpu_cores", step=15.0):
+    return [{"time": t0 + step * i, "service": service, "metric": metric, "value": v, "pod": pod}
+            for i, v in enumerate(values)]
+
+
+def test_a_fresh_pods_warm_up_is_measured_on_the_pod_and_left_out_a_leak_is_kept():
+    rng = np.random.default_rng(1)
+    settled = 0.2 + rng.normal(0, 0.003, 12)
+    warm = settled + 0.3 * np.exp(-np.arange(12) * 15 / 20)      # burns CPU at first, settles
+    leak = settled + 0.01 * np.arange(12)                          # grows from its first point
+    old = 0.2 + rng.normal(0, 0.003, 40)
+    frame = pd.DataFrame(pod_rows("a-v1", "a", 0, old) + pod_rows("a-v2", "a", 600, warm)
+                         + pod_rows("b-v2", "b", 600, leak) + pod_rows("c-v2", "c", 600, settled[:2]))
+    kept = without_warmup(frame, baseline_start=0.0)
+    warm_kept = kept[kept["pod"] == "a-v2"]["value"].to_numpy()
+    assert 1 <= 12 - len(warm_kept) <= 6                 # its first, hot points went ...
+    assert warm_kept.max() < 0.2 + 0.3 * math.exp(-1)    # ... and what is left is near the settled level
+    assert len(kept[kept["pod"] == "b-v2"]) == 12        # a leak never runs above its later points: all kept
+    assert len(kept[kept["pod"] == "a-v1"]) == 40        # a pod running since before the baseline: untouched
+    assert kept[kept["pod"] == "c-v2"].empty             # two points cannot be told from a warm-up yet
+
+
+def test_a_leak_grows_within_its_pod_a_steady_pod_does_not():
+    rng = np.random.default_rng(2)
+    steady = 300e6 * (1 + rng.normal(0, 0.003, 16))
+    leaking = steady * (1 + 0.002 * np.arange(16))  # +3 % over four minutes: under the service's 5 % floor
+    frame = pd.DataFrame(pod_rows("x-v2", "x", 0, steady, "memory_bytes")
+                         + pod_rows("y-v2", "y", 0, leaking, "memory_bytes"))
+    frame["window"] = np.minimum(((frame["time"] - 60) // 60).astype(int), 2)
+    z = fresh_pod_trends(frame, baseline_start=-600.0, n=3).set_index(["service", "window"])["z"]
+    assert z[("y", 2)] > 6 and z[("y", 2)] > z[("y", 0)]
+    assert abs(z[("x", 2)]) < 3
+
+
+def _latency_rows(service, version, times, ms, requests=20.0):
+    return [{"time": t, "source": "front", "destination": service, "window_s": 15.0, "requests": requests,
+             "error_ratio": 0.0, "latency_ms_p50": m, "destination_version": version, "reporter": "destination"}
+            for t, m in zip(times, ms)]
+
+
+@pytest.mark.parametrize("counted", [True, False])
+def test_a_new_version_slower_than_the_old_in_the_same_windows_is_severe_a_cold_start_is_not(counted):
+    rng = np.random.default_rng(3)
+    before = np.arange(15, 601, 15.0)
+    during = np.arange(615, 781, 15.0)
+    rows = []
+    for svc, v2_ms in (("slow", 10 * 1.6 * np.exp(rng.normal(0, 0.05, len(during)))),
+                       # a fresh pod at each step (every 60 s) answers x2.5 slower, settling in ~20 s
+                       ("cold", 10 * (1 + 1.5 * np.exp(-((during - 615) % 60) / 10))
+                        * np.exp(rng.normal(0, 0.05, len(during))))):
+        rows += _latency_rows(svc, "v1", before, 10 * np.exp(rng.normal(0, 0.05, len(before))))
+        rows += _latency_rows(svc, "v1", during, 10 * np.exp(rng.normal(0, 0.05, len(during))))
+        rows += _latency_rows(svc, "v2", during, v2_ms)
+    sig = pd.DataFrame(rows)
+    if not counted:
+        sig["requests"] = np.nan
+    slices = [(600.0, 660.0), (660.0, 720.0), (720.0, 780.0)]
+    result = canary(sig, slices)
+    slow, cold = (result[result["service"] == s] for s in ("slow", "cold"))
+    assert (slow["canary_z"] >= ChangeParams().canary_z).all() and len(slow) == 3
+    assert (cold["canary_z"] < ChangeParams().canary_z).all()
+    assert "v2 answers in 16 ms against v1 10 ms" in slow.iloc[-1]["canary"]
+
+
+def test_version_latency_needs_the_old_versions_own_history():
+    sig = pd.DataFrame(_latency_rows("a", "v1", [615.0, 630.0], [10.0, 10.0])
+                       + _latency_rows("a", "v2", [615.0, 630.0], [30.0, 30.0]))
+    sig["requests"] = 1.0
+    first = sig.groupby(["destination", "destination_version"])["time"].min()
+    # two points of the old version before the new one: no spread to judge against, so no verdict
+    assert version_latency(sig, [(600.0, 660.0)], first).empty
+
+
+def test_metric_evidence_names_the_versions_in_the_canary_column():
+    sig = pd.DataFrame(_latency_rows("a", "v1", np.arange(15, 781, 15.0), [10.0] * 52)
+                       + _latency_rows("a", "v2", np.arange(615, 781, 15.0), [25.0] * 12))
+    sig.loc[sig["destination_version"] == "v1", "latency_ms_p50"] *= np.exp(
+        np.random.default_rng(4).normal(0, 0.03, 52))
+    ev = build_metric_evidence(sig, None, (0.0, 600.0), [(600.0, 660.0), (660.0, 720.0), (720.0, 780.0)])
+    row = ev[(ev["service"] == "a") & (ev["window"] == 2)].iloc[0]
+    assert row["own_state"] == 2 and row["canary"].startswith("v2 answers in 25 ms against v1 10 ms")
+
+
+def test_the_hard_rollout_generator_is_deterministic_and_records_what_it_did(tmp_path):
+    from baynet.bundles.read import load_bundle
+    from baynet.lab.datasets.rollouts import EFFECTS, STEPS, hard_rollout_bundle
+
+    a = hard_rollout_bundle(tmp_path / "a", "sock-shop", 7)
+    b = hard_rollout_bundle(tmp_path / "b", "sock-shop", 7)
+    c = hard_rollout_bundle(tmp_path / "c", "sock-shop", 7, counts=False)
+    for name in ("signals.csv", "resources.csv", "changes.csv", "logs.csv", "truth.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+    truth = json.loads((a / "truth.json").read_text())
+    assert truth["effect"] in EFFECTS and truth["counts"] is True and 2 <= truth["changed"] <= 6
+    bundle = load_bundle(a)
+    changes = bundle.changes
+    assert len(changes) == truth["changed"] and truth["root_cause"] in set(changes["service"])
+    assert changes["time"].max() - changes["time"].min() <= 600  # within ten minutes of one another
+    # the bad service's new version takes its calls step by step (1/5, 2/5, ...)
+    sig = bundle.signals[bundle.signals["destination"] == truth["root_cause"]]
+    start = float(changes.loc[changes["service"] == truth["root_cause"], "time"].iloc[0])
+    after = sig[sig["time"] > start + 15]
+    share = after.groupby("destination_version")["requests"].sum()
+    assert 0 < share["v2"] / share.sum() < STEPS[-1]
+    assert bundle.resources["pod"].str.contains("-v2-").any()
+    assert bundle.event.unix - start == pytest.approx(truth["alert_after_s"], abs=0.1)
+    # the variant without counts is the same incident, its requests blank
+    nocounts = load_bundle(c)
+    assert nocounts.signals["requests"].isna().all()
+    assert len(nocounts.signals) == len(bundle.signals)
+    assert not json.loads((c / "truth.json").read_text())["counts"]
+
+
+def test_a_clear_bad_version_is_found_among_harmless_rollouts_with_and_without_counts(tmp_path):
+    from baynet.bundles.analyse import analyse_bundle
+    from baynet.bundles.read import load_bundle
+    from baynet.lab.datasets.rollouts import hard_rollout_bundle
+
+    seed = next(s for s in range(1, 60) if _is_clear_latency(s))
+    for counts in (True, False):
+        out = hard_rollout_bundle(tmp_path / f"r{counts}", "sock-shop", seed, counts=counts)
+        truth = json.loads((out / "truth.json").read_text())
+        result = analyse_bundle(load_bundle(out))
+        assert result.ranking[0]["service"] == truth["root_cause"], (seed, counts, result.ranking[:3])
+        assert "v2 answers in" in result.ranking[0]["evidence"]
+
+
+def _is_clear_latency(seed: int) -> bool:
+    """The generator's draw for ``seed``, read back without writing a bundle."""
+    import random
+
+    from baynet.lab.datasets.rollouts import CLEAR, EFFECT_RANGES, EFFECTS
+    from baynet.lab.generator import MESHES
+
+    rng = random.Random(seed)
+    spec = MESHES["sock-shop"]
+    eligible = [s for s in sorted(spec["services"]) if s != spec["entry"]]
+    changed = rng.sample(eligible, min(len(eligible), rng.randint(2, 6)))
+    rng.choice(changed)
+    effect = rng.choice(EFFECTS)
+    lo, hi = EFFECT_RANGES[effect]
+    size = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    return effect == "latency" and size >= 2 * CLEAR[effect]
+
+
+def test_the_rollouts_command_writes_the_hard_family_by_default_and_refuses_bad_seeds(tmp_path):
+    from typer.testing import CliRunner
+
+    from baynet.cli.main import app
+
+    runner = CliRunner()
+    done = runner.invoke(app, ["bundle", "rollouts", str(tmp_path / "h"), "--seeds", "1-2"])
+    assert done.exit_code == 0, done.output
+    assert sorted(p.name for p in (tmp_path / "h").iterdir()) == [
+        "sock-shop-hard-1", "sock-shop-hard-1-nocounts", "sock-shop-hard-2", "sock-shop-hard-2-nocounts"]
+    again = runner.invoke(app, ["bundle", "rollouts", str(tmp_path / "h"), "--seeds", "1"])
+    assert again.exit_code == 2 and "sock-shop-hard-1 exists" in again.output
+    bad = runner.invoke(app, ["bundle", "rollouts", str(tmp_path / "x"), "--seeds", "5-2"])
+    assert bad.exit_code == 2 and "'5-2'" in bad.output
