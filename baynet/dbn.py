@@ -42,6 +42,7 @@ S_STATES = ["ok", "anomalous", "severe"]
 R_STATES = ["no", "yes"]
 GROUP = 3  # callees per intermediate node in the pgmpy export (parent divorcing)
 MAX_TEMPLATES = 5000  # log templates the model keeps
+MAX_CHANGE_HISTORY = 500  # confirmed incidents the learnt change prior rests on (the newest)
 MODEL_VERSION = 2
 
 
@@ -90,6 +91,9 @@ class DBNModel:
     # The mesh's log vocabulary (templates mined from lines without a code location), carried from one
     # incident to the next so the same line gets the same key.
     log_templates: list[str] = field(default_factory=list)
+    # Confirmed incidents' changes (root, members, changed members' ages at the alert), newest last, for
+    # the learnt change prior (baynet.evidence.changes.learn_change_params).
+    change_history: list[dict[str, Any]] = field(default_factory=list)
 
     # --- structure -------------------------------------------------------------------------------
 
@@ -160,8 +164,8 @@ class DBNModel:
             self.edge_counts[key] = [a, b]
         self.updates += 1
 
-    def confirm(self, root_cause: str, members: list[str], propagation: list[dict[str, Any]] | None = None
-                ) -> None:
+    def confirm(self, root_cause: str, members: list[str], propagation: list[dict[str, Any]] | None = None,
+                changed: dict[str, float] | None = None) -> None:
         """Learn from one confirmed outcome (an operator said which service was the root cause of an
         incident whose blast radius was ``members``). Nothing else moves these counts: the model's own
         posteriors are never fed back.
@@ -173,6 +177,8 @@ class DBNModel:
           confirmed fault's way up, the share of the slices with a bad callee in which the caller was bad
           too. Each caller there gets ``Params.confirm_edge_weight`` counts, split over its edges on the
           way: ``share`` of them "propagated", the rest "not". Edges off the way learn nothing.
+        * Changes: ``changed`` (the incident's changed services and their ages at the alert) joins
+          :attr:`change_history`, from which the change prior is learnt.
 
         The bound on one confirmation, right or wrong (:meth:`confirmation_bound`): a service's prior odds
         grow at most ``(a0 + 1) / a0 / forgetting`` and shrink at most to ``forgetting * b0 / (b0 + 1)``.
@@ -182,6 +188,10 @@ class DBNModel:
         odds move at most ``exp(2 T w / min(a0, b0))``. The posterior odds of any two services therefore
         move against each other by at most the product of these; two services whose odds differ by more
         cannot swap."""
+        if changed:
+            self.change_history = [*self.change_history, {
+                "root": root_cause, "members": list(dict.fromkeys(members)),
+                "changed": {s: float(a) for s, a in changed.items() if s in set(members)}}][-MAX_CHANGE_HISTORY:]
         gamma = self.params.forgetting
         a0, b0 = self.params.root_prior
         others = [s for s in dict.fromkeys(members) if s != root_cause]
@@ -536,7 +546,7 @@ class DBNModel:
         return {"version": MODEL_VERSION, "services": self.services, "callees": self.callees,
                 "edge_counts": self.edge_counts, "root_counts": self.root_counts,
                 "params": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self.params).items()},
-                "updates": self.updates, "log_templates": self.log_templates}
+                "updates": self.updates, "log_templates": self.log_templates, "change_history": self.change_history}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "DBNModel":
@@ -545,7 +555,8 @@ class DBNModel:
         params = Params(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["params"].items()})
         return cls(services=data["services"], callees=data["callees"], edge_counts=data["edge_counts"],
                    root_counts=data["root_counts"], params=params, updates=data.get("updates", 0),
-                   log_templates=list(data.get("log_templates", [])))
+                   log_templates=list(data.get("log_templates", [])),
+                   change_history=list(data.get("change_history", [])))
 
 
 def confirmed_propagation(root_cause: str, states: dict[str, list[int]], callees: dict[str, list[str]]

@@ -112,7 +112,8 @@ class Confirmations:
         when = datetime.now(UTC)
         record = {"event_id": event_id, "root_cause": None if withdraw else root_cause, "members": members,
                   "by": by, "note": note, "at": when.isoformat(), "withdrawn": withdraw,
-                  "propagation": [] if withdraw else self._propagation(event_id, root_cause, members)}
+                  "propagation": [] if withdraw else self._propagation(event_id, root_cause, members),
+                  "changed": {} if withdraw else dict((summary.get("fetch") or {}).get("change_ages") or {})}
         base = log_key(event["namespace"], datetime.fromisoformat(event["timestamp"]), event_id)[:-len(".json")]
         key = f"{base}{CONFIRM}{when.strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex[:6]}.json"
         self.store.put_if(key, json.dumps(record), None)
@@ -166,7 +167,8 @@ class ModelLog:
                 continue
             if CONFIRM in key:
                 if not record.get("withdrawn"):
-                    model.confirm(record["root_cause"], record["members"], record.get("propagation"))
+                    model.confirm(record["root_cause"], record["members"], record.get("propagation"),
+                                  record.get("changed"))
             else:
                 apply_update(model, record)
 

@@ -91,6 +91,7 @@ def analyse(event: AnomalyEvent, observations: Observations, model: DBNModel, se
         fetch["notes"] = notes
     if "changes" in judged:
         fetch["changes"] = judged["changes"].found
+        fetch["change_ages"] = {s: round(a, 1) for s, a in judged["changes"].change_ages.items()}
     n_slices = int(evidence["window"].max()) + 1 if len(evidence) else settings.slices
     story = describe(ranking, path, evidence, event.service, event.unix, settings.window_s, n_slices, fetch)
     for row in ranking:

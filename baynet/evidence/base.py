@@ -25,3 +25,4 @@ class Judged:
     prior_factor: dict[str, float] = field(default_factory=dict)
     found: list[str] = field(default_factory=list)
     templates: list[str] = field(default_factory=list)   # logs: the vocabulary the lines were keyed by
+    change_ages: dict[str, float] = field(default_factory=dict)  # changes: seconds since each service changed

@@ -251,6 +251,11 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
             if col in dest and dest[col].notna().any():
                 z = _series_z(dest[dest[col].notna()], ["destination", "source"], col, n, th)
                 lat.append(z)
+        newest = _newest_version_rows(dest)
+        if newest is not None:
+            for col in LATENCY_COLUMNS:
+                if col in newest and newest[col].notna().any():
+                    lat.append(_series_z(newest[newest[col].notna()], ["destination", "source"], col, n, th))
         if lat:
             z = pd.concat(lat)
             top = z.groupby(["destination", "window"], as_index=False).agg(latency_z=("z", "max"),
@@ -263,6 +268,8 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
             if "error_ratio" in dest else dest.iloc[0:0]
         if len(uncounted):
             parts.append(_ratios_without_counts(uncounted, n, th))
+        if newest is not None and "error_ratio" in newest:
+            parts.append(_newest_errors(newest, n, th))
         gap_blame = _gap_blame(s, n, th)
     canaries = canary(versions if versions is not None else signals, slices)
     if not canaries.empty:
@@ -272,9 +279,11 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
     ev = parts[0]
     for p in parts[1:]:
         ev = ev.merge(p, on=["service", "window"], how="outer", suffixes=("", "_2"))
-        if "points_2" in ev:
-            ev["points"] = ev[["points", "points_2"]].max(axis=1)
-            ev = ev.drop(columns=["points_2"])
+        for twin in [c for c in ev.columns if c.endswith("_2")]:
+            col = twin[:-2]  # two parts judged the same column: the worse reading of the two stands
+            worse = np.fmin if col == "rate_ratio" else np.fmax
+            ev[col] = worse(pd.to_numeric(ev[col], errors="coerce"), pd.to_numeric(ev[twin], errors="coerce"))
+            ev = ev.drop(columns=[twin])
     ev = ev.merge(gap_blame, on=["service", "window"], how="left")
     services = sorted(set(ev["service"]))
     full = pd.MultiIndex.from_product([services, range(n)], names=["service", "window"])
@@ -307,6 +316,43 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
     for col in ("state", "own_state", "gap_edges", "points"):
         ev[col] = ev[col].astype(np.int64)
     return ev[METRIC_COLUMNS].sort_values(["service", "window"]).reset_index(drop=True)
+
+
+def _newest_version_rows(dest: pd.DataFrame) -> pd.DataFrame | None:
+    """For each service whose newest version serves calls in the incident beside an older one: its
+    baseline rows (every version) and the newest version's incident rows -- the new version against the
+    service before it. A canary that serves a fifth of the calls dilutes its own fault in the service's
+    figures; judged alone, it is as degraded as it is. None without such a service."""
+    if "destination_version" not in dest:
+        return None
+    v = dest[(dest["destination_version"] != "") & (dest["window"] >= 0)]
+    if v.empty:
+        return None
+    first = dest[dest["destination_version"] != ""].groupby(["destination", "destination_version"])["time"].min()
+    keep = []
+    for svc, g in v.groupby("destination"):
+        versions = g["destination_version"].unique()
+        if len(versions) < 2:
+            continue
+        newest = max(versions, key=lambda x: (first[(svc, x)], x))
+        keep.append(dest[(dest["destination"] == svc) & ((dest["window"] == -1)
+                                                         | (dest["destination_version"] == newest))])
+    return pd.concat(keep) if keep else None
+
+
+def _newest_errors(newest: pd.DataFrame, n: int, th: MetricThresholds) -> pd.DataFrame:
+    """Error evidence of the newest versions alone (:func:`_newest_version_rows`); their rate is a share
+    of the service's and says nothing, so it is left at 1."""
+    counted = newest[newest["requests"].notna()] if "requests" in newest else newest.iloc[0:0]
+    parts = []
+    if len(counted):
+        parts.append(_rates_and_errors(counted, n, th))
+    rest = newest[~newest["destination"].isin(set(counted["destination"])) & newest["error_ratio"].notna()]
+    if len(rest):
+        parts.append(_ratios_without_counts(rest, n, th))
+    if not parts:
+        return pd.DataFrame(columns=["service", "window", "error_up", "error_z"])
+    return pd.concat(parts)[["service", "window", "error_up", "error_z"]]
 
 
 def _saturation_level(ev: pd.DataFrame, th: MetricThresholds) -> np.ndarray:

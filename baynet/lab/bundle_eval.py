@@ -135,7 +135,8 @@ def evaluate_online(directories: list[Path], *, sources: set[str] | None = None,
             if truth in ranked["learning"]:
                 states = states_from_evidence(results["learning"].evidence, ranked["learning"]).states
                 models["learning"].confirm(truth, ranked["learning"],
-                                           confirmed_propagation(truth, states, models["learning"].callees))
+                                           confirmed_propagation(truth, states, models["learning"].callees),
+                                           results["learning"].fetch.get("change_ages"))
             if progress:
                 progress(f"[{i}/{len(loaded)}] {path.name}: learning top {ranked['learning'][:1]}, "
                          f"static top {ranked['static'][:1]}")

@@ -175,3 +175,55 @@ def test_confirm_command(tmp_path, monkeypatch):
     assert bad.exit_code == 2 and "'carts' is not among" in bad.output
     assert runner.invoke(app, ["confirm", "e1"]).exit_code == 2  # neither --root-cause nor --withdraw
     assert math.isfinite(ModelLog(LocalStore(tmp_path), "ns").current().prior("cart"))
+
+
+def test_confirmed_changes_are_kept_and_the_change_prior_is_learnt_from_them(tmp_path):
+    from baynet.evidence.changes import ChangeParams, learn_change_params
+
+    store = LocalStore(tmp_path)
+    members = ["front", "cart", "db", "user", "pay"]
+    for k in range(12):
+        _incident(store, f"e{k}", f"2026-05-01T{10 + k}:00:00+00:00", members)
+        fetch = {"change_ages": {"cart": 60.0, "db": 900.0}} if k % 2 == 0 else {"change_ages": {"cart": 900.0,
+                                                                                                "db": 60.0}}
+        ranking = store.get_json(f"incidents/e{k}/ranking.json")
+        store.put_json(f"incidents/e{k}/ranking.json", {**ranking, "fetch": fetch})
+        record = Confirmations(store).add(f"e{k}", "cart" if k % 2 == 0 else "db")  # the latest change, always
+        assert record["changed"] == fetch["change_ages"]
+    model = ModelLog(store, "ns").current()
+    assert len(model.change_history) == 12
+    learnt = learn_change_params(model.change_history)
+    start = ChangeParams()
+    # the latest change was always the cause: a larger boost, and a half-life that tells 1 min from 15 min
+    assert learnt.boost > start.boost and learnt.half_life_s < start.half_life_s
+    assert DBNModel.from_json(model.to_json()).change_history == model.change_history
+    # changes that were never the cause: the boost falls towards 1
+    never = [{"root": "front", "members": members, "changed": {"cart": 60.0}} for _ in range(30)]
+    assert learn_change_params(never).boost < start.boost
+    assert learn_change_params([]) == start
+    # a withdrawal takes its incident out of the history
+    Confirmations(store).add("e0", None, withdraw=True)
+    assert len(ModelLog(store, "ns").current().change_history) == 11
+
+
+def test_the_learnt_change_prior_reaches_the_analysis():
+    import pandas as pd
+
+    from baynet.evidence.changes import judge
+    from baynet.settings import Settings
+    from baynet.sources.base import Observations, Observed
+    from baynet.windows import Windows
+
+    changes = pd.DataFrame({"time": [1000.0 - 60, 1000.0 - 900], "service": ["cart", "db"], "kind": "deploy",
+                            "detail": ""})
+    obs = Observations([Observed("changes", {"changes": changes, "versions": None})])
+    windows = Windows.around(1000.0, Settings())
+    plain = judge(obs, windows, Settings(), DBNModel())
+    assert plain.prior_factor["cart"] / plain.prior_factor["db"] < 1.5  # 30-min half-life: nearly equal
+    m = DBNModel()
+    m.change_history = [{"root": "cart", "members": ["front", "cart", "db"], "changed": {"cart": 60.0, "db": 900.0}}
+                        for _ in range(20)]
+    learnt = judge(obs, windows, Settings(), m)
+    assert learnt.prior_factor["cart"] / learnt.prior_factor["db"] > 2
+    assert learnt.change_ages == {"cart": 60.0, "db": 900.0}
+    assert any("learnt from 20 confirmed incident(s)" in n for n in learnt.notes)

@@ -171,3 +171,23 @@ def test_the_rollouts_command_writes_the_hard_family_by_default_and_refuses_bad_
     assert again.exit_code == 2 and "sock-shop-hard-1 exists" in again.output
     bad = runner.invoke(app, ["bundle", "rollouts", str(tmp_path / "x"), "--seeds", "5-2"])
     assert bad.exit_code == 2 and "'5-2'" in bad.output
+
+
+def test_a_canary_is_judged_alone_against_the_service_before_its_dilution_does_not_hide_it():
+    # a fifth of the calls on v2, each failing a fifth of the time: +4 % on the service, +20 % on v2
+    rng = np.random.default_rng(5)
+    rows = []
+    for t in np.arange(15, 781, 15.0):
+        rows += [{"time": t, "source": "front", "destination": "a", "window_s": 15.0, "requests": 80.0,
+                  "error_ratio": rng.binomial(80, 0.002) / 80, "latency_ms_p50": 10.0,
+                  "destination_version": "v1", "reporter": "destination"}]
+        if t > 600:
+            rows += [{"time": t, "source": "front", "destination": "a", "window_s": 15.0, "requests": 20.0,
+                      "error_ratio": rng.binomial(20, 0.2) / 20, "latency_ms_p50": 10.0,
+                      "destination_version": "v2", "reporter": "destination"}]
+    sig = pd.DataFrame(rows)
+    slices = [(600.0, 660.0), (660.0, 720.0), (720.0, 780.0)]
+    ev = build_metric_evidence(sig, None, (0.0, 600.0), slices)
+    incident = ev[ev["window"] >= 0]
+    assert (incident["error_up"] > 0.1).all()  # v2 against the service before, not the diluted mix
+    assert (incident["state"] >= 1).all()
