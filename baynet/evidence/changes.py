@@ -48,12 +48,15 @@ class ChangeParams:
 
 def change_events(changes: pd.DataFrame | None, signals: pd.DataFrame | None,
                   baseline: tuple[float, float]) -> pd.DataFrame:
-    """Changes from ``changes.csv`` rows and from versions that first serve calls after the baseline
-    began (on a service that served another version before)."""
+    """Changes from ``changes.csv`` rows (or a live change source's, :mod:`baynet.sources.kube_state`, which
+    name their ``source``) and from versions that first serve calls after the baseline began (on a
+    service that served another version before)."""
     rows = []
     if changes is not None and not changes.empty:
-        for r in changes.itertuples():
-            rows.append((float(r.time), str(r.service), str(r.kind or "change"), str(r.detail or ""), "changes.csv"))
+        sources = changes["source"] if "source" in changes else pd.Series("changes.csv", index=changes.index)
+        for r, source in zip(changes.itertuples(), sources):
+            rows.append((float(r.time), str(r.service), str(r.kind or "change"), str(r.detail or ""),
+                         str(source or "changes.csv")))
     if signals is not None and not signals.empty and "destination_version" in signals:
         s = signals[(signals["destination_version"] != "") & _serving(signals)]
         for svc, g in s.groupby("destination"):

@@ -325,6 +325,7 @@ def _newest_version_rows(dest: pd.DataFrame) -> pd.DataFrame | None:
     figures; judged alone, it is as degraded as it is. None without such a service."""
     if "destination_version" not in dest:
         return None
+    dest = dest.assign(destination_version=dest["destination_version"].fillna("").astype(str))
     v = dest[(dest["destination_version"] != "") & (dest["window"] >= 0)]
     if v.empty:
         return None

@@ -17,6 +17,12 @@ text for ``promtool tsdb create-blocks-from openmetrics`` (``baynet bundle repla
   ``namespace``, ``container`` (the service) and ``pod`` (``<service>-00000``). Other resource names have no
   cAdvisor counterpart and are listed as not replayed.
 
+* ``changes.csv`` rows as kube-state-metrics reports a Deployment's rollout: per changed service a
+  Deployment of its name whose ``kube_deployment_metadata_generation`` rises by one at each change, and a
+  ReplicaSet per change (``kube_replicaset_created``: the change time; ``kube_replicaset_owner`` naming the
+  Deployment) beside the one it replaced (created a day before the data), every 15 s over the data's span
+  (:mod:`baynet.sources.kube_state` reads them back).
+
 Service names are label values, so any text survives (escaped as OpenMetrics requires). Counters start
 at 0 one window before a series' first row.
 """
@@ -75,7 +81,8 @@ def _quantile_points(row: pd.Series) -> list[tuple[float, float]] | None:
     return [(x, y) for x, y in points]
 
 
-def render(signals: pd.DataFrame | None, resources: pd.DataFrame | None, namespace: str) -> Rendered:
+def render(signals: pd.DataFrame | None, resources: pd.DataFrame | None, namespace: str,
+           changes: pd.DataFrame | None = None) -> Rendered:
     lines: list[str] = []
     out = Rendered("")
     if signals is not None and not signals.empty:
@@ -159,6 +166,37 @@ def render(signals: pd.DataFrame | None, resources: pd.DataFrame | None, namespa
             out.series += 1
         for family, (kind, rows) in by_family.items():
             lines += [f"# TYPE {family} {kind}", *rows]
+    if changes is not None and not changes.empty:
+        times = [f["time"] for f in (signals, resources) if f is not None and not f.empty]
+        span = (min(float(t.min()) for t in times), max(float(t.max()) for t in times)) if times else \
+            (float(changes["time"].min()) - 600.0, float(changes["time"].max()) + 600.0)
+        lines += _kube_state(changes, namespace, span, out)
     lines.append("# EOF")
     out.text = "\n".join(lines) + "\n"
     return out
+
+
+def _kube_state(changes: pd.DataFrame, namespace: str, span: tuple[float, float], out: Rendered,
+                every: float = 15.0) -> list[str]:
+    grid = np.arange(math.floor(span[0] / every) * every, span[1] + every, every)
+    created, owner, generation = [], [], []
+    for svc, g in changes.sort_values("time").groupby("service", sort=True):
+        at = g["time"].to_numpy(dtype=float)
+        sets = [(f"{svc}-{int(span[0]) % 100000:05d}", span[0] - 86400.0)]
+        sets += [(f"{svc}-{int(t) % 100000:05d}{k}", float(t)) for k, t in enumerate(at)]
+        for rs, when in sets:
+            ts = grid[grid >= when]
+            if not len(ts):
+                continue
+            labels = _labels({"namespace": namespace, "replicaset": rs})
+            created.extend(f"kube_replicaset_created{{{labels}}} {when:.3f} {t:.3f}" for t in ts)
+            own = _labels({"namespace": namespace, "replicaset": rs, "owner_kind": "Deployment", "owner_name": svc,
+                           "owner_is_controller": "true"})
+            owner.extend(f"kube_replicaset_owner{{{own}}} 1 {t:.3f}" for t in ts)
+            out.series += 2
+        dep = _labels({"namespace": namespace, "deployment": svc})
+        generation.extend(f"kube_deployment_metadata_generation{{{dep}}} {1 + int((at <= t).sum())} {t:.3f}"
+                          for t in grid)
+        out.series += 1
+    return ["# TYPE kube_replicaset_created gauge", *created, "# TYPE kube_replicaset_owner gauge", *owner,
+            "# TYPE kube_deployment_metadata_generation gauge", *generation]

@@ -1,7 +1,7 @@
 """``baynet bundle replay``: a bundle through the real path.
 
 Replay starts the local stack in a working directory: the bundle's traces in the Tempo-compatible
-server; its log lines pushed into the Loki-compatible one; its signals and resources rendered as Istio and cAdvisor series (:mod:`baynet.local.openmetrics`)
+server; its log lines pushed into the Loki-compatible one; its signals, resources and changes rendered as Istio, cAdvisor and kube-state-metrics series (:mod:`baynet.local.openmetrics`)
 and backfilled into Debian's Prometheus with ``promtool``; its event on the (moto) SQS queue; then the
 consumer runs the incident flow, which reads traces and metrics as it would from a live mesh. The metric
 step the flow reads at follows the bundle's data (its median spacing, at least 1 s). Bundles with only
@@ -36,7 +36,7 @@ def replay(path: Path, run_incident: IncidentRunner, workdir: Path | None = None
     work.mkdir(parents=True, exist_ok=True)
     server_logs_to(work / "servers.log")
     namespace = bundle.event.namespace or "default"
-    rendered = render(bundle.signals, bundle.resources, namespace)
+    rendered = render(bundle.signals, bundle.resources, namespace, bundle.changes)
     om = None
     if rendered.series:
         if not prometheus_available():

@@ -21,15 +21,17 @@ log = logging.getLogger(__name__)
 
 
 def live_sources(settings: Settings) -> list[EvidenceSource]:
-    """The sources the settings configure: Tempo always; Prometheus metrics and versions when
-    ``BAYNET_PROMETHEUS_URL`` is set and metric evidence is on; Loki when ``BAYNET_LOKI_URL`` is set."""
+    """The sources the settings configure: Tempo always; Prometheus metrics, versions and the cluster's
+    changes (kube-state-metrics) when ``BAYNET_PROMETHEUS_URL`` is set and metric evidence is on; Loki when
+    ``BAYNET_LOKI_URL`` is set."""
+    from baynet.sources.kube_state import KubeStateChanges
     from baynet.sources.loki import LokiLogs
     from baynet.sources.prometheus import IstioVersions, PrometheusMetrics
     from baynet.sources.tempo import TempoTraces
 
     sources: list[EvidenceSource] = [TempoTraces(settings)]
     if settings.prometheus_url and settings.metrics_evidence:
-        sources += [PrometheusMetrics(settings), IstioVersions(settings)]
+        sources += [PrometheusMetrics(settings), IstioVersions(settings), KubeStateChanges(settings)]
     if settings.loki_url:
         sources.append(LokiLogs(settings))
     return sources

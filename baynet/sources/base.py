@@ -10,7 +10,8 @@ kind       tables                                  read live from
 traces     ``spans`` (span frame)                  Tempo (:mod:`baynet.sources.tempo`)
 metrics    ``signals``, ``resources``              Prometheus (:mod:`baynet.sources.prometheus`)
 logs       ``logs`` (``logs.csv`` rows)                Loki (:mod:`baynet.sources.loki`)
-changes    ``changes``, ``versions``               Prometheus (Istio ``destination_version``)
+changes    ``changes``, ``versions``               Prometheus (Istio ``destination_version``;
+                                                   kube-state-metrics, :mod:`baynet.sources.kube_state`)
 =========  ======================================  ============================================
 
 A source that cannot answer raises; the errors in its ``unavailable`` mean "no data from here now" and

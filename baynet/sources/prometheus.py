@@ -151,18 +151,24 @@ def edge_signals(windows: Windows, settings: Settings, *, quantiles: tuple[int, 
 
 
 def fetch_versions(windows: Windows, settings: Settings) -> pd.DataFrame | None:
-    """Requests and error ratio per service and ``destination_version`` (Istio's label for the workload
-    version serving the calls), at the metric step: the rows the change evidence reads
+    """Requests, error ratio and median latency per service and ``destination_version`` (Istio's label for
+    the workload version serving the calls), at the metric step: the rows the change evidence reads
     (:mod:`baynet.evidence.changes`), summed over callers from :func:`edge_signals`. None when no series
     carries a version."""
-    edges = edge_signals(windows, settings, quantiles=())
+    edges = edge_signals(windows, settings, quantiles=(50,))
     if edges is None:
         return None
     edges = edges[(edges["reporter"] == "destination") & (edges["destination_version"] != "")]
     if edges.empty:
         return None
-    rows = edges.assign(errors=edges["requests"] * edges["error_ratio"].fillna(0.0)).groupby(
-        ["time", "destination", "destination_version"], as_index=False)[["requests", "errors"]].sum()
+    lat = edges["latency_ms_p50"].where(edges["latency_ms_p50"] > 0)
+    weight = edges["requests"].where(lat.notna(), 0.0)
+    rows = edges.assign(errors=edges["requests"] * edges["error_ratio"].fillna(0.0), w=weight,
+                        wlog=np.log(lat.fillna(1.0)) * weight).groupby(
+        ["time", "destination", "destination_version"], as_index=False)[["requests", "errors", "w", "wlog"]].sum()
     ratio = (rows["errors"] / rows["requests"]).where(rows["requests"] > 0, 0.0)
-    return rows.assign(source="", window_s=float(settings.metrics_step_s), error_ratio=ratio,
-                       reporter="destination").drop(columns="errors")
+    # the callers' medians combined by the requests behind them (a geometric mean: what the version
+    # comparison reads, baynet.evidence.changes.version_latency)
+    p50 = np.exp(rows["wlog"] / rows["w"]).where(rows["w"] > 0)
+    return rows.assign(source="", window_s=float(settings.metrics_step_s), error_ratio=ratio, latency_ms_p50=p50,
+                       reporter="destination").drop(columns=["errors", "w", "wlog"])
