@@ -9,7 +9,7 @@ shape               what changes
 ==================  =====================================================================================
 ``as_is``           nothing
 ``resample_1m``     metric rows aggregated into 60 s windows (requests summed, error ratios and latencies
-``resample_5m``     weighted by requests where counted, else averaged; resources averaged) -- 300 s
+``resample_5m``     weighted by requests where counted, else averaged; resources averaged per pod) -- 300 s
 ``no_counts``       request counts dropped (error ratios and latencies stay)
 ``no_percentiles``  latency percentiles dropped; the average stays (where a bundle has none, its p50 stands
                     in for it)
@@ -89,7 +89,9 @@ def _resample(bundle: Bundle, step: float) -> Bundle:
     if bundle.resources is not None and len(bundle.resources):
         r = bundle.resources.copy()
         r["time"] = bucket(r["time"])
-        resources = r.groupby(["time", "service", "metric"], as_index=False)["value"].mean()
+        # one series per pod where pods are named (averaging a leaking pod with its neighbours would hide it)
+        keys = ["time", "service", "metric"] + (["pod"] if "pod" in r and (r["pod"].fillna("") != "").any() else [])
+        resources = r.groupby(keys, as_index=False)["value"].mean()
     return dataclasses.replace(bundle, signals=signals, resources=resources)
 
 
