@@ -33,6 +33,9 @@ def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holdi
                  matrix: bool = typer.Option(False, "--matrix", help="Every directory (one mesh each) in every "
                                              "shape: AC@1 (Avg@5) and the best simple baseline per cell; with "
                                              "--json the keys 'matrix' and 'excluded'."),
+                 by: list[str] = typer.Option([], "--by", help="Also break the scores down by this truth.json "
+                                              "field (repeatable; e.g. --by clear --by counts on the hard "
+                                              "rollouts; 'by_field' in --json)."),
                  online: bool = typer.Option(False, "--online", help="Also replay each directory's bundles in "
                                              "time order through one persistent model, confirming each true "
                                              "cause after its ranking is recorded (as an operator would): "
@@ -79,7 +82,8 @@ def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holdi
     with Progress(console=Console(stderr=True)) as bar:
         task = bar.add_task("bundles", total=total)
         result = evaluate_bundles(paths, sources=use, replayed=incident_runner if replayed else None, shape=degrade,
-                                  progress=lambda line: bar.update(task, advance=1, description=line[:60]))
+                                  progress=lambda line: bar.update(task, advance=1, description=line[:60]),
+                                  by=tuple(by))
         if online:
             from baynet.lab.bundle_eval import evaluate_online
 
@@ -90,6 +94,8 @@ def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holdi
         typer.echo(json.dumps(result))
         return
     _print_bundle_eval(result)
+    if by:
+        _print_by_field(result["by_field"])
     if online:
         _print_online(result["online"])
 
@@ -118,6 +124,21 @@ def _print_matrix(result: dict[str, Any]) -> None:
         table.add_row(shape, *cells)
     Console().print(table)
     typer.echo("'!': Baynet does not beat the best simple baseline of that cell")
+
+
+def _print_by_field(parts: dict[str, dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    for field, values in parts.items():
+        table = Table(title=f"By truth.json field {field!r}: Baynet against the simple baselines (AC@1)")
+        methods = sorted({m for v in values.values() for m in v["baselines"]})
+        for col in (field, "n", "Baynet AC@1 (Avg@5)", *methods):
+            table.add_column(col)
+        for value, v in values.items():
+            table.add_row(value, str(v["n"]), f"{v['AC@1']:.2f} ({v['Avg@5']:.2f})",
+                          *(f"{v['baselines'][m]:.2f}" if m in v["baselines"] else "-" for m in methods))
+        Console().print(table)
 
 
 def _print_online(online: dict[str, Any]) -> None:

@@ -54,7 +54,8 @@ def bundle_row(path: Path, settings: Settings, sources: set[str] | None = None,
     candidates = set(result.evidence["service"]) if not result.evidence.empty else set()
     return {"case": path.name, "directory": str(path.parent), "fault_type": str(truth.get("fault_type") or "unknown"),
             "truth": truth["root_cause"], "candidates": max(1, len(candidates)), "rankings": rankings,
-            "sources": result.used, "notes": result.notes, "seconds": seconds}
+            "sources": result.used, "notes": result.notes, "seconds": seconds,
+            "truth_fields": {k: v for k, v in truth.items() if k != "root_cause" and isinstance(v, (str, int, float, bool))}}
 
 
 def find_bundles(directories: list[Path]) -> list[Path]:
@@ -70,11 +71,13 @@ def find_bundles(directories: list[Path]) -> list[Path]:
 
 def evaluate_bundles(directories: list[Path], *, sources: set[str] | None = None,
                      replayed: IncidentRunner | None = None, progress: Callable[[str], None] | None = None,
-                     settings: Settings | None = None, shape: str = "as_is") -> dict[str, Any]:
+                     settings: Settings | None = None, shape: str = "as_is", by: tuple[str, ...] = ()
+                     ) -> dict[str, Any]:
     """Every bundle under ``directories``, analysed and scored against its ``truth.json``. A bundle that
     cannot be read or scored is listed in ``skipped`` with the reason; the others go on. With
     ``replayed`` (the incident flow), each goes through the real path (and the in-process ranking is
-    scored beside it)."""
+    scored beside it). ``by``: ``truth.json`` fields to break the scores down by (``by_field``: per field
+    and value, Baynet's scores and each baseline's AC@1; bundles without the field under ``(none)``)."""
     settings = settings or Settings()
     paths = find_bundles(directories)
     rows, skipped = [], []
@@ -94,7 +97,26 @@ def evaluate_bundles(directories: list[Path], *, sources: set[str] | None = None
     for d in sorted({r["directory"] for r in rows}):
         part = summarise_bundles([r for r in rows if r["directory"] == d], [])
         result["by_directory"][d] = {k: part[k] for k in ("overall", "by_type", "seconds_per_case", "baselines")}
+    if by:
+        result["by_field"] = by_field(rows, by)
     return result
+
+
+def by_field(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Scores per value of each ``truth.json`` field (read by the scorer only, after the analyses)."""
+    out: dict[str, dict[str, Any]] = {}
+    for field in fields:
+        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in rows:
+            value = r.get("truth_fields", {}).get(field)
+            groups["(none)" if value is None else str(value).lower() if isinstance(value, bool) else str(value)].append(r)
+        out[field] = {}
+        for value, group in sorted(groups.items()):
+            part = summarise_bundles(group, [])
+            out[field][value] = {"n": part["overall"]["n"], "AC@1": part["overall"]["AC@1"],
+                                 "Avg@5": part["overall"]["Avg@5"],
+                                 "baselines": {m: b["overall"]["AC@1"] for m, b in part["baselines"].items()}}
+    return out
 
 
 def evaluate_online(directories: list[Path], *, sources: set[str] | None = None,

@@ -191,3 +191,23 @@ def test_a_canary_is_judged_alone_against_the_service_before_its_dilution_does_n
     incident = ev[ev["window"] >= 0]
     assert (incident["error_up"] > 0.1).all()  # v2 against the service before, not the diluted mix
     assert (incident["state"] >= 1).all()
+
+
+def test_eval_bundles_breaks_scores_down_by_a_truth_field(tmp_path):
+    from baynet.lab.bundle_eval import evaluate_bundles
+    from baynet.lab.datasets.rollouts import hard_rollout_bundles
+
+    out = tmp_path / "h"
+    hard_rollout_bundles(out, seeds=(1, 2, 3))
+    result = evaluate_bundles([out], by=("counts", "effect", "no_such_field"))
+    parts = result["by_field"]
+    assert set(parts["counts"]) == {"true", "false"}
+    assert parts["counts"]["true"]["n"] == parts["counts"]["false"]["n"] == 3
+    truths = [json.loads((p / "truth.json").read_text()) for p in sorted(out.iterdir())]
+    assert set(parts["effect"]) == {t["effect"] for t in truths}
+    hits = sum(c["rank"] == 1 for c in result["cases"])
+    assert sum(v["AC@1"] * v["n"] for v in parts["effect"].values()) == pytest.approx(hits)
+    assert "latest_change" in parts["counts"]["true"]["baselines"]
+    assert list(parts["no_such_field"]) == ["(none)"]  # every bundle, under (none)
+    assert parts["no_such_field"]["(none)"]["n"] == 6
+    assert parts["no_such_field"]["(none)"]["AC@1"] == pytest.approx(result["overall"]["AC@1"])
