@@ -47,7 +47,8 @@ def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holdi
     Avg@5 overall, per fault type and per directory, the true service's rank per case, seconds per case,
     and baselines on the same data: BARO- and MicroRank-style where there are traces; for metrics the
     service whose error ratio rose most, whose latency rose most, and random; for logs the service whose
-    WARN/ERROR lines rose most. A broken bundle is listed as skipped, not fatal."""
+    WARN/ERROR lines rose most; for changes the service changed last. A broken bundle is listed as skipped,
+    not fatal."""
     from rich.console import Console
     from rich.progress import Progress
 
