@@ -118,6 +118,10 @@ def test_the_hard_rollout_generator_is_deterministic_and_records_what_it_did(tmp
     assert 0 < share["v2"] / share.sum() < STEPS[-1]
     assert bundle.resources["pod"].str.contains("-v2-").any()
     assert bundle.event.unix - start == pytest.approx(truth["alert_after_s"], abs=0.1)
+    # log lines come from the pods that served: the pods resources.csv names
+    logs = bundle.logs
+    assert set(logs.loc[logs["service"] == truth["root_cause"], "pod"]) <= set(bundle.resources["pod"])
+    assert (logs["level"] == "INFO").any()  # a sampled access log: every busy service is known to the logs
     # the variant without counts is the same incident, its requests blank
     nocounts = load_bundle(c)
     assert nocounts.signals["requests"].isna().all()

@@ -267,22 +267,41 @@ def hard_rollout_bundle(out: Path, mesh: str, seed: int, *, counts: bool = True,
                         resources=resources, changes=changes, logs=logs)
 
 
+def _pod_of(sim: _HardMesh, svc: str, version: str, t: float, rng: random.Random) -> str:
+    """The pod that served a call, named as :func:`_hard_resources` names it."""
+    r = sim.rollouts.get(svc)
+    if r is None:
+        return f"{svc}-0"
+    steps = 0 if t < r.start else min(int((t - r.start) // r.step_s) + 1, len(STEPS))
+    if version == "v2" and steps:
+        return f"{svc}-v2-{rng.randrange(steps)}"
+    return f"{svc}-v1-{rng.randrange(steps, len(STEPS))}" if steps < len(STEPS) else f"{svc}-v2-0"
+
+
 def _hard_logs(sim: _HardMesh, calls: pd.DataFrame, rng: random.Random) -> pd.DataFrame:
-    """WARN/ERROR lines: a caller's warning for each failed call, the failing service's own error for a
-    call it failed itself, a sprinkle of ordinary warnings, and the bad version's exceptions."""
+    """Log lines, each from the pod that served the call: an INFO access line for a tenth of the requests
+    (a sampled access log), a caller's warning for each failed call, the failing service's own error for
+    a call it failed itself, a sprinkle of ordinary warnings, and the bad version's exceptions."""
     rows = []
     for r in calls.itertuples():
+        version = r.destination_version or "v1"
+        pod = _pod_of(sim, r.destination, version, r.t, rng)
+        if rng.random() < 0.1:
+            rows.append((r.t, r.destination, pod, "INFO", f"handled request {rng.randint(1, 99999)} in {r.ms:.1f} ms"))
         if r.failed:
-            rows.append((r.t, r.destination, "ERROR", f"request failed: status 500 from handler {rng.randint(1, 9999)}"))
+            rows.append((r.t, r.destination, pod, "ERROR",
+                         f"request failed: status 500 from handler {rng.randint(1, 9999)}"))
             if r.source:
-                rows.append((r.t, r.source, "WARN", f"call to {r.destination} failed with status 500"))
+                caller = _pod_of(sim, r.source, sim.version(r.source, r.t), r.t, rng)
+                rows.append((r.t, r.source, caller, "WARN", f"call to {r.destination} failed with status 500"))
         if rng.random() < 0.005:
-            rows.append((r.t, r.destination, "WARN", f"slow downstream pool, {rng.randint(2, 9)} waiting"))
+            rows.append((r.t, r.destination, pod, "WARN", f"slow downstream pool, {rng.randint(2, 9)} waiting"))
     for t, svc in sim.exceptions:
-        rows.append((t, svc, "ERROR", f"java.lang.IllegalStateException: stale cache entry {rng.randint(1, 9999)} "
-                                      f"in {svc} handler, answered from fallback"))
-    frame = pd.DataFrame(rows, columns=["time", "service", "level", "line"])
-    frame["pod"], frame["trace_id"], frame["span_id"] = "", "", ""
+        rows.append((t, svc, _pod_of(sim, svc, "v2", t, rng), "ERROR",
+                     f"java.lang.IllegalStateException: stale cache entry {rng.randint(1, 9999)} in {svc} handler, "
+                     "answered from fallback"))
+    frame = pd.DataFrame(rows, columns=["time", "service", "pod", "level", "line"])
+    frame["trace_id"], frame["span_id"] = "", ""
     return frame.sort_values("time", kind="stable")[["time", "service", "pod", "trace_id", "span_id", "level", "line"]]
 
 
