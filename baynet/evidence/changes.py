@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 import pandas as pd
@@ -79,6 +79,16 @@ def _serving(signals: pd.DataFrame) -> pd.Series:
     return (signals["requests"].fillna(0) > 0) | uncounted
 
 
+def first_served(rows: pd.DataFrame) -> pd.Series:
+    """When each (service, version) first served calls: the key :func:`newest_version` orders by."""
+    return rows.groupby(["destination", "destination_version"])["time"].min()
+
+
+def newest_version(service: str, versions: "Iterable[str]", first_seen: pd.Series) -> str:
+    """The version of ``service`` that came last (first served calls latest; the name breaks a tie)."""
+    return max(versions, key=lambda v: (first_seen[(service, v)], v))
+
+
 def change_ages(events: pd.DataFrame, at: float) -> dict[str, float]:
     """Seconds from each changed service's latest change at or before ``at`` to ``at``."""
     return {str(svc): at - float(g["time"].max()) for svc, g in events[events["time"] <= at].groupby("service")}
@@ -131,8 +141,10 @@ def learn_change_params(history: list[dict], start: ChangeParams = ChangeParams(
 
 def canary(signals: pd.DataFrame | None, slices: list[tuple[float, float]],
            params: ChangeParams = ChangeParams()) -> pd.DataFrame:
-    """Per service and slice where two versions serve calls: ``canary_z`` of the newest version's errors
-    against the others' ratio (0 when it is no worse)."""
+    """Per service and slice where two versions serve calls: ``canary_z``, how much worse the newest version
+    does than the others -- its errors against their ratio, or its latency against theirs in the same
+    windows (:func:`version_latency`), whichever is worse (0 when it is no worse) -- and ``canary``, that
+    comparison in words."""
     cols = ["service", "window", "canary_z", "new_version", "canary"]
     if signals is None or signals.empty or "destination_version" not in signals:
         return pd.DataFrame(columns=cols)
@@ -141,14 +153,14 @@ def canary(signals: pd.DataFrame | None, slices: list[tuple[float, float]],
         return pd.DataFrame(columns=cols)
     counted = s["requests"].notna()
     s["errors"] = s["requests"] * s["error_ratio"].fillna(0.0)
-    first_seen = s.groupby(["destination", "destination_version"])["time"].min()
+    first_seen = first_served(s)
     rows = []
     for i, (lo, hi) in enumerate(slices):
         here = s[(s["time"] > lo) & (s["time"] <= hi)]
         for svc, g in here.groupby("destination"):
             if g["destination_version"].nunique() < 2:
                 continue
-            newest = max(g["destination_version"].unique(), key=lambda v: (first_seen[(svc, v)], v))
+            newest = newest_version(svc, g["destination_version"].unique(), first_seen)
             if counted[g.index].all():
                 per = g.groupby("destination_version")[["requests", "errors"]].sum()
                 n_new, e_new = per.loc[newest]
@@ -203,7 +215,7 @@ def version_latency(s: pd.DataFrame, slices: list[tuple[float, float]], first_se
         versions = g["destination_version"].unique()
         if len(versions) < 2:
             continue
-        newest = max(versions, key=lambda v: (first_seen[(svc, v)], v))
+        newest = newest_version(svc, versions, first_seen)
         born = float(first_seen[(svc, newest)])
         old = g[g["destination_version"] != newest].groupby("time")["log_ms"].mean()
         before = old[old.index < born].to_numpy()

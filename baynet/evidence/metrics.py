@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 from baynet.evidence.base import Judged
-from baynet.evidence.changes import ChangeParams, canary
+from baynet.evidence.changes import ChangeParams, canary, first_served, newest_version
 from baynet.evidence.network import blame
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 
 METRIC_COLUMNS = ["service", "window", "resource_z", "resource", "latency_z", "error_up", "error_z", "rate_ratio",
                   "gap_edges", "canary_z", "canary", "score", "state", "own_state", "points"]
+TEXT_COLUMNS = ("resource", "canary")
 SATURATION = ("cpu", "mem", "restart")
 LATENCY_COLUMNS = ["latency_ms_p99", "latency_ms_p90", "latency_ms_p50", "latency_ms_avg"]
 
@@ -151,6 +152,19 @@ def _series_z(frame: pd.DataFrame, key: list[str], value: str, n_slices: int, th
     return pd.DataFrame(rows, columns=[*key, "window", "z", "points"])
 
 
+def _fresh_pods(resources: pd.DataFrame, baseline_start: float) -> pd.Series:
+    """Rows of pods that first report after the baseline began (named pods only)."""
+    pods = resources["pod"].fillna("").astype(str)
+    return (pods != "") & (resources.groupby(pods)["time"].transform("min") > baseline_start)
+
+
+def _step_noise(v: np.ndarray) -> float:
+    """A series' own point-to-point spread: 1.4826 x MAD of its successive differences / sqrt 2 (robust
+    to a trend, which shifts the differences but not their spread)."""
+    d = np.diff(v)
+    return max(1.4826 * float(np.median(np.abs(d - np.median(d)))) / math.sqrt(2), 1e-9)
+
+
 def without_warmup(resources: pd.DataFrame, baseline_start: float) -> pd.DataFrame:
     """Resource rows without each fresh pod's warm-up. A pod is fresh when its first point comes after the
     baseline began (a rollout step, a restart). A fresh JVM or cache burns CPU at first and settles, which
@@ -160,20 +174,17 @@ def without_warmup(resources: pd.DataFrame, baseline_start: float) -> pd.DataFra
     trend). A leak's first point is below its later ones, so nothing of it is dropped. A fresh pod of fewer
     than three points cannot be told from a warm-up yet and is left out whole. Rows without a pod name,
     and pods already running when the baseline began, are kept as they are."""
-    pods = resources["pod"].fillna("").astype(str)
-    first = resources.groupby(pods)["time"].transform("min")
-    fresh = (pods != "") & (first > baseline_start)
+    fresh = _fresh_pods(resources, baseline_start)
     if not fresh.any():
         return resources
     drop: list = []
-    for _, g in resources[fresh].groupby([pods[fresh], resources.loc[fresh, "metric"]], sort=False):
+    for _, g in resources[fresh].groupby(["pod", "metric"], sort=False):
         g = g.sort_values("time")
         v = g["value"].to_numpy(dtype=float)
         if len(v) < 3:
             drop.extend(g.index)
             continue
-        d = np.diff(v)
-        noise = max(1.4826 * float(np.median(np.abs(d - np.median(d)))) / math.sqrt(2), 1e-9)
+        noise = _step_noise(v)
         j = 0
         while j < len(v) - 1 and v[j] > float(np.median(v[j + 1:])) + 3 * noise:
             j += 1
@@ -187,17 +198,14 @@ def fresh_pod_trends(resources: pd.DataFrame, baseline_start: float, n: int) -> 
     new version grows within the pod long before it stands out against the service's baseline (whose
     spread is floored at a share of its level). Columns ``service, metric, window, z, points``."""
     cols = ["service", "metric", "window", "z", "points"]
-    pods = resources["pod"].fillna("").astype(str)
-    first = resources.groupby(pods)["time"].transform("min")
-    fresh = resources[(pods != "") & (first > baseline_start)]
+    fresh = resources[_fresh_pods(resources, baseline_start)]
     rows = []
-    for (pod, metric), g in fresh.groupby(["pod", "metric"], sort=False):
+    for (_, metric), g in fresh.groupby(["pod", "metric"], sort=False):
         g = g.sort_values("time")
         v, w = g["value"].to_numpy(dtype=float), g["window"].to_numpy()
         if len(v) < 4:
             continue
-        d = np.diff(v)
-        noise = max(1.4826 * float(np.median(np.abs(d - np.median(d)))) / math.sqrt(2), 1e-9)
+        noise = _step_noise(v)
         start = float(np.median(v[:2]))
         for i in range(n):
             here = v[(w == i)]
@@ -281,8 +289,11 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
         ev = ev.merge(p, on=["service", "window"], how="outer", suffixes=("", "_2"))
         for twin in [c for c in ev.columns if c.endswith("_2")]:
             col = twin[:-2]  # two parts judged the same column: the worse reading of the two stands
-            worse = np.fmin if col == "rate_ratio" else np.fmax
-            ev[col] = worse(pd.to_numeric(ev[col], errors="coerce"), pd.to_numeric(ev[twin], errors="coerce"))
+            if col in TEXT_COLUMNS:  # words: the first part's, else the second's
+                ev[col] = ev[col].where(ev[col].notna() & (ev[col] != ""), ev[twin])
+            else:
+                worse = np.fmin if col == "rate_ratio" else np.fmax
+                ev[col] = worse(pd.to_numeric(ev[col], errors="coerce"), pd.to_numeric(ev[twin], errors="coerce"))
             ev = ev.drop(columns=[twin])
     ev = ev.merge(gap_blame, on=["service", "window"], how="left")
     services = sorted(set(ev["service"]))
@@ -293,7 +304,7 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
         if col not in ev:
             ev[col] = fill
         ev[col] = ev[col].fillna(fill)
-    for text in ("resource", "canary"):
+    for text in TEXT_COLUMNS:
         if text not in ev:
             ev[text] = ""
         ev[text] = ev[text].fillna("")
@@ -329,13 +340,13 @@ def _newest_version_rows(dest: pd.DataFrame) -> pd.DataFrame | None:
     v = dest[(dest["destination_version"] != "") & (dest["window"] >= 0)]
     if v.empty:
         return None
-    first = dest[dest["destination_version"] != ""].groupby(["destination", "destination_version"])["time"].min()
+    first = first_served(dest[dest["destination_version"] != ""])
     keep = []
     for svc, g in v.groupby("destination"):
         versions = g["destination_version"].unique()
         if len(versions) < 2:
             continue
-        newest = max(versions, key=lambda x: (first[(svc, x)], x))
+        newest = newest_version(svc, versions, first)
         keep.append(dest[(dest["destination"] == svc) & ((dest["window"] == -1)
                                                          | (dest["destination_version"] == newest))])
     return pd.concat(keep) if keep else None

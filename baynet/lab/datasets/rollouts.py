@@ -99,10 +99,13 @@ class _Rollout:
     def __init__(self, start: float, step_s: float):
         self.start, self.step_s = start, step_s
 
+    def steps(self, t: float) -> int:
+        """Canary steps taken by ``t`` (0 before the rollout; each step starts one new pod)."""
+        return 0 if t < self.start else min(int((t - self.start) // self.step_s) + 1, len(STEPS))
+
     def share(self, t: float) -> float:
-        if t < self.start:
-            return 0.0
-        return STEPS[min(int((t - self.start) // self.step_s), len(STEPS) - 1)]
+        k = self.steps(t)
+        return STEPS[k - 1] if k else 0.0
 
     def since_step(self, t: float) -> float:
         """Seconds since the latest step (a fresh pod's age)."""
@@ -180,7 +183,7 @@ def _hard_resources(mesh: _HardMesh, services: list[str], t0: float, t1: float, 
             if r is None:
                 pods = [(f"{svc}-0", "v1", None)]
             else:
-                steps = 0 if w < r.start else min(int((w - r.start) // r.step_s) + 1, n)
+                steps = r.steps(w)
                 pods = [(f"{svc}-v1-{k}", "v1", None) for k in range(steps, n)]
                 pods += [(f"{svc}-v2-{k}", "v2", r.start + k * r.step_s) for k in range(steps)]
             live = {v: sum(1 for p in pods if p[1] == v) for v in ("v1", "v2")}
@@ -272,7 +275,7 @@ def _pod_of(sim: _HardMesh, svc: str, version: str, t: float, rng: random.Random
     r = sim.rollouts.get(svc)
     if r is None:
         return f"{svc}-0"
-    steps = 0 if t < r.start else min(int((t - r.start) // r.step_s) + 1, len(STEPS))
+    steps = r.steps(t)
     if version == "v2" and steps:
         return f"{svc}-v2-{rng.randrange(steps)}"
     return f"{svc}-v1-{rng.randrange(steps, len(STEPS))}" if steps < len(STEPS) else f"{svc}-v2-0"
