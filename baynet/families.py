@@ -142,6 +142,7 @@ def fetch_series(prometheus: PrometheusClient, metric_map: dict[str, str], start
 
 # Families -> the bundle's neutral rows (signals, resources), as the metric evidence reads them.
 _RESOURCE_FAMILIES = {"cpu": "cpu", "mem": "memory", "net_rx": "net_rx", "net_tx": "net_tx"}
+RESOURCE_FAMILIES = tuple(_RESOURCE_FAMILIES)  # what a container uses, not what its requests see
 _LATENCY_FAMILIES = {"lat_p50": "latency_ms_p50", "lat_p90": "latency_ms_p90", "lat_p99": "latency_ms_p99"}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,6 +53,12 @@ class Settings(BaseSettings):
         1000, ge=0, le=100000, description="Bounded retrieval: at most this many traces read per time slice "
         "(each incident slice and each window_s piece of the baseline), spread evenly over it, error traces "
         "first; the evidence weighs each trace by its sampling rate. 0 reads every matching trace."
+    )
+    traces_sample_per_slice: int = Field(
+        50, ge=0, le=100000, description="Where Prometheus holds Tempo's metrics-generator series (request rates, "
+        "errors and latencies over all traffic), traces are only a sample for what only traces show (own work, "
+        "call shapes, where an error began): at most this many per slice instead of traces_per_slice. "
+        "0 keeps traces_per_slice."
     )
     traces_per_service: int = Field(
         30, ge=0, le=10000, description="Bounded retrieval: a sampled slice in which a service appears in "
@@ -114,6 +121,10 @@ class Settings(BaseSettings):
     metrics_evidence: bool = Field(
         True, description="Read Istio/cAdvisor metrics from Prometheus (when prometheus_url is set) as evidence "
         "beside the traces; with Tempo down or empty the analysis then completes on metrics, marked partial."
+    )
+    aggregates: Literal["auto", "istio"] = Field(
+        "auto", description="Where request rates, errors and latencies come from: auto = Tempo's metrics-generator "
+        "series (span metrics, service graph) when Prometheus has them, else Istio's; istio = Istio's only."
     )
     metrics_step_s: int = Field(15, ge=1, le=3600, description="Step of the metric series the RCA reads, seconds.")
     blast_radius_hops: int = Field(

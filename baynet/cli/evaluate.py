@@ -123,6 +123,10 @@ def eval_nezha(paths: list[Path] = typer.Argument(..., help="One or more directo
                                            "as bundles, in time order, through one persistent model, the true "
                                            "cause confirmed after each ranking is recorded, beside the same "
                                            "without confirmations (in-process, as `eval bundles --online`)."),
+               aggregates: bool = typer.Option(False, "--aggregates", help="Also serve each fault's spans as "
+                                               "Tempo's metrics-generator series through a Prometheus of its own "
+                                               "(Debian's): rates, errors and latencies from them, traces read as "
+                                               "a sample (BAYNET_TRACES_SAMPLE_PER_SLICE)."),
                verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Replay each fault through the Tempo-compatible server, SQS and the real incident flow; print per
     mesh (and pooled over several) AC@1/3/5 and Avg@5 overall and per fault type beside BARO-, MicroRank-style
@@ -137,6 +141,11 @@ def eval_nezha(paths: list[Path] = typer.Argument(..., help="One or more directo
     from baynet.lab.datasets.nezha import list_cases
     from baynet.lab.harness import evaluate_meshes, evaluate_nezha, mesh_names
 
+    if aggregates:
+        from baynet.local.stack import prometheus_available
+
+        if not prometheus_available():
+            fail("--aggregates needs Debian's prometheus and promtool (apt-get install -y prometheus)")
     total = 0
     for path in paths:
         if not path.is_dir():
@@ -164,10 +173,10 @@ def eval_nezha(paths: list[Path] = typer.Argument(..., help="One or more directo
 
         if len(paths) == 1:
             result = evaluate_nezha(paths[0], incident_runner, max_cases=cases, synthetic=limit, progress=step,
-                                    workdir=workdir)
+                                    workdir=workdir, aggregates=aggregates)
         else:
             result = evaluate_meshes(paths, incident_runner, max_cases=cases, synthetic=limit, progress=step,
-                                     workdir=workdir)
+                                     workdir=workdir, aggregates=aggregates)
         if online:
             import tempfile
 

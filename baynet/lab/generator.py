@@ -16,6 +16,7 @@ from typing import Any
 
 
 from baynet.bundles.write import write_traces
+from baynet.local.metrics_generator import generator_openmetrics
 from baynet.otlp import Span
 
 # service -> (mean self time ms, [(callee, probability of a call per request)])
@@ -224,11 +225,13 @@ def istio_openmetrics(spans: list[Span], namespace: str, step_s: int = 15) -> st
 
 
 def write_incident(incident: Incident, directory: Path) -> dict[str, Path]:
-    """Write traces, Istio series, log lines, the event and (apart) the ground truth under ``directory``."""
+    """Write traces, Istio and Tempo metrics-generator series, log lines, the event and (apart) the ground truth under ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     write_traces(incident.spans, directory / "traces")
     om = directory / "istio.om"
-    om.write_text(istio_openmetrics(incident.spans, incident.namespace))
+    # what the mesh's sidecars and Tempo's metrics-generator would have written to Prometheus
+    om.write_text(istio_openmetrics(incident.spans, incident.namespace).removesuffix("# EOF\n")
+                  + generator_openmetrics(incident.spans))
     logs = directory / "logs.csv"
     incident_logs(incident).to_csv(logs, index=False, float_format="%.15g")
     event = directory / "event.json"

@@ -16,8 +16,9 @@ import json
 import tempfile
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 
@@ -38,16 +39,19 @@ from baynet.windows import Windows
 
 
 def evaluate_nezha(path: Path, run_incident: IncidentRunner, *, max_cases: int | None = None, synthetic: int | None = 0,
-                   progress: Callable[[str], None] | None = None, workdir: Path | None = None) -> dict[str, Any]:
+                   progress: Callable[[str], None] | None = None, workdir: Path | None = None,
+                   aggregates: bool = False) -> dict[str, Any]:
     """Run the harness on one dataset; return the JSON object ``baynet eval nezha PATH --json`` prints.
-    ``synthetic``: how many semi-synthetic cases to add beside the real faults (``None``: all, 0: none)."""
+    ``synthetic``: how many semi-synthetic cases to add beside the real faults (``None``: all, 0: none);
+    ``aggregates``: each case's spans also counted as Tempo's metrics-generator would (:func:`_aggregated`)."""
     result = evaluate_meshes([Path(path)], run_incident, max_cases=max_cases, synthetic=synthetic, progress=progress,
-                             workdir=workdir)
+                             workdir=workdir, aggregates=aggregates)
     return next(iter(result["meshes"].values()))
 
 
 def evaluate_meshes(paths: list[Path], run_incident: IncidentRunner, *, max_cases: int | None = None, synthetic: int | None = 0,
-                    progress: Callable[[str], None] | None = None, workdir: Path | None = None) -> dict[str, Any]:
+                    progress: Callable[[str], None] | None = None, workdir: Path | None = None,
+                    aggregates: bool = False) -> dict[str, Any]:
     """Run the harness on several datasets: one result per mesh (keyed by its directory name) and the
     pooled result over all their cases -- the cross-mesh protocol's table. Semi-synthetic cases, when
     asked for, are summarised apart (``"synthetic"``), never mixed into the real faults' figures."""
@@ -57,7 +61,7 @@ def evaluate_meshes(paths: list[Path], run_incident: IncidentRunner, *, max_case
     for name, path in zip(names, paths):
         sub = Path(workdir) / name if workdir and len(paths) > 1 else workdir
         rows, skipped, relocated = _run_dataset(Path(path), run_incident, max_cases=max_cases, progress=progress,
-                                                workdir=sub)
+                                                workdir=sub, aggregates=aggregates)
         meshes[name] = summarise(rows, skipped, relocated)
         parts = {"rows": rows, "skipped": skipped, "relocated": relocated}
         if synthetic != 0:
@@ -78,7 +82,7 @@ def mesh_names(paths: list[Path]) -> list[str]:
 
 
 def _run_dataset(path: Path, run_incident: IncidentRunner, *, max_cases: int | None,
-                 progress: Callable[[str], None] | None, workdir: Path | None
+                 progress: Callable[[str], None] | None, workdir: Path | None, aggregates: bool = False
                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     all_cases = list_cases(path)
     skipped = [{"case": c.name, "reason": "no span file covers the fault's window (neither its inject_timestamp "
@@ -103,7 +107,8 @@ def _run_dataset(path: Path, run_incident: IncidentRunner, *, max_cases: int | N
         for i, case in enumerate(cases, 1):
             started = time.monotonic()
             try:
-                row = _run_case(case, path, normal, stack, settings, run_incident, used_ids, work, metric_days)
+                row = _run_case(case, path, normal, stack, settings, run_incident, used_ids, work, metric_days,
+                                aggregates)
             except Exception as exc:  # one broken case is reported, not fatal
                 skipped.append({"case": case.name, "reason": f"{type(exc).__name__}: {exc}"})
                 # its message is still on the queue (a failed analysis is retried): the next case's
@@ -186,10 +191,11 @@ def replay_case(bundle_dir: Path) -> tuple[Any, dict[str, Any], Any, pd.DataFram
 
 
 def _run_case(case: NezhaCase, root: Path, normal: list[Path], stack: LocalStack, settings: Settings,
-              run_incident: IncidentRunner, used_ids: set[str], work: Path, metric_days: dict[str, Any]
-              ) -> dict[str, Any]:
+              run_incident: IncidentRunner, used_ids: set[str], work: Path, metric_days: dict[str, Any],
+              aggregates: bool = False) -> dict[str, Any]:
     """One fault through bundles underneath: written as a bundle, its traces loaded into the stack's
-    Tempo-compatible server, its event on SQS, the incident flow; the bundle is removed afterwards."""
+    Tempo-compatible server, its event on SQS, the incident flow; the bundle is removed afterwards. With
+    ``aggregates`` a Prometheus of its own holds the case's metrics-generator series (:func:`_aggregated`)."""
     import shutil
 
     from baynet.artifacts import LocalStore
@@ -212,7 +218,8 @@ def _run_case(case: NezhaCase, root: Path, normal: list[Path], stack: LocalStack
     event_id = event["id"]
     windows = Windows.around(event["timestamp"], settings)
     stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody=json.dumps(event))
-    outcomes = run_consumer(settings, run_incident, max_messages=1, idle_polls=5)
+    with _aggregated(store, work, settings, aggregates) as case_settings:
+        outcomes = run_consumer(case_settings, run_incident, max_messages=1, idle_polls=5)
     if not outcomes or outcomes[0].result != "analysed":
         raise RuntimeError(outcomes[0].detail if outcomes else "the event was not received")
     summary = LocalStore(settings.artifacts_dir).get_json(f"incidents/{event_id}/ranking.json")
@@ -225,3 +232,44 @@ def _run_case(case: NezhaCase, root: Path, normal: list[Path], stack: LocalStack
                      "baro": baro_rank(frame, windows.baseline, windows.slices),
                      "microrank": microrank_rank(frame, windows.baseline, windows.slices)},
     }
+
+
+@contextmanager
+def _aggregated(store: Any, work: Path, settings: Settings, aggregates: bool) -> Iterator[Settings]:
+    """``settings`` as they are, or -- with ``aggregates`` -- pointing at a Prometheus backfilled with what
+    Tempo's metrics-generator would have written for the case's spans (:mod:`baynet.local.metrics_generator`).
+    Nezha's spans carry no kind and no client side: a span entering a service (a root, or a child of
+    another service's span) is counted as ``SPAN_KIND_SERVER``, and each call between services gets the
+    client span an instrumented caller would have written, timed as the server span (the data hold no
+    caller's view, so the service graph's network gap is zero)."""
+    if not aggregates:
+        yield settings
+        return
+    import shutil
+    from dataclasses import replace
+
+    from baynet.local.metrics_generator import generator_openmetrics
+    from baynet.local.stack import PrometheusServer
+
+    spans = []
+    for trace in store.traces.values():
+        by_id = {s.span_id: s for s in trace.spans}
+        for s in trace.spans:
+            parent = by_id.get(s.parent_span_id)
+            if parent is not None and parent.service == s.service:
+                spans.append(s)
+                continue
+            spans.append(replace(s, kind="server"))
+            if parent is not None:  # the caller's client span between the two, as Tempo pairs them
+                client_id = f"{hash((s.trace_id, s.span_id, 'client')) & 0xFFFFFFFFFFFFFFFF:016x}"
+                spans[-1] = replace(spans[-1], parent_span_id=client_id)
+                spans.append(replace(s, span_id=client_id, parent_span_id=parent.span_id, service=parent.service,
+                                     kind="client"))
+    place = Path(tempfile.mkdtemp(prefix="generator-", dir=work))
+    (place / "generator.om").write_text(generator_openmetrics(spans))
+    prometheus = PrometheusServer(place / "generator.om", place / "prometheus").start()
+    try:
+        yield settings.model_copy(update={"prometheus_url": prometheus.url})
+    finally:
+        prometheus.stop()
+        shutil.rmtree(place, ignore_errors=True)

@@ -8,7 +8,8 @@ evidence code (:mod:`baynet.evidence`), which turns the rows into per-service, p
 kind       tables                                  read live from
 =========  ======================================  ============================================
 traces     ``spans`` (span frame)                  Tempo (:mod:`baynet.sources.tempo`)
-metrics    ``signals``, ``resources``              Prometheus (:mod:`baynet.sources.prometheus`)
+metrics    ``signals``, ``resources``              Prometheus (:mod:`baynet.sources.prometheus`; Tempo's
+                                                   metrics-generator first, :mod:`baynet.sources.tempo_metrics`)
 logs       ``logs`` (``logs.csv`` rows)                Loki (:mod:`baynet.sources.loki`)
 changes    ``changes``, ``versions``               Prometheus (Istio ``destination_version``;
                                                    kube-state-metrics, :mod:`baynet.sources.kube_state`)

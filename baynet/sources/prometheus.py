@@ -1,8 +1,10 @@
 """Metrics and versions from Prometheus: the mesh's golden signals (Istio), resources (cAdvisor, through the
 metric map) and which workload version serves the calls.
 
-:class:`PrometheusMetrics` (kind ``metrics``) reads the metric map's per-service families and each call
-edge's median latency from both reporters (the network gap); :class:`IstioVersions` (kind ``changes``)
+:class:`PrometheusMetrics` (kind ``metrics``) reads the request rates, errors and latencies from Tempo's
+metrics-generator series where Prometheus holds them (:mod:`baynet.sources.tempo_metrics`), else the metric
+map's per-service families and each call edge's median latency from both reporters (the network gap), and
+the resources from the metric map; :class:`IstioVersions` (kind ``changes``)
 reads requests and errors per ``destination_version`` (a new version serving calls is a change, and the
 canary comparison of versions). Both answer in the bundle's ``signals``/``resources`` rows.
 """
@@ -17,10 +19,11 @@ import pandas as pd
 
 from baynet.bundles.format import SIGNAL_COLUMNS
 from baynet.events import AnomalyEvent
-from baynet.families import family_rows, fetch_series, load_metric_map
+from baynet.families import RESOURCE_FAMILIES, family_rows, fetch_series, load_metric_map
 from baynet.prometheus import PrometheusClient, PrometheusError
 from baynet.settings import Settings
 from baynet.sources.base import Observed
+from baynet.sources.tempo_metrics import generator_signals
 from baynet.windows import Windows
 
 # Prometheus down or refusing: the other sources carry the analysis (and the run says so).
@@ -61,15 +64,33 @@ class IstioVersions:
 def fetch_metrics(windows: Windows, settings: Settings) -> tuple[pd.DataFrame | None, pd.DataFrame | None,
                                                                   dict[str, Any]]:
     """Signals and resource rows (:mod:`baynet.evidence.metrics`) over the baseline and incident windows,
-    from Prometheus through the metric map; ``(None, None, stats)`` when metrics are not configured."""
+    from Prometheus; ``(None, None, stats)`` when metrics are not configured. Aggregates first: the
+    request rates, errors and latencies come from Tempo's metrics-generator series where Prometheus has
+    them (:mod:`baynet.sources.tempo_metrics`; ``BAYNET_AGGREGATES=istio`` skips them), else from the
+    metric map's families and Istio's per-edge series; resources always from the metric map. The stats say
+    which answered (``aggregates``)."""
     if not (settings.prometheus_url and settings.metrics_evidence):
         return None, None, {"metrics": "not configured (BAYNET_PROMETHEUS_URL unset or metrics evidence off)"}
-    frames, signals, resources = fetch_families(windows, settings)
-    edges = edge_signals(windows, settings, quantiles=(50,), counts=False)
-    if edges is not None:  # the network gap per call edge: the caller's view minus the callee's
-        edges = edges[edges["source"] != ""]
-        signals = edges if signals is None else pd.concat([signals, edges], ignore_index=True)
-    stats = {"metrics": f"{len(frames)} services from {settings.prometheus_url}",
+    generated, found = None, {"services": 0, "edges": 0}
+    if settings.aggregates == "auto":
+        with PrometheusClient.from_settings(settings) as prometheus:
+            generated, found = generator_signals(prometheus, windows.baseline[0], windows.incident[1],
+                                                 settings.metrics_step_s)
+    if generated is not None:
+        frames, _, resources = fetch_families(windows, settings, only=RESOURCE_FAMILIES)
+        signals, edges = generated, generated[generated["source"] != ""]
+        aggregates = (f"Tempo metrics-generator: {found['services']} services (span metrics), "
+                      f"{found['edges']} edges (service graph)")
+    else:
+        frames, signals, resources = fetch_families(windows, settings)
+        edges = edge_signals(windows, settings, quantiles=(50,), counts=False)
+        if edges is not None:  # the network gap per call edge: the caller's view minus the callee's
+            edges = edges[edges["source"] != ""]
+            signals = edges if signals is None else pd.concat([signals, edges], ignore_index=True)
+        aggregates = ("Istio and the metric map" + (" (no Tempo metrics-generator series in Prometheus)"
+                                                    if settings.aggregates == "auto" else " (BAYNET_AGGREGATES=istio)"))
+    n_services = len(frames) if generated is None else found["services"]
+    stats = {"metrics": f"{n_services} services from {settings.prometheus_url}", "aggregates": aggregates,
              "metric_rows": {"signals": 0 if signals is None else len(signals),
                              "resources": 0 if resources is None else len(resources),
                              "edges": 0 if edges is None else int(edges[["source", "destination"]]
@@ -77,14 +98,18 @@ def fetch_metrics(windows: Windows, settings: Settings) -> tuple[pd.DataFrame | 
     return signals, resources, stats
 
 
-def fetch_families(windows: Windows, settings: Settings
+def fetch_families(windows: Windows, settings: Settings, only: tuple[str, ...] | None = None
                    ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame | None, pd.DataFrame | None]:
-    """The metric map's per-service series over the baseline and incident windows, and the signal and
-    resource rows made of them (:func:`baynet.families.family_rows`), without the per-edge ones."""
+    """The metric map's per-service series over the baseline and incident windows (``only`` these
+    families, when given), and the signal and resource rows made of them
+    (:func:`baynet.families.family_rows`), without the per-edge ones."""
     step = settings.metrics_step_s
+    metric_map = load_metric_map(settings.detector_metric_map)
+    if only is not None:
+        metric_map = {fam: q for fam, q in metric_map.items() if fam in only}
     with PrometheusClient.from_settings(settings) as prometheus:
-        frames = fetch_series(prometheus, load_metric_map(settings.detector_metric_map),
-                              windows.baseline[0], windows.incident[1], step, namespace=settings.namespace)
+        frames = fetch_series(prometheus, metric_map, windows.baseline[0], windows.incident[1], step,
+                              namespace=settings.namespace)
     signals, resources = family_rows(frames, step)
     return frames, signals, resources
 
