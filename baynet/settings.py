@@ -55,10 +55,10 @@ class Settings(BaseSettings):
         "first; the evidence weighs each trace by its sampling rate. 0 reads every matching trace."
     )
     traces_sample_per_slice: int = Field(
-        50, ge=0, le=100000, description="Where Prometheus holds Tempo's metrics-generator series (request rates, "
-        "errors and latencies over all traffic), traces are only a sample for what only traces show (own work, "
-        "call shapes, where an error began): at most this many per slice instead of traces_per_slice. "
-        "0 keeps traces_per_slice."
+        0, ge=0, le=100000, description="Where Prometheus holds Tempo's metrics-generator series (request rates, "
+        "errors and latencies over all traffic), read traces only as a sample for what only traces show (own "
+        "work, call shapes, where an error began): at most this many per slice instead of traces_per_slice. "
+        "0 (the default) keeps traces_per_slice: a sample of 50 cost Online Boutique 0.95 -> 0.85 (README)."
     )
     traces_per_service: int = Field(
         30, ge=0, le=10000, description="Bounded retrieval: a sampled slice in which a service appears in "

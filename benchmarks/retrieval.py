@@ -1,25 +1,26 @@
 """Bounded retrieval: does an analysis cost the same at 1x, 10x and 100x traffic?
 
-    python benchmarks/retrieval.py [--json] [--multipliers 1,10,100] [--full 1,10] [--budget N] [--no-aggregates]
+    python benchmarks/retrieval.py [--json] [--multipliers 1,10,100] [--full 1,10] [--budget N] [--sample N]
+                                   [--no-aggregates]
 
 One generated incident (gray failure in sock-shop's carts, ``--rate`` requests a second through the front
 end at 1x, default 2) at each traffic multiplier, served by the Tempo-compatible server. Each analysis
 (retrieval, evidence, model, inference — the flow's steps 2-5) runs in a process of its own, so its peak
 memory is its own. Paths, side by side in the same run:
 
-* ``aggregates`` (the default settings where Tempo's metrics-generator writes to Prometheus; needs Debian's
-  ``prometheus``): the generator's series of the same spans backfilled into Prometheus, rates, errors and
-  latencies read from them, traces read as a sample (``BAYNET_TRACES_SAMPLE_PER_SLICE``);
+* ``aggregates`` (needs Debian's ``prometheus``): the generator's series of the same spans backfilled into
+  Prometheus, rates, errors and latencies read from them, traces read as a sample of ``--sample`` per slice
+  (``BAYNET_TRACES_SAMPLE_PER_SLICE``; off by default in the settings, see the README);
 * ``bounded`` (the default settings without them): at most ``BAYNET_TRACES_PER_SLICE`` (or ``--budget``)
   traces per slice;
 * ``full`` (``BAYNET_TRACES_PER_SLICE=0``) at the ``--full`` multipliers: every trace.
 
 Printed per run: seconds, Tempo requests, traces read of those that matched, peak RSS and the top-1 root
-cause; then the goal: the default path's time from the lowest to the highest multiplier grows at most
-1.5x, with the same top 1.
+cause; then the goal, on the aggregates path (the bounded one without Prometheus): its time from the
+lowest to the highest multiplier grows at most 1.5x, with the same top 1.
 
 ``--json`` prints one object: ``{"runs": [{"multiplier", "path", "seconds", "tempo_requests", "peak_mb",
-"top1", ...}], "budget", "goal": {...}, "without_aggregates": {...}}``.
+"top1", ...}], "budget", "sample", "goal": {...}, "without_aggregates": {...}}``.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def analyse(tempo_url: str, budget: int, event: dict, prometheus_url: str = "") -> dict:
+def analyse(tempo_url: str, budget: int, event: dict, prometheus_url: str = "", sample: int = 0) -> dict:
     """The flow's steps 2-5 on one event (in this process), timed; with ``prometheus_url`` the metric
-    source too (the metrics-generator's aggregates) and the default trace sample."""
+    source too (the metrics-generator's aggregates) and traces read as a sample of ``sample`` per slice."""
     from baynet.analysis import analyse
     from baynet.dbn import DBNModel
     from baynet.events import parse_object
@@ -52,7 +53,7 @@ def analyse(tempo_url: str, budget: int, event: dict, prometheus_url: str = "") 
     from baynet.windows import Windows
 
     settings = Settings(tempo_url=tempo_url, traces_per_slice=budget, prometheus_url=prometheus_url or None,
-                        _env_file=None)
+                        traces_sample_per_slice=sample, _env_file=None)
     (ev,) = parse_object(event)
     t0 = time.perf_counter()
     sources = [TempoTraces(settings)] + ([PrometheusMetrics(settings)] if prometheus_url else [])
@@ -74,11 +75,11 @@ def peak_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def run_child(tempo, budget: int, event: dict, prometheus_url: str = "") -> dict:
+def run_child(tempo, budget: int, event: dict, prometheus_url: str = "", sample: int = 0) -> dict:
     before = len(tempo.requests)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BAYNET_")}
     out = subprocess.run([sys.executable, __file__, "--child", tempo.url, str(budget), json.dumps(event),
-                          prometheus_url],
+                          prometheus_url, str(sample)],
                          env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"analysis failed:\n{out.stderr[-3000:]}")
@@ -97,11 +98,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2.0, help="requests a second at 1x (default 2)")
     parser.add_argument("--no-aggregates", action="store_true",
                         help="skip the path with Tempo's metrics-generator series in Prometheus")
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--sample", type=int, default=50,
+                        help="traces per slice beside the aggregates (BAYNET_TRACES_SAMPLE_PER_SLICE; default 50)")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        url, budget, event, prometheus_url = args.child
-        print(json.dumps(analyse(url, int(budget), json.loads(event), prometheus_url)))
+        url, budget, event, prometheus_url, sample = args.child
+        print(json.dumps(analyse(url, int(budget), json.loads(event), prometheus_url, int(sample))))
         return
 
     from baynet.lab.generator import generate
@@ -137,7 +140,7 @@ def main() -> None:
                     paths.append(("aggregates", budget, prometheus.url))
                 for path, b, prom in paths:
                     print(f"  {path} analysis at {m:g}x ...", file=sys.stderr, flush=True)
-                    r = run_child(tempo, b, inc.event, prom)
+                    r = run_child(tempo, b, inc.event, prom, args.sample if prom else 0)
                     runs.append({"multiplier": m, "path": path, **r})
                     print(f"  {json.dumps(runs[-1])}", file=sys.stderr, flush=True)
         finally:
@@ -152,9 +155,10 @@ def main() -> None:
                 "target_growth": 1.5, "same_top1": len({r["top1"] for r in runs_of}) == 1,
                 "met": bool(growth is not None and growth <= 1.5 and len({r["top1"] for r in runs_of}) == 1)}
 
-    # the goal is on the default settings of a deployment with the generator's series, where there are any
+    # the goal on the aggregates with a trace sample, where the generator's series could be made
     goal = goal_of("aggregates" if aggregates else "bounded")
-    out = {"budget": budget, "runs": runs, "goal": goal, "without_aggregates": goal_of("bounded")}
+    out = {"budget": budget, "sample": args.sample if aggregates else None, "runs": runs, "goal": goal,
+           "without_aggregates": goal_of("bounded")}
     if args.json:
         print(json.dumps(out))
         return

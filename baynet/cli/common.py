@@ -147,6 +147,8 @@ def print_result(result: dict[str, Any]) -> None:
         console.print(f"  partial: {reason}")
     if fetch.get("retrieval"):
         console.print(f"retrieval: {fetch['retrieval']}")
+    if fetch.get("aggregates"):
+        console.print(f"rates, errors, latencies: {fetch['aggregates']}")
     if "topology" in fetch:
         console.print(f"topology: {fetch['topology']}")
     console.print(f"artifacts: {Path(result['artifacts']['ranking.json']).parent}")

@@ -81,6 +81,12 @@ def fetch_metrics(windows: Windows, settings: Settings) -> tuple[pd.DataFrame | 
         signals, edges = generated, generated[generated["source"] != ""]
         aggregates = (f"Tempo metrics-generator: {found['services']} services (span metrics), "
                       f"{found['edges']} edges (service graph)")
+        if not found["edges"]:  # span metrics without the service graph: the edges from Istio, if any
+            edges = edge_signals(windows, settings, quantiles=(50,), counts=False)
+            if edges is not None:
+                edges = edges[edges["source"] != ""]
+                signals = pd.concat([signals, edges], ignore_index=True)
+            aggregates += "; per-edge latencies from Istio" if edges is not None and len(edges) else ""
     else:
         frames, signals, resources = fetch_families(windows, settings)
         edges = edge_signals(windows, settings, quantiles=(50,), counts=False)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from baynet.local.stack import prometheus_available
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -23,6 +24,8 @@ def test_demo_ranks_the_injected_service_first(tmp_path, mesh, service, fault):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"top root cause {service} matches" in proc.stdout
     assert "propagation path:" in proc.stdout
+    if prometheus_available():  # the stand-in's Prometheus holds Tempo's metrics-generator series: read first
+        assert "rates, errors, latencies: Tempo metrics-generator:" in " ".join(proc.stdout.split())
     incidents = list((tmp_path / "run" / "artifacts" / "incidents").iterdir())
     assert len(incidents) == 1
     for name in ARTIFACTS:

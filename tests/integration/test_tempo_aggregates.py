@@ -62,14 +62,16 @@ def test_request_rates_come_from_the_span_metrics_and_match_the_spans(stack, inc
     assert ("front-end", "carts") in set(zip(edges["source"], edges["destination"]))
 
 
-def test_traces_are_a_sample_beside_the_aggregates_and_the_ranking_holds(stack, incident):
-    settings = stack.settings()
+def test_with_a_sample_size_traces_are_a_sample_beside_the_aggregates_and_the_ranking_holds(stack, incident):
+    settings = stack.settings(traces_sample_per_slice=20)
     event, windows = _windows(incident, settings)
     assert has_generator_series(settings, windows)
     observations = gather(event, windows, [TempoTraces(settings), PrometheusMetrics(settings)])
     traces = observations.parts[0].stats
+    assert "at most 20 traces per slice" in traces["retrieval"]
     assert "BAYNET_TRACES_SAMPLE_PER_SLICE" in traces["retrieval"]
-    full = TempoTraces(stack.settings(traces_sample_per_slice=0)).fetch(event, windows).stats
+    full = TempoTraces(stack.settings()).fetch(event, windows).stats  # the default: no sample
+    assert "BAYNET_TRACES_SAMPLE_PER_SLICE" not in full["retrieval"]
     assert traces["traces_fetched"] < full["traces_fetched"], (traces["traces_fetched"], full["traces_fetched"])
     ranking = analyse(event, observations, DBNModel(), settings).ranking
     assert ranking[0]["service"] == "carts"
@@ -85,8 +87,8 @@ def test_without_generator_series_istio_and_the_full_budget_are_used(incident, t
         assert not has_generator_series(settings, windows)
         _, _, stats = fetch_metrics(windows, settings)
         assert stats["aggregates"].startswith("Istio") and "no Tempo metrics-generator" in stats["aggregates"]
-        traces = TempoTraces(settings).fetch(event, windows).stats
-        assert "BAYNET_TRACES_SAMPLE_PER_SLICE" not in traces["retrieval"]
+        traces = TempoTraces(st.settings(traces_sample_per_slice=20)).fetch(event, windows).stats
+        assert "BAYNET_TRACES_SAMPLE_PER_SLICE" not in traces["retrieval"]  # no aggregates: no sample
 
 
 def test_an_operator_can_keep_istio_where_the_generator_writes_too(stack, incident):
@@ -96,3 +98,20 @@ def test_an_operator_can_keep_istio_where_the_generator_writes_too(stack, incide
     signals, _, stats = fetch_metrics(windows, settings)
     assert stats["aggregates"] == "Istio and the metric map (BAYNET_AGGREGATES=istio)"
     assert "latency_ms_p50" not in signals  # the demo's Istio series carry counts only
+
+
+def test_span_metrics_without_the_service_graph_still_give_the_services(incident, tmp_path):
+    require(prometheus_available(), "Debian's prometheus and promtool (apt-get install -y prometheus)")
+    paths = write_incident(incident, tmp_path / "incident")
+    text = paths["openmetrics"].read_text()
+    kept = [line for line in text.splitlines() if "traces_service_graph" not in line]
+    assert len(kept) < len(text.splitlines())
+    paths["openmetrics"].write_text("\n".join(kept) + "\n")
+    with LocalStack(tmp_path, traces=paths["traces"], openmetrics=paths["openmetrics"]) as st:
+        settings = st.settings()
+        event, windows = _windows(incident, settings)
+        signals, _, stats = fetch_metrics(windows, settings)
+        assert stats["aggregates"].endswith("0 edges (service graph)"), stats["aggregates"]
+        assert (signals["source"] == "").all() and "carts" in set(signals["destination"])
+        observations = gather(event, windows, [TempoTraces(settings), PrometheusMetrics(settings)])
+        assert analyse(event, observations, DBNModel(), settings).ranking[0]["service"] == "carts"
