@@ -203,6 +203,7 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     ``baseline`` and each of ``slices`` are ``(start, end)`` in unix seconds.
     """
     df = spans if isinstance(spans, pd.DataFrame) else spans_frame(spans)
+    covered = df.attrs.get("covered")  # a sample's sub-windows with data (bounded retrieval)
     if df.empty:
         return pd.DataFrame(columns=EVIDENCE_COLUMNS + BAND_COLUMNS), pd.DataFrame(columns=EDGE_COLUMNS)
     df = _annotate(df)
@@ -302,11 +303,14 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     base_ev = ev[ev["window"] == -1].set_index("service")
     # Rates per second of data actually present (the span extent of the window, over all services), so
     # partly covered windows compare fairly; a service's own drop still shows against the others.
-    # A sample searched every sub-window of its windows (bounded retrieval) covers them whole, however
-    # late in a sub-window its newest traces start.
+    # A sample (bounded retrieval) covers the sub-windows in which its searches found data, however late
+    # in a sub-window its newest traces start; without that record, the whole windows.
     extent = df.groupby("window")["start_ns"].agg(lambda t: (t.max() - t.min()) / 1e9)
     if sampled:
-        extent = pd.Series({-1: baseline[1] - baseline[0], **{i: hi - lo for i, (lo, hi) in enumerate(slices)}})
+        def cover(lo: float, hi: float) -> float:
+            return hi - lo if covered is None else sum(max(0.0, min(hi, b) - max(lo, a)) for a, b in covered)
+
+        extent = pd.Series({-1: cover(*baseline), **{i: cover(lo, hi) for i, (lo, hi) in enumerate(slices)}})
     base_len = max(1.0, min(baseline[1] - baseline[0], float(extent.get(-1, 0.0))))
     base_rate = base_ev["requests"] / base_len
     ev["rate_ratio"] = 1.0

@@ -159,6 +159,7 @@ def fetch_spans_bounded(event: AnomalyEvent, windows: Windows, settings: Setting
                 strata.setdefault(key, []).extend(cells)
         spans = tempo.fetch_frame(list(found), concurrency=settings.tempo_concurrency)
         spans["w"] = trace_weights(spans, strata)
+        spans.attrs["covered"] = covered(strata)
         main = strata.get(event.service, [])
         matched = sum(c.matched for c in main)
         read = sum(c.read for c in main)
@@ -169,6 +170,20 @@ def fetch_spans_bounded(event: AnomalyEvent, windows: Windows, settings: Setting
                           f"(BAYNET_TRACES_PER_SLICE, BAYNET_TRACES_PER_SERVICE): read {stats['traces_fetched']} "
                           f"of about {stats['traces_estimated']:.0f} matching; {len(jobs)} top-up searches")
     return spans, stats
+
+
+def covered(strata: dict[str, list[Cell]]) -> list[tuple[float, float]]:
+    """Where the searches found data: the sub-windows in which any of them matched a trace, merged, as
+    ``(start, end)`` unix seconds. A sample reads a few traces per sub-window, so the spread of their
+    start times says little about how much of a window the data cover; the sub-windows do."""
+    spans = sorted((float(c.start), float(c.end) + 1.0) for cells in strata.values() for c in cells if c.matched > 0)
+    merged: list[tuple[float, float]] = []
+    for lo, hi in spans:
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
 
 
 def _service_query(service: str) -> str:

@@ -85,3 +85,24 @@ def test_a_quiet_incident_is_read_whole(busy):
     cols = ["service", "window", "requests", "errors", "slow_frac", "self_slow_frac", "state", "own_state"]
     assert ev[cols].equals(full_ev[cols])
     assert [r["service"] for r in rank] == [r["service"] for r in full_rank]
+
+
+def test_a_sample_of_data_that_cover_part_of_the_baseline_keeps_its_rates():
+    """Data that begin inside the baseline window (a replay, a gap, a fresh deployment): a sample's rates
+    are per second of the sub-windows its searches found data in, not of the whole window, so a busy
+    service's rate ratio is read as the full read reads it, not as a rise."""
+    inc = generate("sock-shop", "carts", "gray", fault_start=1_750_000_000.1, before_s=420, rate_per_s=2.0,
+                   traffic=4, seed=3)
+    store = TraceStore()
+    store.add_spans(inc.spans)
+    with TempoServer(store) as server:
+        _, stats, ev, _ = _analyse(inc, server, 40)
+        _, _, full_ev, _ = _analyse(inc, server, 0)
+    assert stats["sampled_fraction"] < 0.5
+    inc_rows = lambda e: e[e["window"] >= 0].set_index(["service", "window"]).sort_index()  # noqa: E731
+    a, b = inc_rows(ev), inc_rows(full_ev)
+    common = a.index.intersection(b.index)
+    busy_rows = b.loc[common, "requests"] >= 50
+    assert busy_rows.sum() >= 5
+    ratio = a.loc[common, "rate_ratio"][busy_rows] / b.loc[common, "rate_ratio"][busy_rows]
+    assert ratio.median() == pytest.approx(1.0, abs=0.2), ratio.describe()
