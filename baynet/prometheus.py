@@ -109,3 +109,21 @@ class PrometheusClient:
             if attempt < self.max_retries:
                 time.sleep(min(5.0, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2))
         raise PrometheusUnavailable(f"Prometheus at {self.base_url} unreachable: {problem}")
+
+
+def series_by(prometheus: PrometheusClient, queries: dict[str, str], keys: tuple[str, ...], start: float, end: float,
+              step_s: float, *, required: tuple[str, ...] | None = None
+              ) -> dict[tuple[str, ...], dict[str, dict[float, float]]]:
+    """Range queries by name, their series gathered per label set: ``{(label values in keys order): {query
+    name: {unix time: value}}}``. A series missing one of the ``required`` labels (default: all ``keys``) is
+    left out; a missing label that is not required reads as ``""``."""
+    need = keys if required is None else required
+    out: dict[tuple[str, ...], dict[str, dict[float, float]]] = {}
+    for name, query in queries.items():
+        for item in prometheus.query_range(query, start, end, step_s):
+            m = item.get("metric") or {}
+            if not all(m.get(k) for k in need):
+                continue
+            key = tuple(m.get(k, "") for k in keys)
+            out.setdefault(key, {})[name] = {float(t): float(v) for t, v in item.get("values") or []}
+    return out

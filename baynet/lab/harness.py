@@ -259,12 +259,14 @@ def _aggregated(store: Any, work: Path, settings: Settings, aggregates: bool) ->
             if parent is not None and parent.service == s.service:
                 spans.append(s)
                 continue
-            spans.append(replace(s, kind="server"))
-            if parent is not None:  # the caller's client span between the two, as Tempo pairs them
-                client_id = f"{hash((s.trace_id, s.span_id, 'client')) & 0xFFFFFFFFFFFFFFFF:016x}"
-                spans[-1] = replace(spans[-1], parent_span_id=client_id)
-                spans.append(replace(s, span_id=client_id, parent_span_id=parent.span_id, service=parent.service,
-                                     kind="client"))
+            if parent is None:
+                spans.append(replace(s, kind="server"))
+                continue
+            # the caller's client span between the two, as Tempo pairs them
+            client_id = f"{hash((s.trace_id, s.span_id, 'client')) & 0xFFFFFFFFFFFFFFFF:016x}"
+            spans += [replace(s, kind="server", parent_span_id=client_id),
+                      replace(s, span_id=client_id, parent_span_id=parent.span_id, service=parent.service,
+                              kind="client")]
     place = Path(tempfile.mkdtemp(prefix="generator-", dir=work))
     (place / "generator.om").write_text(generator_openmetrics(spans))
     prometheus = PrometheusServer(place / "generator.om", place / "prometheus").start()

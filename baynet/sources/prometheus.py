@@ -20,7 +20,7 @@ import pandas as pd
 from baynet.bundles.format import SIGNAL_COLUMNS
 from baynet.events import AnomalyEvent
 from baynet.families import RESOURCE_FAMILIES, family_rows, fetch_series, load_metric_map
-from baynet.prometheus import PrometheusClient, PrometheusError
+from baynet.prometheus import PrometheusClient, PrometheusError, series_by
 from baynet.settings import Settings
 from baynet.sources.base import Observed
 from baynet.sources.tempo_metrics import generator_signals
@@ -82,17 +82,11 @@ def fetch_metrics(windows: Windows, settings: Settings) -> tuple[pd.DataFrame | 
         aggregates = (f"Tempo metrics-generator: {found['services']} services (span metrics), "
                       f"{found['edges']} edges (service graph)")
         if not found["edges"]:  # span metrics without the service graph: the edges from Istio, if any
-            edges = edge_signals(windows, settings, quantiles=(50,), counts=False)
-            if edges is not None:
-                edges = edges[edges["source"] != ""]
-                signals = pd.concat([signals, edges], ignore_index=True)
+            signals, edges = _with_istio_edges(signals, windows, settings)
             aggregates += "; per-edge latencies from Istio" if edges is not None and len(edges) else ""
     else:
         frames, signals, resources = fetch_families(windows, settings)
-        edges = edge_signals(windows, settings, quantiles=(50,), counts=False)
-        if edges is not None:  # the network gap per call edge: the caller's view minus the callee's
-            edges = edges[edges["source"] != ""]
-            signals = edges if signals is None else pd.concat([signals, edges], ignore_index=True)
+        signals, edges = _with_istio_edges(signals, windows, settings)
         aggregates = ("Istio and the metric map" + (" (no Tempo metrics-generator series in Prometheus)"
                                                     if settings.aggregates == "auto" else " (BAYNET_AGGREGATES=istio)"))
     n_services = len(frames) if generated is None else found["services"]
@@ -102,6 +96,17 @@ def fetch_metrics(windows: Windows, settings: Settings) -> tuple[pd.DataFrame | 
                              "edges": 0 if edges is None else int(edges[["source", "destination"]]
                                                                   .drop_duplicates().shape[0])}}
     return signals, resources, stats
+
+
+def _with_istio_edges(signals: pd.DataFrame | None, windows: Windows, settings: Settings
+                      ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """``signals`` with Istio's per-edge medians added (the network gap per call edge: the caller's view
+    minus the callee's), and those edge rows (None when Istio has none)."""
+    edges = edge_signals(windows, settings, quantiles=(50,), counts=False)
+    if edges is None:
+        return signals, None
+    edges = edges[edges["source"] != ""]
+    return (edges if signals is None else pd.concat([signals, edges], ignore_index=True)), edges
 
 
 def fetch_families(windows: Windows, settings: Settings, only: tuple[str, ...] | None = None
@@ -147,15 +152,11 @@ def edge_signals(windows: Windows, settings: Settings, *, quantiles: tuple[int, 
         return None
     step = settings.metrics_step_s
     window = f"{max(step * 2, 30)}s"
-    series: dict[tuple, dict[str, dict[float, float]]] = {}
     with PrometheusClient.from_settings(settings) as prometheus:
-        for name, query in edge_queries(settings.namespace, window, quantiles, counts).items():
-            for item in prometheus.query_range(query, windows.baseline[0], windows.incident[1], step):
-                m = item.get("metric") or {}
-                key = (m.get("source_canonical_service", ""), m.get("destination_canonical_service", ""),
-                       m.get("reporter", ""), m.get("destination_version", ""))
-                if key[1]:
-                    series.setdefault(key, {})[name] = {float(t): float(v) for t, v in item.get("values") or []}
+        series = series_by(prometheus, edge_queries(settings.namespace, window, quantiles, counts),
+                           ("source_canonical_service", "destination_canonical_service", "reporter",
+                            "destination_version"), windows.baseline[0], windows.incident[1], step,
+                           required=("destination_canonical_service",))
     rows = []
     for (src, dst, reporter, version), cols in sorted(series.items()):
         times = sorted(cols.get("rate", {}) if counts else set().union(*cols.values()))

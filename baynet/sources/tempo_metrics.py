@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from baynet.bundles.format import SIGNAL_COLUMNS
-from baynet.prometheus import PrometheusClient
+from baynet.prometheus import PrometheusClient, series_by
 
 SERVER_KINDS = 'span_kind=~"SPAN_KIND_SERVER|SPAN_KIND_CONSUMER"'
 ERROR = 'status_code="STATUS_CODE_ERROR"'
@@ -48,18 +48,6 @@ def edge_queries(window: str) -> dict[str, str]:
             "client_p50": q.format("client", window), "server_p50": q.format("server", window)}
 
 
-def _read(prometheus: PrometheusClient, queries: dict[str, str], keys: tuple[str, ...], start: float, end: float,
-          step: float) -> dict[tuple[str, ...], dict[str, dict[float, float]]]:
-    series: dict[tuple[str, ...], dict[str, dict[float, float]]] = {}
-    for name, query in queries.items():
-        for item in prometheus.query_range(query, start, end, step):
-            m = item.get("metric") or {}
-            key = tuple(m.get(k, "") for k in keys)
-            if all(key):
-                series.setdefault(key, {})[name] = {float(t): float(v) for t, v in item.get("values") or []}
-    return series
-
-
 def _ms(value: float | None) -> float:
     return value * 1000.0 if value is not None and np.isfinite(value) else np.nan
 
@@ -70,7 +58,7 @@ def generator_signals(prometheus: PrometheusClient, start: float, end: float, st
     and how many services and edges answered. ``(None, {...: 0})`` when Tempo writes none."""
     window = f"{max(int(step * 2), 30)}s"
     rows = []
-    services = _read(prometheus, service_queries(window), ("service",), start, end, step)
+    services = series_by(prometheus, service_queries(window), ("service",), start, end, step)
     for (service,), cols in sorted(services.items()):
         for t, r in sorted(cols.get("rate", {}).items()):
             err = cols.get("errors", {}).get(t, 0.0)
@@ -78,7 +66,7 @@ def generator_signals(prometheus: PrometheusClient, start: float, end: float, st
                          "requests": r * step, "error_ratio": err / r if r > 0 else np.nan,
                          "latency_ms_avg": np.nan, "destination_version": "", "reporter": "destination",
                          **{f"latency_ms_p{q}": _ms(cols.get(f"p{q}", {}).get(t)) for q in (50, 90, 99)}})
-    edges = _read(prometheus, edge_queries(window), ("client", "server"), start, end, step)
+    edges = series_by(prometheus, edge_queries(window), ("client", "server"), start, end, step)
     for (client, server), cols in sorted(edges.items()):
         for t, r in sorted(cols.get("rate", {}).items()):
             err = cols.get("errors", {}).get(t, 0.0)
