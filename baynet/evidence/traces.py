@@ -15,7 +15,8 @@ fast_frac          share of the service's own spans far shorter than their opera
                    z < -3): an early return or a wrong answer rarely shows as slowness
 shape_frac         share of spans whose number of child calls differs from the operation's usual
                    count, minus the baseline share (an exception or early return drops children)
-rate_ratio         request rate against the baseline rate (1.0 = unchanged)
+rate_ratio         request rate against the baseline rate (1.0 = unchanged, or a drop chance explains: the requests
+                   read lie within ``z_rate`` Poisson sds of those the baseline rate leads to expect)
 own_error_frac     share of failed spans none of whose children failed (the service's own fault)
 net_frac           share of the service's call edges (in and out) whose network gap (caller span minus
                    callee span) grew against the baseline: a delayed service delays all its edges
@@ -79,6 +80,8 @@ class Thresholds:
     failing_rate: float = 0.2      # ... failing
     shape_frac: float = 0.10       # excess share of spans with an unusual number of child calls
     min_requests: int = 5          # below this many baseline requests a rate drop is not judged
+    z_rate: float = 3.0            # a rate drop counts when the requests read lie this many Poisson sds below
+                                   # those the baseline rate leads to expect (fewer: chance, or a sample's luck)
     gap_factor: float = 2.0        # a call edge's network gap is anomalous when its median exceeds
     gap_floor_ms: float = 10.0     # baseline median x gap_factor + gap_floor_ms
     min_calls: int = 5             # calls an edge needs in a window before its gap is judged
@@ -317,11 +320,19 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     ev["shape_frac"] = 0.0
     for i, (lo, hi) in enumerate(slices):
         rows = ev["window"] == i
-        rate = ev.loc[rows, "requests"].to_numpy() / max(1.0, min(hi - lo, float(extent.get(i, 0.0))))
+        seconds = max(1.0, min(hi - lo, float(extent.get(i, 0.0))))
+        requests, read = ev.loc[rows, "requests"].to_numpy(), ev.loc[rows, "n_requests"].to_numpy()
         b = ev.loc[rows, "service"].map(base_rate).to_numpy()
         # judged on the requests read, not the estimate: evidence strength is the data behind it
         judged = ev.loc[rows, "service"].map(base_ev["n_requests"]).fillna(0).to_numpy() >= th.min_requests
-        ev.loc[rows, "rate_ratio"] = np.where(judged & (b > 0), rate / np.where(b > 0, b, 1), 1.0)
+        ratio = np.where(judged & (b > 0), requests / seconds / np.where(b > 0, b, 1), 1.0)
+        # A drop counts where the requests read are too few for chance: against the baseline rate times the
+        # share of them read (the service's own in a sample, else the slice's; 1 for a full read).
+        share = np.where(requests > 0, read / np.where(requests > 0, requests, 1),
+                         read.sum() / requests.sum() if requests.sum() > 0 else 1.0)
+        expected = b * seconds * share
+        chance = read - expected > -th.z_rate * np.sqrt(np.maximum(expected, 1e-9))
+        ev.loc[rows, "rate_ratio"] = np.where((ratio < 1) & chance, 1.0, ratio)
         base_shape = ev.loc[rows, "service"].map(base_ev["odd_shape"]).fillna(0).to_numpy()
         ev.loc[rows, "shape_frac"] = np.clip(ev.loc[rows, "odd_shape"].fillna(0).to_numpy() - base_shape, 0, 1)
     # Shares resting on fewer than min_flagged spans are noise (one slow span of ten is not 10 % slow).
@@ -452,7 +463,8 @@ def _own_state(ev: pd.DataFrame, base_err: np.ndarray, th: Thresholds) -> np.nda
 
 def _call_gaps(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     """Every call between two services: caller and callee (integer codes into the returned names: cheap to
-    group), window and gap (the caller's span minus the callee's, ms, at least 0)."""
+    group), window, gap (the caller's span minus the callee's, ms, at least 0) and, in a sample, ``w`` (its
+    trace's weight)."""
     prow = df["prow"].to_numpy()
     cross = df["entry"].to_numpy() & (prow >= 0)
     dur = df["dur_ns"].to_numpy()
@@ -461,7 +473,23 @@ def _call_gaps(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
                           "callee": df["service"].cat.codes.to_numpy()[cross],
                           "window": df["window"].to_numpy()[cross],
                           "gap_ms": np.clip(dur[prow[cross]] - dur[cross], 0, None) / 1e6})
+    if "w" in df and not np.allclose(df["w"].to_numpy(), 1.0):
+        calls["w"] = df["w"].to_numpy(dtype=float)[cross]
     return calls, names
+
+
+def _medians(calls: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Per caller, callee and window: the ``median`` of ``value`` and the ``size`` (calls read). In a sample
+    (column ``w``) the median is weighted: the traces a stratum over-reads (a rare service's top-ups, the
+    error search) would otherwise pull it towards their own calls."""
+    keys = ["caller", "callee", "window"]
+    if "w" not in calls:
+        return calls.groupby(keys)[value].agg(["median", "size"])
+    c = calls.sort_values(keys + [value])
+    cum = c.groupby(keys)["w"].cumsum().to_numpy()
+    half = c.groupby(keys)["w"].transform("sum").to_numpy() / 2
+    first_past = c[cum >= half].groupby(keys)[value].first()
+    return pd.DataFrame({"median": first_past, "size": c.groupby(keys).size()})
 
 
 def _pooled_gaps(gap: pd.DataFrame, names: np.ndarray, th: Thresholds) -> dict[tuple[str, int], tuple[int, float]]:
@@ -517,7 +545,7 @@ def _gap_evidence(gap: pd.DataFrame, names: np.ndarray, th: Thresholds) -> dict[
     (share of its judged edges whose gap grew, number of such edges)."""
     if gap.empty:
         return {}
-    med = gap.groupby(["caller", "callee", "window"])["gap_ms"].agg(["median", "size"])
+    med = _medians(gap, "gap_ms")
     med.index = med.index.set_levels([names[med.index.levels[0]], names[med.index.levels[1]]], level=[0, 1])
     out: dict[tuple[str, int], tuple[float, int]] = {}
     windows = sorted(w for w in gap["window"].unique() if w >= 0)

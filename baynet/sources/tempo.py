@@ -159,7 +159,7 @@ def fetch_spans_bounded(event: AnomalyEvent, windows: Windows, settings: Setting
                 strata.setdefault(key, []).extend(cells)
         spans = tempo.fetch_frame(list(found), concurrency=settings.tempo_concurrency)
         spans["w"] = trace_weights(spans, strata)
-        spans.attrs["covered"] = covered(strata)
+        spans.attrs["covered"] = covered(strata, frozenset(strata) - {"error", event.service})
         main = strata.get(event.service, [])
         matched = sum(c.matched for c in main)
         read = sum(c.read for c in main)
@@ -172,18 +172,23 @@ def fetch_spans_bounded(event: AnomalyEvent, windows: Windows, settings: Setting
     return spans, stats
 
 
-def covered(strata: dict[str, list[Cell]]) -> list[tuple[float, float]]:
-    """Where the searches found data: the sub-windows in which any of them matched a trace, merged, as
-    ``(start, end)`` unix seconds. A sample reads a few traces per sub-window, so the spread of their
-    start times says little about how much of a window the data cover; the sub-windows do."""
-    spans = sorted((float(c.start), float(c.end) + 1.0) for cells in strata.values() for c in cells if c.matched > 0)
-    merged: list[tuple[float, float]] = []
-    for lo, hi in spans:
-        if merged and lo <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+def covered(strata: dict[str, list[Cell]], seen_only: frozenset[str] = frozenset()) -> list[tuple[float, float]]:
+    """Where the searches found data, merged, as ``(start, end)`` unix seconds. A sub-window covers up to its
+    newest trace's start (Tempo returns the newest first); from its oldest one's where it was read whole,
+    else from its own start (a cut sub-window's oldest data are unseen) -- except in the strata named in
+    ``seen_only`` (the top-ups, which search again where the first pass already found data), which cover
+    only what they returned. Stretches closer than the shorter of their sub-windows join: a sample's few
+    traces per sub-window leave gaps between them that are traffic, not missing data."""
+    parts = sorted((float(c.start) if c.cut and key not in seen_only else c.first, c.last + 1.0, c.end - c.start)
+                   for key, cells in strata.items() for c in cells
+                   if c.matched > 0 and c.first is not None and c.last is not None)
+    merged: list[tuple[float, float, float]] = []
+    for lo, hi, width in parts:
+        if merged and lo <= merged[-1][1] + min(width, merged[-1][2]):
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi), width)
         else:
-            merged.append((lo, hi))
-    return merged
+            merged.append((lo, hi, width))
+    return [(lo, hi) for lo, hi, _ in merged]
 
 
 def _service_query(service: str) -> str:

@@ -95,16 +95,30 @@ class FetchStats:
 
 @dataclass
 class Cell:
-    """One sub-window of a sampled search: traces read of those that matched there."""
+    """One sub-window of a sampled search: traces read of those that matched there. ``first`` and ``last``
+    are the earliest and latest start among the traces it returned (unix seconds; None without traces);
+    ``cut`` says it returned only its newest (Tempo's ``limit``): nothing matched after ``last``, but its
+    oldest data are unseen."""
 
     start: int
     end: int
     read: int
     matched: float
+    first: float | None = None
+    last: float | None = None
+    cut: bool = False
 
     @property
     def fraction(self) -> float:
         return self.read / self.matched if self.matched > 0 else 1.0
+
+
+def _extent(traces: list[SearchTrace]) -> tuple[float | None, float | None]:
+    """The earliest and latest start among ``traces`` (unix seconds); None without traces."""
+    if not traces:
+        return None, None
+    starts = [t.start_ns / 1e9 for t in traces]
+    return min(starts), max(starts)
 
 
 class TempoClient:
@@ -269,7 +283,7 @@ class TempoClient:
         whole = self.search(q, lo, hi, limit=budget)
         if len(whole) < budget:  # fewer than the budget matched: read whole, one search
             self.stats.traces_found += len(whole)
-            return whole, [Cell(lo, hi, len(whole), float(len(whole)))]
+            return whole, [Cell(lo, hi, len(whole), float(len(whole)), *_extent(whole))]
         k = max(1, min(budget // 5, (hi - lo) // max(1, sub_s)))  # at least 5 traces a sub-window
         edges = [lo + (hi - lo) * i // k for i in range(k + 1)]
         limit = max(1, -(-budget // k))
@@ -280,8 +294,9 @@ class TempoClient:
         for a, b in zip(edges, edges[1:]):
             if b <= a:
                 continue
-            found = [t for t in self.search(q, a, b, limit=limit) if t.trace_id not in ids]
-            cells.append(Cell(a, b, len(found), float(len(found))))
+            returned = self.search(q, a, b, limit=limit)
+            found = [t for t in returned if t.trace_id not in ids]
+            cells.append(Cell(a, b, len(found), float(len(found)), *_extent(returned), cut=len(returned) >= limit))
             if len(found) >= limit:  # cut: Tempo returned the newest, which cover only the end of it
                 seen += max(b - max(float(a), min(t.start_ns for t in found) / 1e9), 1e-3)
                 cut_read += len(found)

@@ -166,3 +166,64 @@ def test_a_grown_gap_is_blamed_on_the_endpoint_whose_edges_all_grew_and_the_orde
     assert blame([("p", "q")], {"p": 0.5}) == {"p": [("p", "q")]}
     with pytest.raises(ValueError, match="'most'"):
         blame(grown, share, first="most")
+
+
+def _requests(t0: int, seconds: int, callees: dict[str, int]) -> list[Span]:
+    """One front-end request a second; every ``n``-th calls ``callee`` (``callees``: callee -> n)."""
+    spans = []
+    for i in range(seconds):
+        t, start = f"{t0 + i:032x}", (t0 + i) * 1_000_000_000
+        spans.append(Span(t, f"{1:016x}", "", "front", "GET /", "server", start, start + 50_000_000, "unset"))
+        for k, (callee, every) in enumerate(callees.items()):
+            if i % every == 0:
+                client, server = f"{2 + 2 * k:016x}", f"{3 + 2 * k:016x}"
+                spans.append(Span(t, client, f"{1:016x}", "front", f"call {callee}", "client", start + 1_000_000,
+                                  start + 21_000_000, "unset"))
+                spans.append(Span(t, server, client, callee, "handle", "server", start + 2_000_000,
+                                  start + 20_000_000, "unset"))
+    return spans
+
+
+def test_a_rate_drop_counts_only_where_chance_cannot_explain_it():
+    """Silence of a service called twice a minute is what a quiet minute looks like; silence of one called
+    every second is an outage."""
+    t0 = 1_700_000_000
+    spans = _requests(t0, 600, {"busy": 1, "rare": 30}) + _requests(t0 + 600, 60, {"other": 1})
+    ev, _ = build_evidence(spans, baseline=(t0, t0 + 600), slices=[(t0 + 600, t0 + 660)])
+    inc = ev[ev.window == 0].set_index("service")
+    assert inc.loc["busy", "requests"] == 0 and inc.loc["busy", "rate_ratio"] == 0 and inc.loc["busy", "state"] == 2
+    assert inc.loc["rare", "requests"] == 0 and inc.loc["rare", "rate_ratio"] == 1.0
+    assert inc.loc["rare", "state"] == 0
+    # a sample that read one in five traces: the busy service's drop to half rests on 6 requests read
+    base = spans_frame(_requests(t0, 600, {"busy": 1}))
+    half = spans_frame(_requests(t0 + 600, 60, {"busy": 2}))
+    sample = pd.concat([base, half], ignore_index=True)
+    sample = sample[sample["trace_id"].map(lambda t: int(t, 16) % 5 == 0)].assign(w=5.0)
+    ev, _ = build_evidence(sample.reset_index(drop=True), baseline=(t0, t0 + 600), slices=[(t0 + 600, t0 + 660)])
+    busy = ev[(ev.window == 0) & (ev.service == "busy")].iloc[0]
+    assert busy.requests == pytest.approx(30.0) and busy.rate_ratio == 1.0  # z = (6 - 12) / sqrt(12) = -1.7
+
+
+def test_a_samples_call_gaps_are_weighed_by_its_traces_weights():
+    """A stratum the sample over-reads (a rare service's top-up, the error search) must not set an edge's
+    median gap: ten calls of weight 1 whose gap grew beside six of weight 10 whose gap did not."""
+    t0 = 1_700_000_000
+
+    def call(i: int, at: float, gap_ms: int, w: float) -> list[tuple[Span, float]]:
+        t, start = f"{i + 1:032x}", int(at * 1e9)
+        return [(Span(t, f"{1:016x}", "", "front", "GET /", "server", start, start + 100_000_000, "unset"), w),
+                (Span(t, f"{2:016x}", f"{1:016x}", "front", "call mid", "client", start + 1_000_000,
+                      start + 21_000_000 + gap_ms * 1_000_000, "unset"), w),
+                (Span(t, f"{3:016x}", f"{2:016x}", "mid", "handle", "server", start + 2_000_000, start + 20_000_000,
+                      "unset"), w)]
+
+    rows = [r for i in range(20) for r in call(i, t0 + i * 3, 0, 1.0)]
+    rows += [r for i in range(10) for r in call(100 + i, t0 + 61 + i * 5, 40, 1.0)]
+    rows += [r for i in range(6) for r in call(200 + i, t0 + 63 + i * 9, 0, 10.0)]
+    frame = spans_frame([s for s, _ in rows]).assign(w=[w for _, w in rows])
+    slices = [(t0 + 60, t0 + 120)]
+    weighed, _ = build_evidence(frame, baseline=(t0, t0 + 60), slices=slices)
+    as_read, _ = build_evidence(frame.assign(w=1.0), baseline=(t0, t0 + 60), slices=slices)
+    mid = lambda ev: ev[(ev.window == 0) & (ev.service == "mid")].iloc[0]  # noqa: E731
+    assert mid(as_read).net_frac == 1.0  # read as they come, the grown gaps are the median
+    assert mid(weighed).net_frac == 0.0 and mid(weighed).gap_edges == 0

@@ -1,10 +1,12 @@
 """The Tempo client against the replay server: paging, retries, 404s, 422 fallback, auth headers."""
 
 import time
+from dataclasses import replace
 
 import pytest
 
 from baynet.otlp import Span
+from baynet.sources.tempo import covered
 from baynet.tempo.client import TempoClient, TempoRequestError, TempoUnavailable
 from baynet.local.tempo import TempoServer, TraceStore
 
@@ -103,3 +105,28 @@ def test_truncated_json_is_skipped_and_counted(server):
     stats = tempo.stats.as_dict()
     assert stats["failed"] == 1 and not stats["evidence_complete"] and len(frame) == 1
     assert any("skipped" in n for n in stats["notes"])
+
+
+def test_a_sample_covers_where_its_data_are_not_the_empty_start_of_its_window():
+    """Data that begin and end inside the window: a sub-window read whole covers from its first trace on, a
+    cut one (only its newest traces returned) from its start; each up to its newest trace; the small gaps
+    between them are traffic. A top-up's cut sub-window covers only what it returned."""
+    t0 = 1_700_000_000
+    store = TraceStore()
+    sparse = traces(3, t0, step_s=10)  # t0, t0+10, t0+20, then a busy stretch from t0+60 to t0+89.5
+    busy = [replace(s, trace_id=f"{i + 100:032x}") for i, s in enumerate(traces(60, t0 + 60))]
+    store.add_spans(sparse + busy)
+    q = '{ resource.service.name = "front" }'
+    with TempoServer(store) as srv, TempoClient(srv.url) as tempo:
+        whole_ids, whole = tempo.sample_window(q, t0 - 100, t0 + 100, budget=100)
+        _, cut = tempo.sample_window(q, t0 - 60, t0 + 120, budget=20)
+        _, late = tempo.sample_window(q, t0 + 55, t0 + 100, budget=100)
+        _, top_up = tempo.sample_window(q, t0 + 55, t0 + 100, budget=5)
+    assert len(whole_ids) == 63 and len(whole) == 1
+    assert covered({"front": whole}) == [(t0, t0 + 89.5 + 1)]  # read whole: its traces' extent
+    assert [c.cut for c in cut if c.matched] == [False, True, True]  # the sparse start read whole
+    # not t0 - 15 to t0 + 121, the sub-windows with data
+    assert covered({"front": cut}) == [(t0, t0 + 89.5 + 1)]
+    assert [c.cut for c in top_up] == [True]
+    assert covered({"front": late, "rare": top_up}) == [(t0 + 55, t0 + 89.5 + 1)]
+    assert covered({"front": late, "rare": top_up}, frozenset({"rare"})) == [(t0 + 60, t0 + 89.5 + 1)]
