@@ -341,7 +341,7 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
         ev[frac] = ev[frac].fillna(0.0).where(ev[count].fillna(0) >= th.min_flagged, 0.0)
     base_err = ev["service"].map(base_ev["error_ratio"]).fillna(0).to_numpy()
     ev["state"] = _state(ev, base_err, th)
-    calls, names = _call_gaps(df)
+    calls, names = _call_gaps(df, sampled)
     gaps = _gap_evidence(calls, names, th)
     pooled = _pooled_gaps(calls, names, th)
     ev["net_frac"] = [gaps.get((s, w), (0.0, 0))[0] for s, w in zip(ev["service"], ev["window"])]
@@ -461,7 +461,7 @@ def _own_state(ev: pd.DataFrame, base_err: np.ndarray, th: Thresholds) -> np.nda
     ]).astype(np.int64)
 
 
-def _call_gaps(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+def _call_gaps(df: pd.DataFrame, sampled: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
     """Every call between two services: caller and callee (integer codes into the returned names: cheap to
     group), window, gap (the caller's span minus the callee's, ms, at least 0) and, in a sample, ``w`` (its
     trace's weight)."""
@@ -473,7 +473,7 @@ def _call_gaps(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
                           "callee": df["service"].cat.codes.to_numpy()[cross],
                           "window": df["window"].to_numpy()[cross],
                           "gap_ms": np.clip(dur[prow[cross]] - dur[cross], 0, None) / 1e6})
-    if "w" in df and not np.allclose(df["w"].to_numpy(), 1.0):
+    if sampled:
         calls["w"] = df["w"].to_numpy(dtype=float)[cross]
     return calls, names
 
