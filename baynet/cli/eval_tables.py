@@ -127,3 +127,30 @@ def _print_eval(result: dict[str, Any], title: str, cases_too: bool = True) -> N
         typer.echo(f"  re-located {s['case']}: {s['reason']}")
     for s in result["skipped"]:
         typer.echo(f"  skipped {s['case']}: {s['reason']}")
+
+
+def _print_compare(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def cell(s: dict[str, float]) -> str:
+        return f"{s['AC@1']:.2f} ({s['Avg@5']:.2f})"
+
+    table = Table(title="AC@1 (Avg@5), before -> after, on the cases both runs hold")
+    for col in ("group", "n", "before", "after", ""):
+        table.add_column(col)
+    rows = [("overall", result["overall"])] + [(f"dir {k}", v) for k, v in result["by_directory"].items()] \
+        + list(result["by_type"].items())
+    for name, g in rows:
+        delta = g["after"]["AC@1"] - g["before"]["AC@1"]
+        table.add_row(name, str(g["before"]["n"]), cell(g["before"]), cell(g["after"]),
+                      "LOST" if g["lost"] else (f"+{delta:.2f}" if delta > 0 else ""))
+    Console().print(table)
+    for m in result["moved"]:
+        typer.echo(f"moved: {m['directory'] + '/' if m['directory'] else ''}{m['case']} ({m['fault_type']}, truth "
+                   f"{m['truth']}): rank {m['rank_before']} -> {m['rank_after']}; top 1 {m['top1_before']} -> "
+                   f"{m['top1_after']}")
+    for side in ("only_before", "only_after"):
+        if result[side]:
+            typer.echo(f"{side.replace('_', ' ')} (not scored): {', '.join(result[side])}")
+    typer.echo(f"{len(result['moved'])} case(s) moved; AC@1 fell in: {', '.join(result['lost']) or 'none'}")

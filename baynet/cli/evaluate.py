@@ -11,7 +11,7 @@ import typer
 
 from baynet.cli.common import fail, incident_runner, setup_logging
 from baynet.cli.eval_tables import (
-    _print_bundle_eval, _print_by_field, _print_eval, _print_matrix, _print_online,
+    _print_bundle_eval, _print_by_field, _print_compare, _print_eval, _print_matrix, _print_online,
 )
 
 eval_app = typer.Typer(help="Measure root-cause accuracy on public fault-injection data.", no_args_is_help=True)
@@ -204,3 +204,36 @@ def eval_nezha(paths: list[Path] = typer.Argument(..., help="One or more directo
         if online:
             _print_online(mesh["online"])
     _print_eval(result["pooled"], "pooled over " + ", ".join(result["meshes"]), cases_too=False)
+
+
+@eval_app.command("compare")
+def eval_compare(before: Path = typer.Argument(..., help="The run before the change: the JSON of `baynet eval "
+                                               "bundles --json` or `baynet eval nezha --json`."),
+                 after: Path = typer.Argument(..., help="The run after it, on the same cases."),
+                 as_json: bool = typer.Option(False, "--json", help="Print one JSON object: overall, by_directory, "
+                                              "by_type, moved, only_before, only_after, lost."),
+                 fail_on_loss: bool = typer.Option(False, "--fail-on-loss", help="Exit 1 when AC@1 fell overall, "
+                                                   "on any directory (mesh) or on any fault type.")) -> None:
+    """Two evaluation runs case by case: AC@1 and Avg@5 before and after, overall, per directory and per fault
+    type, and every case whose true service moved in the ranking. Cases are matched on directory and name;
+    those in one run only are listed, not scored. Exit 2 for a file that is not such a run."""
+    from baynet.lab.compare import CompareError, compare_runs
+
+    runs = []
+    for path in (before, after):
+        try:
+            runs.append(json.loads(path.read_text()))
+        except FileNotFoundError:
+            fail(f"no such file: {path}")
+        except json.JSONDecodeError as exc:
+            fail(f"{path}: not JSON ({exc})")
+    try:
+        result = compare_runs(*runs)
+    except CompareError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        _print_compare(result)
+    if fail_on_loss and result["lost"]:
+        raise typer.Exit(1)
