@@ -468,13 +468,16 @@ def aligned_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFram
                             versions: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
     """:func:`build_metric_evidence` on slices that mean the same time as the trace evidence's: the trace
     evidence drops slices without any span (``span_starts``, unix seconds), so the same slices are
-    dropped here; slices widen to follow data coarser than a slice. Returns the evidence and notes."""
+    dropped here -- unless no span falls in any of them, when the traces judge no slice and every slice is
+    kept; slices widen to follow data coarser than a slice. Returns the evidence and notes."""
     notes = []
     wide, why = slices_for_step(signals, resources, slices)
     if why:
         notes.append(why)
     if span_starts is not None and len(span_starts):
-        wide = [m for m, (lo, hi) in zip(wide, slices) if ((span_starts >= lo) & (span_starts < hi)).any()]
+        # where no span falls in any slice the traces judge none (they say nothing of the incident, as the
+        # log evidence reads it too): the metrics then judge every slice rather than none
+        wide = [m for m, (lo, hi) in zip(wide, slices) if ((span_starts >= lo) & (span_starts < hi)).any()] or wide
     if not wide:
         return pd.DataFrame(columns=METRIC_COLUMNS), notes
     ev = build_metric_evidence(signals, resources, (baseline[0], min(baseline[1], wide[0][0])), wide, thresholds,

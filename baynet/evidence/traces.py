@@ -606,4 +606,8 @@ def judge(observations: "Observations", windows: "Windows", settings: "Settings"
         return None
     evidence, edges = build_evidence(spans, windows.baseline, windows.slices)
     pairs = set(zip(edges["caller"], edges["callee"])) if len(edges) else set()
-    return Judged("traces", evidence, edges=edges, call_edges=pairs)
+    notes = []
+    if len(evidence) and not (evidence["window"] >= 0).any():
+        notes.append("no span in the incident window (traces not ingested yet, or not kept): the traces judge "
+                     "no slice; the other sources judge every slice")
+    return Judged("traces", evidence, notes, edges=edges, call_edges=pairs)
