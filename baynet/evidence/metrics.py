@@ -83,6 +83,7 @@ class MetricThresholds:
     failing_error: float = 0.20   # ... failing
     saturation_order: float = 0.1  # saturation below this share of the slice's largest is not severe
     ratio_floor: float = 0.005    # spread floor of an error ratio judged without counts (half a point)
+    baseline_points: int = 10     # the metric baseline holds at least this many points of the data's step
 
 
 def data_step(signals: pd.DataFrame | None, resources: pd.DataFrame | None) -> float | None:
@@ -480,9 +481,41 @@ def aligned_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFram
         wide = [m for m, (lo, hi) in zip(wide, slices) if ((span_starts >= lo) & (span_starts < hi)).any()] or wide
     if not wide:
         return pd.DataFrame(columns=METRIC_COLUMNS), notes
-    ev = build_metric_evidence(signals, resources, (baseline[0], min(baseline[1], wide[0][0])), wide, thresholds,
-                               versions)
+    base = baseline_for_step(baseline, wide[0][0], data_step(signals, resources), thresholds)
+    if base[0] < baseline[0] - 1e-6:
+        notes.append(f"metric baseline {base[1] - base[0]:.0f} s ({thresholds.baseline_points} points of the data's "
+                     f"step), from {baseline[1] - baseline[0]:.0f} s")
+    short = _short_baselines(signals, resources, base)
+    if short:
+        notes.append(f"metric baseline too short to judge (fewer than 2 points in {base[1] - base[0]:.0f} s): "
+                     f"{', '.join(short[:8])}{' …' if len(short) > 8 else ''} -- their deviations read 0, unjudged")
+    ev = build_metric_evidence(signals, resources, base, wide, thresholds, versions)
     return ev, notes
+
+
+def _short_baselines(signals: pd.DataFrame | None, resources: pd.DataFrame | None,
+                     base: tuple[float, float]) -> list[str]:
+    """Services with rows but fewer than two points in the baseline window (a deviation needs two)."""
+    counts: dict[str, int] = {}
+    for frame, key in ((signals, "destination"), (resources, "service")):
+        if frame is None or frame.empty:
+            continue
+        t = frame["time"].to_numpy(dtype=float)
+        inside = frame.loc[(t >= base[0]) & (t < base[1])].groupby(key)["time"].nunique()
+        for svc in frame[key].astype(str).unique():
+            counts[svc] = max(counts.get(svc, 0), int(inside.get(svc, 0)))
+    return sorted(s for s, c in counts.items() if c < 2 and s)
+
+
+def baseline_for_step(baseline: tuple[float, float], first_slice: float, step: float | None,
+                      thresholds: MetricThresholds = MetricThresholds()) -> tuple[float, float]:
+    """The metric baseline: it ends where the first (possibly widened) slice begins, if that is earlier than
+    its own end, and holds at least :attr:`MetricThresholds.baseline_points` points of the data's ``step``
+    -- it reaches further back for coarse data rather than judge against one or two points (or none, when
+    the widened slices cover the configured baseline)."""
+    end = min(baseline[1], first_slice)
+    length = max(baseline[1] - baseline[0], thresholds.baseline_points * step if step else 0.0)
+    return min(baseline[0], end - length), end
 
 
 def judge(observations: "Observations", windows: "Windows", settings: "Settings", model: "DBNModel | None" = None

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from baynet.evidence.logs import BAD_LEVELS, Templates, keyed
-from baynet.evidence.metrics import build_metric_evidence, slices_for_step
+from baynet.evidence.metrics import baseline_for_step, build_metric_evidence, data_step, slices_for_step
 from baynet.evidence.traces import _annotate, _window_index
 from baynet.sources.base import Observations
 from baynet.windows import Windows
@@ -111,8 +111,8 @@ def metric_rise_ranks(signals: pd.DataFrame | None, resources: pd.DataFrame | No
     """``error_rise`` and ``latency_rise``: the services whose error ratio (latency) rose most over the
     incident slices, in baseline spreads; ties by name; services where it did not rise are left out."""
     slices, _ = slices_for_step(signals, resources, windows.slices)
-    ev = build_metric_evidence(signals, resources, (windows.baseline[0], min(windows.baseline[1], slices[0][0])),
-                               slices)
+    base = baseline_for_step(windows.baseline, slices[0][0], data_step(signals, resources))
+    ev = build_metric_evidence(signals, resources, base, slices)  # the baseline Baynet's metrics judge against
     ev = ev[ev["window"] >= 0]
     out = {}
     for name, col in (("error_rise", "error_up"), ("latency_rise", "latency_z")):
