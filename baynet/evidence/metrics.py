@@ -507,6 +507,18 @@ def _short_baselines(signals: pd.DataFrame | None, resources: pd.DataFrame | Non
     return sorted(s for s, c in counts.items() if c < 2 and s)
 
 
+def read_from(baseline: tuple[float, float], slices: list[tuple[float, float]], step: float,
+              thresholds: MetricThresholds = MetricThresholds()) -> float:
+    """Where a reader of metrics at ``step`` seconds must begin so that :func:`baseline_for_step` finds its
+    points: the configured baseline's start, or earlier for a step longer than a slice (the slices widen to
+    whole steps, and the baseline holds :attr:`MetricThresholds.baseline_points` of them before them)."""
+    if not slices or step <= slices[0][1] - slices[0][0]:
+        return baseline[0]
+    width = slices[0][1] - slices[0][0]
+    first = slices[-1][1] - len(slices) * math.ceil(step / width) * width
+    return baseline_for_step(baseline, first, step, thresholds)[0]
+
+
 def baseline_for_step(baseline: tuple[float, float], first_slice: float, step: float | None,
                       thresholds: MetricThresholds = MetricThresholds()) -> tuple[float, float]:
     """The metric baseline: it ends where the first (possibly widened) slice begins, if that is earlier than

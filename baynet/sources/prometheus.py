@@ -19,6 +19,7 @@ import pandas as pd
 
 from baynet.bundles.format import SIGNAL_COLUMNS
 from baynet.events import AnomalyEvent
+from baynet.evidence.metrics import read_from
 from baynet.families import RESOURCE_FAMILIES, family_rows, fetch_series, load_metric_map
 from baynet.prometheus import PrometheusClient, PrometheusError, series_by
 from baynet.settings import Settings
@@ -74,8 +75,9 @@ def fetch_metrics(windows: Windows, settings: Settings) -> tuple[pd.DataFrame | 
     generated, found = None, {"services": 0, "edges": 0}
     if settings.aggregates == "auto":
         with PrometheusClient.from_settings(settings) as prometheus:
-            generated, found = generator_signals(prometheus, windows.baseline[0], windows.incident[1],
-                                                 settings.metrics_step_s)
+            generated, found = generator_signals(prometheus, read_from(windows.baseline, windows.slices,
+                                                                       settings.metrics_step_s),
+                                                 windows.incident[1], settings.metrics_step_s)
     if generated is not None:
         frames, _, resources = fetch_families(windows, settings, only=RESOURCE_FAMILIES)
         signals, edges = generated, generated[generated["source"] != ""]
@@ -119,7 +121,8 @@ def fetch_families(windows: Windows, settings: Settings, only: tuple[str, ...] |
     if only is not None:
         metric_map = {fam: q for fam, q in metric_map.items() if fam in only}
     with PrometheusClient.from_settings(settings) as prometheus:
-        frames = fetch_series(prometheus, metric_map, windows.baseline[0], windows.incident[1], step,
+        frames = fetch_series(prometheus, metric_map, read_from(windows.baseline, windows.slices, step),
+                              windows.incident[1], step,
                               namespace=settings.namespace)
     signals, resources = family_rows(frames, step)
     return frames, signals, resources
@@ -155,7 +158,8 @@ def edge_signals(windows: Windows, settings: Settings, *, quantiles: tuple[int, 
     with PrometheusClient.from_settings(settings) as prometheus:
         series = series_by(prometheus, edge_queries(settings.namespace, window, quantiles, counts),
                            ("source_canonical_service", "destination_canonical_service", "reporter",
-                            "destination_version"), windows.baseline[0], windows.incident[1], step,
+                            "destination_version"), read_from(windows.baseline, windows.slices, step),
+                           windows.incident[1], step,
                            required=("destination_canonical_service",))
     rows = []
     for (src, dst, reporter, version), cols in sorted(series.items()):

@@ -82,20 +82,21 @@ def test_a_metrics_only_bundle_replays_through_prometheus(tmp_path, prefect_harn
     assert "cpu +" in summary["ranking"][0]["evidence"]
 
 
-def _network_delay_bundle(out, delayed: str = "payment", delay_ms: float = 200.0, seed: int = 3):
-    """A metrics-only bundle: per call edge and 15 s window, both reporters' p50. From the fault on, the
-    calls to ``delayed`` wait ``delay_ms`` on the network: its callers see it (source reporter and their own
-    latency), its own sidecar does not."""
+def _network_delay_bundle(out, delayed: str = "payment", delay_ms: float = 200.0, seed: int = 3,
+                          step: float = 15.0, history: float = 1500.0):
+    """A metrics-only bundle: per call edge and ``step`` window, both reporters' p50, for ``history`` seconds
+    before the event. From the fault on, the calls to ``delayed`` wait ``delay_ms`` on the network: its
+    callers see it (source reporter and their own latency), its own sidecar does not."""
     import numpy as np
     import pandas as pd
 
     rng = np.random.default_rng(seed)
     own = {"payment": 20.0, "shipping": 15.0, "catalogue": 10.0, "orders": 30.0, "front-end": 5.0}
     calls = {"front-end": ["orders", "catalogue"], "orders": ["payment", "shipping"]}
-    event_t, step = 1_700_000_000.0, 15.0
-    fault_start = event_t - 180.0
+    event_t = 1_700_000_000.0
+    fault_start = event_t - max(180.0, step)
     rows = []
-    for t in np.arange(event_t - 1500.0, event_t + step, step):
+    for t in np.arange(event_t - history, event_t + step, step):
         late = delay_ms if t > fault_start else 0.0
         lat: dict[str, float] = {}
 
@@ -139,6 +140,26 @@ def test_network_delay_metrics_only_the_flow_reads_each_edge_from_both_reporters
     # the caller, whose own latency rose by the same amount, is not blamed for the gap
     orders = next(r for r in summary["ranking"] if r["service"] == "orders")
     assert "network gap" not in orders["evidence"]
+
+
+def test_five_minute_metrics_read_live_reach_back_for_their_baseline(tmp_path, prefect_harness):
+    """At a 5-minute step the slices widen to whole steps and cover the configured 600 s baseline: the flow
+    reads Prometheus from ten steps before them (``read_from``), judges against that baseline, and ranks
+    first what the in-process analysis of the same bundle ranks first."""
+    require(prometheus_available(), "Debian's prometheus and promtool (apt-get install -y prometheus)")
+    from prefect.settings import PREFECT_API_URL
+
+    from baynet.bundles.analyse import analyse_bundle
+    from baynet.bundles.read import load_bundle
+
+    bundle = _network_delay_bundle(tmp_path / "five-minutes", step=300.0, history=7200.0)
+    here = analyse_bundle(load_bundle(bundle))
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    summary = json.loads(baynet("bundle", "replay", bundle, "--json", env=env).stdout)
+    assert summary["replay"]["metric_step_s"] == 300.0
+    assert summary["ranking"][0]["service"] == here.ranking[0]["service"], summary["ranking"][:3]
+    assert "+" in summary["ranking"][0]["evidence"], summary["ranking"][0]  # judged: "metric latency +57 sd"
+    assert any("metric baseline 3000 s" in n for n in summary["fetch"].get("notes", [])), summary["fetch"]
 
 
 def test_replay_of_a_bad_bundle_exits_2_naming_the_problem(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from baynet.evidence.metrics import (
-    MetricThresholds, aligned_metric_evidence, baseline_for_step, build_metric_evidence, slices_for_step,
+    MetricThresholds, aligned_metric_evidence, baseline_for_step, build_metric_evidence, read_from, slices_for_step,
 )
 from baynet.settings import Settings
 from baynet.windows import Windows
@@ -54,3 +54,11 @@ def test_data_that_do_not_reach_back_are_named_as_unjudged_not_read_as_healthy()
     w = Windows.around(T, Settings(_env_file=None))
     _, notes = aligned_metric_evidence(_signals(300.0, 1000.0), None, w.baseline, w.slices)
     assert any(n.startswith("metric baseline too short to judge") and "cart" in n and "pay" in n for n in notes)
+
+
+def test_a_reader_at_a_coarse_step_begins_early_enough_for_that_baseline() -> None:
+    w = Windows.around(T, Settings(_env_file=None))
+    assert read_from(w.baseline, w.slices, 15.0) == w.baseline[0] == read_from(w.baseline, w.slices, 60.0)
+    start = read_from(w.baseline, w.slices, 300.0)
+    wide, _ = slices_for_step(_signals(300.0, 7200.0), None, w.slices)
+    assert start == baseline_for_step(w.baseline, wide[0][0], 300.0)[0] == T - 900 - 3000
