@@ -56,6 +56,7 @@ import pandas as pd
 from baynet.evidence.base import Judged
 from baynet.evidence.changes import ChangeParams, canary, first_served, newest_version
 from baynet.evidence.network import blame
+from baynet.evidence.steps import BASELINE_POINTS, baseline_for_step, data_step, slices_for_step
 
 if TYPE_CHECKING:
     from baynet.dbn import DBNModel
@@ -83,37 +84,7 @@ class MetricThresholds:
     failing_error: float = 0.20   # ... failing
     saturation_order: float = 0.1  # saturation below this share of the slice's largest is not severe
     ratio_floor: float = 0.005    # spread floor of an error ratio judged without counts (half a point)
-    baseline_points: int = 10     # the metric baseline holds at least this many points of the data's step
-
-
-def data_step(signals: pd.DataFrame | None, resources: pd.DataFrame | None) -> float | None:
-    """The data's step: the shortest median spacing of one series' points, seconds (None without rows)."""
-    steps = []
-    for frame, key in ((signals, ["source", "destination", "reporter"]), (resources, ["service", "metric"])):
-        if frame is None or frame.empty:
-            continue
-        d = frame.sort_values("time").groupby(key, sort=False)["time"].diff().dropna()
-        d = d[d > 0]
-        if len(d):
-            steps.append(float(d.median()))
-    return min(steps) if steps else None
-
-
-def slices_for_step(signals: pd.DataFrame | None, resources: pd.DataFrame | None,
-                    slices: list[tuple[float, float]]) -> tuple[list[tuple[float, float]], str | None]:
-    """Slices that each hold data: when the data's step (:func:`data_step`) is longer than a slice, slices
-    become whole steps ending at the last slice's end. Returns the slices and, when they changed, a
-    sentence saying so."""
-    step = data_step(signals, resources)
-    if step is None or not slices:
-        return slices, None
-    width = slices[0][1] - slices[0][0]
-    if step <= width * 1.001:
-        return slices, None
-    n, end = len(slices), slices[-1][1]
-    wide = math.ceil(step / width) * width
-    out = [(end - (n - i) * wide, end - (n - i - 1) * wide) for i in range(n)]
-    return out, f"metric data arrive every {step:.0f} s, longer than a {width:.0f} s slice: slices are {wide:.0f} s"
+    baseline_points: int = BASELINE_POINTS  # the metric baseline holds at least this many points of the step
 
 
 def _window_of(t: np.ndarray, baseline: tuple[float, float], slices: list[tuple[float, float]]) -> np.ndarray:
@@ -481,7 +452,7 @@ def aligned_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFram
         wide = [m for m, (lo, hi) in zip(wide, slices) if ((span_starts >= lo) & (span_starts < hi)).any()] or wide
     if not wide:
         return pd.DataFrame(columns=METRIC_COLUMNS), notes
-    base = baseline_for_step(baseline, wide[0][0], data_step(signals, resources), thresholds)
+    base = baseline_for_step(baseline, wide[0][0], data_step(signals, resources), thresholds.baseline_points)
     if base[0] < baseline[0] - 1e-6:
         notes.append(f"metric baseline {base[1] - base[0]:.0f} s ({thresholds.baseline_points} points of the data's "
                      f"step), from {baseline[1] - baseline[0]:.0f} s")
@@ -505,29 +476,6 @@ def _short_baselines(signals: pd.DataFrame | None, resources: pd.DataFrame | Non
         for svc in frame[key].astype(str).unique():
             counts[svc] = max(counts.get(svc, 0), int(inside.get(svc, 0)))
     return sorted(s for s, c in counts.items() if c < 2 and s)
-
-
-def read_from(baseline: tuple[float, float], slices: list[tuple[float, float]], step: float,
-              thresholds: MetricThresholds = MetricThresholds()) -> float:
-    """Where a reader of metrics at ``step`` seconds must begin so that :func:`baseline_for_step` finds its
-    points: the configured baseline's start, or earlier for a step longer than a slice (the slices widen to
-    whole steps, and the baseline holds :attr:`MetricThresholds.baseline_points` of them before them)."""
-    if not slices or step <= slices[0][1] - slices[0][0]:
-        return baseline[0]
-    width = slices[0][1] - slices[0][0]
-    first = slices[-1][1] - len(slices) * math.ceil(step / width) * width
-    return baseline_for_step(baseline, first, step, thresholds)[0]
-
-
-def baseline_for_step(baseline: tuple[float, float], first_slice: float, step: float | None,
-                      thresholds: MetricThresholds = MetricThresholds()) -> tuple[float, float]:
-    """The metric baseline: it ends where the first (possibly widened) slice begins, if that is earlier than
-    its own end, and holds at least :attr:`MetricThresholds.baseline_points` points of the data's ``step``
-    -- it reaches further back for coarse data rather than judge against one or two points (or none, when
-    the widened slices cover the configured baseline)."""
-    end = min(baseline[1], first_slice)
-    length = max(baseline[1] - baseline[0], thresholds.baseline_points * step if step else 0.0)
-    return min(baseline[0], end - length), end
 
 
 def judge(observations: "Observations", windows: "Windows", settings: "Settings", model: "DBNModel | None" = None

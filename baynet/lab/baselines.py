@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from baynet.evidence.logs import BAD_LEVELS, Templates, keyed
-from baynet.evidence.metrics import baseline_for_step, build_metric_evidence, data_step, slices_for_step
+from baynet.evidence.metrics import build_metric_evidence
+from baynet.evidence.steps import baseline_for_step, data_step, slices_for_step
 from baynet.evidence.traces import _annotate, _window_index
 from baynet.sources.base import Observations
 from baynet.windows import Windows

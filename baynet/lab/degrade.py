@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from baynet.bundles.read import Bundle
-from baynet.evidence.metrics import data_step
+from baynet.evidence.steps import data_step
 
 SHAPES = ("as_is", "resample_1m", "resample_5m", "no_counts", "no_percentiles", "no_traces", "no_call_graph",
           "alert_earlier", "alert_later", "foreign_nodes")

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from baynet.bundles.read import load_bundle
 from baynet.consumer import IncidentRunner, run_consumer
-from baynet.evidence.metrics import data_step
+from baynet.evidence.steps import data_step
 from baynet.local.openmetrics import render
 from baynet.local.stack import LocalStack, prometheus_available, server_logs_to
 

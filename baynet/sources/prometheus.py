@@ -19,7 +19,7 @@ import pandas as pd
 
 from baynet.bundles.format import SIGNAL_COLUMNS
 from baynet.events import AnomalyEvent
-from baynet.evidence.metrics import read_from
+from baynet.evidence.steps import read_from
 from baynet.families import RESOURCE_FAMILIES, family_rows, fetch_series, load_metric_map
 from baynet.prometheus import PrometheusClient, PrometheusError, series_by
 from baynet.settings import Settings

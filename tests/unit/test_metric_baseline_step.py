@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from baynet.evidence.metrics import (
-    MetricThresholds, aligned_metric_evidence, baseline_for_step, build_metric_evidence, read_from, slices_for_step,
-)
+from baynet.evidence.metrics import MetricThresholds, aligned_metric_evidence, build_metric_evidence
+from baynet.evidence.steps import baseline_for_step, read_from, slices_for_step
 from baynet.settings import Settings
 from baynet.windows import Windows
 
@@ -32,7 +31,7 @@ def test_the_baseline_reaches_back_ten_steps_of_coarse_data_and_keeps_fine_data_
     assert baseline_for_step(w.baseline, w.slices[0][0], 15.0) == w.baseline
     assert baseline_for_step(w.baseline, w.slices[0][0], 60.0) == w.baseline
     assert baseline_for_step(w.baseline, T - 900, 300.0) == (T - 900 - 3000, T - 900)
-    assert baseline_for_step(w.baseline, T - 900, 300.0, MetricThresholds(baseline_points=4)) == (T - 2100, T - 900)
+    assert baseline_for_step(w.baseline, T - 900, 300.0, points=4) == (T - 2100, T - 900)
 
 
 def test_five_minute_data_find_the_slow_service_that_the_configured_baseline_left_unjudged() -> None:

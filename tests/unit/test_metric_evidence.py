@@ -7,7 +7,8 @@ import pytest
 
 from baynet.dbn import DBNModel
 from baynet.evidence.fuse import fuse
-from baynet.evidence.metrics import build_metric_evidence, slices_for_step
+from baynet.evidence.metrics import build_metric_evidence
+from baynet.evidence.steps import slices_for_step
 
 BASE = (0.0, 600.0)
 SLICES = [(720.0, 780.0), (780.0, 840.0), (840.0, 900.0)]
