@@ -41,7 +41,8 @@ without its warm-up (:func:`without_warmup`, measured on the pod), and also agai
 service's baseline).
 
 A window with no points of a series says nothing about it (never silence). When the data's step is
-longer than a window, :func:`slices_for_step` widens the slices to follow the data.
+longer than a window, the slices widen to follow the data, and the baseline holds at least ten points of
+the step (:mod:`baynet.evidence.steps`); services it cannot judge for want of points are named in a note.
 """
 
 from __future__ import annotations
