@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-KS = (1, 2, 3, 4, 5)
+from baynet.lab.scoring import KS, metrics
 
 
 class CompareError(ValueError):
@@ -36,16 +36,10 @@ def _cases(run: Any, label: str) -> dict[tuple[str, str], dict[str, Any]]:
     return out
 
 
-def _hits(rank: int | None) -> dict[int, float]:
-    return {k: 1.0 if rank is not None and rank <= k else 0.0 for k in KS}
-
-
 def _score(ranks: list[int | None]) -> dict[str, float]:
-    if not ranks:
-        return {"AC@1": 0.0, "Avg@5": 0.0, "n": 0}
-    hits = [_hits(r) for r in ranks]
-    ac = {k: sum(h[k] for h in hits) / len(hits) for k in KS}
-    return {"AC@1": ac[1], "Avg@5": sum(ac.values()) / len(KS), "n": len(hits)}
+    """AC@1, Avg@5 and n of the true services' ranks, as the scorer computes them."""
+    m = metrics([{k: 1.0 if r is not None and r <= k else 0.0 for k in KS} for r in ranks])
+    return {"AC@1": m["AC@1"], "Avg@5": m["Avg@5"], "n": m["n"]}
 
 
 def compare_runs(before: Any, after: Any) -> dict[str, Any]:
