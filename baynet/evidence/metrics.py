@@ -444,7 +444,8 @@ def aligned_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFram
     dropped here -- unless no span falls in any of them, when the traces judge no slice and every slice is
     kept; slices widen to follow data coarser than a slice. Returns the evidence and notes."""
     notes = []
-    wide, why = slices_for_step(signals, resources, slices)
+    step = data_step(signals, resources)
+    wide, why = slices_for_step(signals, resources, slices, step)
     if why:
         notes.append(why)
     if span_starts is not None and len(span_starts):
@@ -453,7 +454,7 @@ def aligned_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFram
         wide = [m for m, (lo, hi) in zip(wide, slices) if ((span_starts >= lo) & (span_starts < hi)).any()] or wide
     if not wide:
         return pd.DataFrame(columns=METRIC_COLUMNS), notes
-    base = baseline_for_step(baseline, wide[0][0], data_step(signals, resources), thresholds.baseline_points)
+    base = baseline_for_step(baseline, wide[0][0], step, thresholds.baseline_points)
     if base[0] < baseline[0] - 1e-6:
         notes.append(f"metric baseline {base[1] - base[0]:.0f} s ({thresholds.baseline_points} points of the data's "
                      f"step), from {baseline[1] - baseline[0]:.0f} s")

@@ -4,7 +4,7 @@ A user's metrics come every 15 s, every minute or every five minutes. The analys
 are set in seconds (``BAYNET_WINDOW_S``, ``BAYNET_BASELINE_S``); here they follow the data:
 
 * :func:`data_step` -- the data's step, read from the rows themselves;
-* :func:`slices_for_step` -- slices widen to whole steps when a step is longer than a slice, so each holds
+* :func:`widen`, :func:`slices_for_step` -- slices widen to whole steps when a step is longer than a slice, so each holds
   data;
 * :func:`baseline_for_step` -- the baseline ends where the first (widened) slice begins and holds at least
   :data:`BASELINE_POINTS` points of the step, reaching further back for coarse data rather than judging
@@ -34,20 +34,29 @@ def data_step(signals: pd.DataFrame | None, resources: pd.DataFrame | None) -> f
     return min(steps) if steps else None
 
 
-def slices_for_step(signals: pd.DataFrame | None, resources: pd.DataFrame | None,
-                    slices: list[tuple[float, float]]) -> tuple[list[tuple[float, float]], str | None]:
-    """Slices that each hold data: when the data's step (:func:`data_step`) is longer than a slice, slices
-    become whole steps ending at the last slice's end. Returns the slices and, when they changed, a
-    sentence saying so."""
-    step = data_step(signals, resources)
+def widen(slices: list[tuple[float, float]], step: float | None) -> list[tuple[float, float]]:
+    """``slices`` as whole steps ending at the last slice's end when ``step`` is longer than a slice (each then
+    holds data); as they are otherwise."""
     if step is None or not slices:
-        return slices, None
+        return slices
     width = slices[0][1] - slices[0][0]
     if step <= width * 1.001:
-        return slices, None
+        return slices
     n, end = len(slices), slices[-1][1]
     wide = math.ceil(step / width) * width
-    out = [(end - (n - i) * wide, end - (n - i - 1) * wide) for i in range(n)]
+    return [(end - (n - i) * wide, end - (n - i - 1) * wide) for i in range(n)]
+
+
+def slices_for_step(signals: pd.DataFrame | None, resources: pd.DataFrame | None,
+                    slices: list[tuple[float, float]], step: float | None = None
+                    ) -> tuple[list[tuple[float, float]], str | None]:
+    """Slices that each hold data (:func:`widen` by the data's step, :func:`data_step` unless ``step`` is
+    given). Returns the slices and, when they changed, a sentence saying so."""
+    step = data_step(signals, resources) if step is None else step
+    out = widen(slices, step)
+    if out is slices:
+        return slices, None
+    width, wide = slices[0][1] - slices[0][0], out[0][1] - out[0][0]
     return out, f"metric data arrive every {step:.0f} s, longer than a {width:.0f} s slice: slices are {wide:.0f} s"
 
 
@@ -67,8 +76,7 @@ def read_from(baseline: tuple[float, float], slices: list[tuple[float, float]], 
     """Where a reader of metrics at ``step`` seconds must begin so that :func:`baseline_for_step` finds its
     points: the configured baseline's start, or earlier for a step longer than a slice (the slices widen to
     whole steps, and the baseline holds ``points`` of them before them)."""
-    if not slices or step <= slices[0][1] - slices[0][0]:
+    wide = widen(slices, step)
+    if wide is slices:
         return baseline[0]
-    width = slices[0][1] - slices[0][0]
-    first = slices[-1][1] - len(slices) * math.ceil(step / width) * width
-    return baseline_for_step(baseline, first, step, points)[0]
+    return baseline_for_step(baseline, wide[0][0], step, points)[0]

@@ -111,8 +111,9 @@ def metric_rise_ranks(signals: pd.DataFrame | None, resources: pd.DataFrame | No
                       ) -> dict[str, list[str]]:
     """``error_rise`` and ``latency_rise``: the services whose error ratio (latency) rose most over the
     incident slices, in baseline spreads; ties by name; services where it did not rise are left out."""
-    slices, _ = slices_for_step(signals, resources, windows.slices)
-    base = baseline_for_step(windows.baseline, slices[0][0], data_step(signals, resources))
+    step = data_step(signals, resources)
+    slices, _ = slices_for_step(signals, resources, windows.slices, step)
+    base = baseline_for_step(windows.baseline, slices[0][0], step)
     ev = build_metric_evidence(signals, resources, base, slices)  # the baseline Baynet's metrics judge against
     ev = ev[ev["window"] >= 0]
     out = {}
