@@ -184,7 +184,9 @@ def test_prometheus_down_uses_the_last_snapshot_and_reports_its_age(stack, tempo
         pytest.skip("needs Debian's prometheus")  # CI installs it
     state, _, _ = run_flow(stack)
     assert state.is_completed()
-    state, summary, _ = run_flow(stack, BAYNET_PROMETHEUS_URL=f"http://127.0.0.1:{free_port()}")
+    # retries of a refused connection are tested in test_prometheus_topology; here they only add time
+    state, summary, _ = run_flow(stack, BAYNET_PROMETHEUS_URL=f"http://127.0.0.1:{free_port()}",
+                                 BAYNET_PROMETHEUS_MAX_RETRIES="0")
     assert state.is_completed()
     note = summary["fetch"]["topology"]
     assert "unavailable" in note and "last stored snapshot used" in note and " s old)" in note
@@ -207,7 +209,8 @@ def test_tempo_unreachable_the_analysis_completes_on_metrics_marked_partial(stac
 
 def test_prometheus_down_and_tempo_up_the_traces_alone_as_before(stack, tempo):
     st, incident = stack
-    state, summary, _ = run_flow(stack, BAYNET_PROMETHEUS_URL=f"http://127.0.0.1:{free_port()}")
+    state, summary, _ = run_flow(stack, BAYNET_PROMETHEUS_URL=f"http://127.0.0.1:{free_port()}",
+                                 BAYNET_PROMETHEUS_MAX_RETRIES="0")
     assert state.is_completed()
     fetch = summary["fetch"]
     assert fetch["sources"] == ["traces"] and fetch["metrics"].startswith("unavailable")
