@@ -143,9 +143,9 @@ def canary(signals: pd.DataFrame | None, slices: list[tuple[float, float]],
            params: ChangeParams = ChangeParams()) -> pd.DataFrame:
     """Per service and slice where two versions serve calls: ``canary_z``, how much worse the newest version
     does than the others -- its errors against their ratio, or its latency against theirs in the same
-    windows (:func:`version_latency`), whichever is worse (0 when it is no worse) -- and ``canary``, that
-    comparison in words."""
-    cols = ["service", "window", "canary_z", "new_version", "canary"]
+    windows (:func:`version_latency`), whichever is worse (0 when it is no worse) --, ``canary``, that
+    comparison in words, and ``slower_z``, the latency comparison alone (0 where there is none)."""
+    cols = ["service", "window", "canary_z", "new_version", "canary", "slower_z"]
     if signals is None or signals.empty or "destination_version" not in signals:
         return pd.DataFrame(columns=cols)
     s = signals[(signals["destination_version"] != "") & (signals["reporter"] != "source") & _serving(signals)].copy()
@@ -180,12 +180,14 @@ def canary(signals: pd.DataFrame | None, slices: list[tuple[float, float]],
             olds = "/".join(sorted(str(v) for v in g["destination_version"].unique() if v != newest))
             rows.append((str(svc), i, max(0.0, float(z)), str(newest),
                          f"{newest} error ratio {r_new:.2f} against {olds} {r_old:.2f} in the same {hi - lo:.0f} s"))
-    errors = pd.DataFrame(rows, columns=cols)
+    errors = pd.DataFrame(rows, columns=cols[:-1]).assign(slower_z=0.0)
     slower = version_latency(s, slices, first_seen)
     if slower.empty:
         return errors
-    both = pd.concat([errors, slower], ignore_index=True)
-    return both.loc[both.groupby(["service", "window"])["canary_z"].idxmax()].reset_index(drop=True)
+    both = pd.concat([errors, slower.assign(slower_z=slower["canary_z"])], ignore_index=True)
+    worst = both.loc[both.groupby(["service", "window"])["canary_z"].idxmax()].drop(columns="slower_z")
+    return worst.merge(both.groupby(["service", "window"], as_index=False)["slower_z"].max(),
+                       on=["service", "window"]).reset_index(drop=True)
 
 
 def version_latency(s: pd.DataFrame, slices: list[tuple[float, float]], first_seen: pd.Series) -> pd.DataFrame:
