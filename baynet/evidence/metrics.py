@@ -201,10 +201,12 @@ def _level(z: np.ndarray, th: MetricThresholds) -> np.ndarray:
 def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame | None,
                           baseline: tuple[float, float], slices: list[tuple[float, float]],
                           thresholds: MetricThresholds = MetricThresholds(),
-                          versions: pd.DataFrame | None = None) -> pd.DataFrame:
+                          versions: pd.DataFrame | None = None, rollouts: bool = True) -> pd.DataFrame:
     """Per-service, per-window evidence from signal and resource rows (see the module docstring).
     ``versions``: rows per destination version (signals' columns) for the canary test, when the signal
-    rows themselves do not carry versions."""
+    rows themselves do not carry versions. ``rollouts=False`` judges latency as the simple baselines do
+    (:mod:`baynet.lab.baselines`: every version's calls, and the newest version's alone against the service
+    before it), not the older versions' apart from the new one's."""
     th, n = thresholds, len(slices)
     parts: list[pd.DataFrame] = []
     if resources is not None and not resources.empty:
@@ -234,11 +236,15 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
         # the new version's alone and does not reach them, while a slower callee slows every version. What
         # the new version itself adds, and keeps adding, is the canary's comparison in the same windows
         # (below), which is latency evidence too.
-        older = _without_newest_beside_older(dest)
+        older = _without_newest_beside_older(dest) if rollouts else dest
         for col in LATENCY_COLUMNS:
             if col in older and older[col].notna().any():
                 lat.append(_series_z(older[older[col].notna()], ["destination", "source"], col, n, th))
         newest = _newest_version_rows(dest)
+        if newest is not None and not rollouts:
+            for col in LATENCY_COLUMNS:
+                if col in newest and newest[col].notna().any():
+                    lat.append(_series_z(newest[newest[col].notna()], ["destination", "source"], col, n, th))
         if lat:
             z = pd.concat(lat)
             top = z.groupby(["destination", "window"], as_index=False).agg(latency_z=("z", "max"),
@@ -257,7 +263,8 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
     canaries = canary(versions if versions is not None else signals, slices)
     if not canaries.empty:
         parts.append(canaries[["service", "window", "canary_z", "canary"]])
-        parts.append(canaries[["service", "window", "slower_z"]].rename(columns={"slower_z": "latency_z"}))
+        if rollouts:
+            parts.append(canaries[["service", "window", "slower_z"]].rename(columns={"slower_z": "latency_z"}))
     if not parts:
         return pd.DataFrame(columns=METRIC_COLUMNS)
     ev = parts[0]

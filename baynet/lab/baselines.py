@@ -114,7 +114,9 @@ def metric_rise_ranks(signals: pd.DataFrame | None, resources: pd.DataFrame | No
     step = data_step(signals, resources)
     slices, _ = slices_for_step(signals, resources, windows.slices, step)
     base = baseline_for_step(windows.baseline, slices[0][0], step)
-    ev = build_metric_evidence(signals, resources, base, slices)  # the baseline Baynet's metrics judge against
+    # the baseline Baynet's metrics judge against; latency as it was before Baynet judged rollouts' versions
+    # apart (every version's calls, and the newest's alone), so the crude rule stays as crude as it was
+    ev = build_metric_evidence(signals, resources, base, slices, rollouts=False)
     ev = ev[ev["window"] >= 0]
     out = {}
     for name, col in (("error_rise", "error_up"), ("latency_rise", "latency_z")):
