@@ -236,15 +236,12 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
         # the new version's alone and does not reach them, while a slower callee slows every version. What
         # the new version itself adds, and keeps adding, is the canary's comparison in the same windows
         # (below), which is latency evidence too.
-        older = _without_newest_beside_older(dest) if rollouts else dest
-        for col in LATENCY_COLUMNS:
-            if col in older and older[col].notna().any():
-                lat.append(_series_z(older[older[col].notna()], ["destination", "source"], col, n, th))
         newest = _newest_version_rows(dest)
-        if newest is not None and not rollouts:
+        judged = [_without_newest_beside_older(dest)] if rollouts else [dest, newest]
+        for frame in (f for f in judged if f is not None):
             for col in LATENCY_COLUMNS:
-                if col in newest and newest[col].notna().any():
-                    lat.append(_series_z(newest[newest[col].notna()], ["destination", "source"], col, n, th))
+                if col in frame and frame[col].notna().any():
+                    lat.append(_series_z(frame[frame[col].notna()], ["destination", "source"], col, n, th))
         if lat:
             z = pd.concat(lat)
             top = z.groupby(["destination", "window"], as_index=False).agg(latency_z=("z", "max"),
