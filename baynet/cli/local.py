@@ -192,6 +192,8 @@ def stack_up_cmd(
         loki_port: int = typer.Option(3100, help="Loki-compatible server (started with logs)."),
         report_port: int = typer.Option(8080, help="baynet serve (incident reports)."),
         workers: int = typer.Option(1, help="Prefect workers on the 'baynet' work pool."),
+        worker_limit: Optional[int] = typer.Option(None, help="Flow runs each worker runs at once (default: "
+                                                              "this machine's cores); more wait scheduled."),
         refresh_interval: Optional[int] = typer.Option(None, help="Seconds between topology refreshes "
                                                                   "(default: prefect.yaml's)."),
         listener: bool = typer.Option(True, help="Run `baynet listen --deployment incident-rca/incident-rca`.")
@@ -199,6 +201,8 @@ def stack_up_cmd(
     """Start everything as background processes; print the URLs and the env file to source."""
     from baynet.local.stack import stack_up
 
+    if worker_limit is not None and worker_limit < 1:
+        fail(f"--worker-limit must be at least 1, got {worker_limit}")
     workdir = workdir.resolve()
     if traces is None:
         from baynet.lab.generator import generate, write_incident
@@ -214,7 +218,7 @@ def stack_up_cmd(
         state = stack_up(workdir, traces=traces, openmetrics=openmetrics, logs=logs, prefect_port=prefect_port,
                          sqs_port=sqs_port, tempo_port=tempo_port, prometheus_port=prometheus_port,
                          loki_port=loki_port,
-                         report_port=report_port, workers=workers, listener=listener,
+                         report_port=report_port, workers=workers, worker_limit=worker_limit, listener=listener,
                          refresh_interval_s=refresh_interval,
                          progress=lambda text: typer.echo(f"[{time.monotonic() - started:5.1f}s] {text}", err=True))
     except (RuntimeError, TimeoutError, OSError) as exc:

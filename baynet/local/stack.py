@@ -296,9 +296,11 @@ def stack_down(workdir: Path, timeout_s: float = 20.0) -> list[str]:
 
 def stack_up(workdir: Path, *, traces: Path | None = None, openmetrics: Path | None = None,
              logs: Path | None = None, prefect_port: int = 4200, sqs_port: int = 5000, tempo_port: int = 3200,
-             prometheus_port: int = 9090, loki_port: int = 3100, report_port: int = 8080, workers: int = 1, listener: bool = True, refresh_interval_s: int | None = None,
+             prometheus_port: int = 9090, loki_port: int = 3100, report_port: int = 8080, workers: int = 1,
+             worker_limit: int | None = None, listener: bool = True, refresh_interval_s: int | None = None,
              extra_env: dict[str, str] | None = None, progress: Any = None) -> dict[str, Any]:
-    """Start the local stack as detached processes; return the recorded state (urls, env, processes)."""
+    """Start the local stack as detached processes; return the recorded state (urls, env, processes).
+    ``worker_limit``: flow runs each worker runs at once (default: this machine's cores)."""
     import sys
 
     workdir = Path(workdir).resolve()
@@ -384,14 +386,17 @@ def stack_up(workdir: Path, *, traces: Path | None = None, openmetrics: Path | N
             set_refresh_interval(f"{prefect_url}/api", refresh_interval_s)
         say("deployments from prefect.yaml: incident-rca, topology-refresh, detect-anomalies, backfill, "
             "confirm-root-cause")
+        # Each flow run is a process of its own: more at once than cores only slows every one of them.
+        limit = worker_limit or max(1, os.cpu_count() or 1)
         for i in range(1, workers + 1):
             # Workers poll every few seconds, each at its own pace and start: Prefect 3.8's SQLite server can
             # deadlock for its 60 s busy timeout when two polls collide (PrefectHQ/prefect#23051).
             worker_env = {**run_env, "PREFECT_WORKER_QUERY_SECONDS": str(3 + 2 * i)}
             record(_spawn(f"worker-{i}", prefect + ["worker", "start", "--pool", "baynet", "--name",
-                                                    f"baynet-worker-{i}"], workdir, worker_env, cwd=ROOT))
+                                                    f"baynet-worker-{i}", "--limit", str(limit)],
+                                workdir, worker_env, cwd=ROOT))
             time.sleep(1.3)
-        say(f"{workers} worker(s) on work pool 'baynet'")
+        say(f"{workers} worker(s) on work pool 'baynet', each running at most {limit} flow run(s) at once")
         if listener:
             record(_spawn("listener", [py, "-m", "baynet.cli", "listen", "--deployment", "incident-rca/incident-rca"],
                           workdir, run_env, cwd=ROOT))
