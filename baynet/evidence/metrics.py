@@ -128,9 +128,16 @@ def _series_z(frame: pd.DataFrame, key: list[str], value: str, n_slices: int, th
 
 
 def _fresh_pods(resources: pd.DataFrame, baseline_start: float) -> pd.Series:
-    """Rows of pods that first report after the baseline began (named pods only)."""
+    """Rows of pods that first report after the baseline began (named pods only): more than one step of the
+    data after the baseline's start, or after the frame's first point when the data begin later. A pod
+    already running reports from the first point of the data on, which is never exactly the baseline's
+    start."""
     pods = resources["pod"].fillna("").astype(str)
-    return (pods != "") & (resources.groupby(pods)["time"].transform("min") > baseline_start)
+    t = resources["time"].to_numpy(dtype=float)
+    gaps = np.diff(np.unique(t))
+    step = float(np.median(gaps)) if len(gaps) else 0.0
+    begins = max(float(baseline_start), float(np.min(t)) if len(t) else float(baseline_start))
+    return (pods != "") & (resources.groupby(pods)["time"].transform("min") > begins + step)
 
 
 def _step_noise(v: np.ndarray) -> float:
@@ -140,15 +147,48 @@ def _step_noise(v: np.ndarray) -> float:
     return max(1.4826 * float(np.median(np.abs(d - np.median(d)))) / math.sqrt(2), 1e-9)
 
 
-def without_warmup(resources: pd.DataFrame, baseline_start: float) -> pd.DataFrame:
+def settled_noise(resources: pd.DataFrame, baseline_start: float) -> dict[tuple[str, str], float]:
+    """Per service and metric, the point-to-point spread (:func:`_step_noise`) of the pods already running
+    when the baseline began: the median over those pods of at least three points. A fresh pod has too few
+    points of its own to know its spread at a coarse step (three at one minute), its service's settled
+    pods have many, at the same step."""
+    settled = resources[(resources["pod"].fillna("").astype(str) != "") & ~_fresh_pods(resources, baseline_start)]
+    out: dict[tuple[str, str], list[float]] = {}
+    for (svc, metric, _), g in settled.groupby(["service", "metric", "pod"], sort=False):
+        v = g.sort_values("time")["value"].to_numpy(dtype=float)
+        v = v[np.isfinite(v)]
+        if len(v) >= 3:
+            out.setdefault((str(svc), str(metric)), []).append(_step_noise(v))
+    return {k: float(np.median(v)) for k, v in out.items()}
+
+
+def _known(g: pd.DataFrame, pooled: dict[tuple[str, str], float] | None) -> bool:
+    return bool(pooled) and (str(g["service"].iloc[0]), str(g["metric"].iloc[0])) in pooled
+
+
+def _pod_noise(g: pd.DataFrame, v: np.ndarray, pooled: dict[tuple[str, str], float] | None) -> float:
+    """A fresh pod's point-to-point spread: its service's settled pods' (:func:`settled_noise`) where known,
+    else its own."""
+    key = (str(g["service"].iloc[0]), str(g["metric"].iloc[0]))
+    return pooled[key] if pooled and key in pooled else _step_noise(v)
+
+
+def without_warmup(resources: pd.DataFrame, baseline_start: float,
+                   pooled: dict[tuple[str, str], float] | None = None, keep_short: bool = False) -> pd.DataFrame:
     """Resource rows without each fresh pod's warm-up. A pod is fresh when its first point comes after the
     baseline began (a rollout step, a restart). A fresh JVM or cache burns CPU at first and settles, which
     is not the service's fault; a leak grows instead. The warm-up is measured on the pod itself: its
-    leading points while each lies above the median of the points after it by more than three of the
-    pod's own point-to-point spreads (1.4826 x MAD of its successive differences / sqrt 2, robust to a
-    trend). A leak's first point is below its later ones, so nothing of it is dropped. A fresh pod of fewer
-    than three points cannot be told from a warm-up yet and is left out whole. Rows without a pod name,
-    and pods already running when the baseline began, are kept as they are."""
+    leading points while each lies above the median of the points after it by more than three
+    point-to-point spreads: the pod's own (1.4826 x MAD of its successive differences / sqrt 2, robust to
+    a trend) or its service's settled pods' (``pooled``, :func:`settled_noise`), whichever is smaller -- a
+    warm-up decays smoothly, and a fault's excess does not decay, so dropping more costs it nothing. A
+    leak's first point is below its later ones, so nothing of it is dropped. A fresh pod of fewer
+    than three points cannot be told from a warm-up yet and is left out whole -- unless it has two and its
+    settled pods' spread is known: then it is kept where its second point is not below its first by more
+    than three spreads (a warm-up decays; a fault's excess does not). With ``keep_short`` (for
+    :func:`fresh_pod_trends`) a short pod keeps its points, less a first one that lies above its second by
+    more than three spreads. Rows without a pod name, and pods already running when the baseline began, are kept as they
+    are."""
     fresh = _fresh_pods(resources, baseline_start)
     if not fresh.any():
         return resources
@@ -156,10 +196,17 @@ def without_warmup(resources: pd.DataFrame, baseline_start: float) -> pd.DataFra
     for _, g in resources[fresh].groupby(["pod", "metric"], sort=False):
         g = g.sort_values("time")
         v = g["value"].to_numpy(dtype=float)
-        if len(v) < 3:
+        if len(v) < 3 and not (keep_short or (len(v) == 2 and _known(g, pooled))):
             drop.extend(g.index)
             continue
-        noise = _step_noise(v)
+        if len(v) == 2 and not keep_short:  # two points: kept only where they do not decay at all
+            if v[0] > v[1] + 3 * _pod_noise(g, v, pooled):
+                drop.extend(g.index)
+            continue
+        if len(v) >= 3:  # the smaller spread: a warm-up decays smoothly, and dropping it costs a fault nothing
+            noise = min(_step_noise(v), _pod_noise(g, v, pooled))
+        else:
+            noise = _pod_noise(g, v, pooled) if _known(g, pooled) else np.inf
         j = 0
         while j < len(v) - 1 and v[j] > float(np.median(v[j + 1:])) + 3 * noise:
             j += 1
@@ -167,26 +214,32 @@ def without_warmup(resources: pd.DataFrame, baseline_start: float) -> pd.DataFra
     return resources.drop(index=drop)
 
 
-def fresh_pod_trends(resources: pd.DataFrame, baseline_start: float, n: int) -> pd.DataFrame:
+def fresh_pod_trends(resources: pd.DataFrame, baseline_start: float, n: int,
+                     pooled: dict[tuple[str, str], float] | None = None) -> pd.DataFrame:
     """How far each fresh pod (first point after the baseline began, warm-up already removed) has grown
-    since its first points, per incident window, in units of its own point-to-point spread: a leak in a
-    new version grows within the pod long before it stands out against the service's baseline (whose
-    spread is floored at a share of its level). Columns ``service, metric, window, z, points``."""
+    since its first points, per incident window, in units of a point-to-point spread (its service's settled
+    pods' where ``pooled`` knows them, else its own): a leak in a new version grows within the pod long
+    before it stands out against the service's baseline (whose spread is floored at a share of its level).
+    Columns ``service, metric, window, z, points``."""
     cols = ["service", "metric", "window", "z", "points"]
     fresh = resources[_fresh_pods(resources, baseline_start)]
     rows = []
     for (_, metric), g in fresh.groupby(["pod", "metric"], sort=False):
         g = g.sort_values("time")
         v, w = g["value"].to_numpy(dtype=float), g["window"].to_numpy()
-        if len(v) < 4:
+        # its first points are the reference: two where its own spread is measured on it (four points at
+        # least), the first alone where its settled pods' spread is known (two points at least)
+        known = _known(g, pooled)
+        ref = 1 if known else 2
+        if len(v) < 2 * ref:
             continue
-        noise = _step_noise(v)
-        start = float(np.median(v[:2]))
+        noise = _pod_noise(g, v, pooled)
+        start = float(np.median(v[:ref]))
         for i in range(n):
             here = v[(w == i)]
             here = here[np.isfinite(here)]
-            if len(here) and np.flatnonzero(w == i)[0] >= 2:  # its first points are the reference
-                z = (float(np.median(here)) - start) / (noise * math.sqrt(1.0 / len(here) + 0.5))
+            if len(here) and np.flatnonzero(w == i)[0] >= ref:
+                z = (float(np.median(here)) - start) / (noise * math.sqrt(1.0 / len(here) + 1.0 / ref))
                 rows.append((str(g["service"].iloc[0]), str(metric), i, z, len(here)))
     if not rows:
         return pd.DataFrame(columns=cols)
@@ -214,8 +267,11 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
         r = r[r["window"] >= -1]
         trends = pd.DataFrame(columns=["service", "metric", "window", "z", "points"])
         if "pod" in r and (r["pod"].fillna("") != "").any():
-            r = without_warmup(r, baseline[0])
-            trends = fresh_pod_trends(r[r["metric"].str.lower().str.startswith(SATURATION)], baseline[0], n)
+            pooled = settled_noise(r, baseline[0])
+            sat = r[r["metric"].str.lower().str.startswith(SATURATION)]
+            trends = fresh_pod_trends(without_warmup(sat, baseline[0], pooled, keep_short=True), baseline[0], n,
+                                      pooled)
+            r = without_warmup(r, baseline[0], pooled)
         # Several pods of one service: the worst pod decides (a fault is often in one pod).
         r = r.groupby(["service", "metric", "window", "time"], sort=False)["value"].max().reset_index()
         r = r[r["metric"].str.lower().str.startswith(SATURATION)]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from baynet.evidence.changes import ChangeParams, canary, version_latency
-from baynet.evidence.metrics import build_metric_evidence, fresh_pod_trends, without_warmup
+from baynet.evidence.metrics import build_metric_evidence, fresh_pod_trends, settled_noise, without_warmup
 
 
 def pod_rows(pod, service, t0, values, metric="cpu_cores", step=15.0):
@@ -39,11 +39,39 @@ def test_a_leak_grows_within_its_pod_a_steady_pod_does_not():
     steady = 300e6 * (1 + rng.normal(0, 0.003, 16))
     leaking = steady * (1 + 0.002 * np.arange(16))  # +3 % over four minutes: under the service's 5 % floor
     frame = pd.DataFrame(pod_rows("x-v2", "x", 0, steady, "memory_bytes")
-                         + pod_rows("y-v2", "y", 0, leaking, "memory_bytes"))
+                         + pod_rows("y-v2", "y", 0, leaking, "memory_bytes")
+                         + pod_rows("z-v1", "z", -600, steady, "memory_bytes", 60.0))  # the data begin here
     frame["window"] = np.minimum(((frame["time"] - 60) // 60).astype(int), 2)
     z = fresh_pod_trends(frame, baseline_start=-600.0, n=3).set_index(["service", "window"])["z"]
     assert z[("y", 2)] > 6 and z[("y", 2)] > z[("y", 0)]
     assert abs(z[("x", 2)]) < 3
+
+
+def test_at_one_minute_a_new_pods_two_points_are_judged_with_its_settled_pods_spread():
+    """One-minute data: a pod born during the incident has two points. Its settled pods' spread (many
+    points, the same step) tells a leak (the second point above the first) from a warm-up (below it)."""
+    rng = np.random.default_rng(4)
+    baseline_start = 30.0  # the data begin one step later: the v1 pods report from there, and are settled
+    rows = []
+    for k in range(4):
+        rows += pod_rows(f"m-v1-{k}", "m", 60.0, 330e6 + rng.normal(0, 0.5e6, 16), "memory_bytes", 60.0)
+        rows += pod_rows(f"c-v1-{k}", "c", 60.0, 0.025 + rng.normal(0, 0.001, 16), "cpu_cores", 60.0)
+    rows += pod_rows("m-v2-0", "m", 900.0, [338e6, 355e6], "memory_bytes", 60.0)   # a leak: +17 MB a minute
+    rows += pod_rows("c-v2-0", "c", 900.0, [0.058, 0.034], "cpu_cores", 60.0)      # a warm-up, still settling
+    frame = pd.DataFrame(rows)
+    pooled = settled_noise(frame, baseline_start)
+    assert set(pooled) == {("m", "memory_bytes"), ("c", "cpu_cores")}  # from the v1 pods alone
+    assert 0.2e6 < pooled[("m", "memory_bytes")] < 1e6
+    kept = without_warmup(frame, baseline_start, pooled)
+    assert len(kept[kept["pod"] == "m-v2-0"]) == 2       # growing: both points stay in the level
+    assert kept[kept["pod"] == "c-v2-0"].empty           # decaying: not told from a warm-up yet
+    assert len(kept[kept["pod"].str.contains("v1")]) == 8 * 16
+    frame["window"] = np.where(frame["time"] >= 900.0, np.where(frame["time"] >= 960.0, 1, 0), -1)
+    trends = without_warmup(frame, baseline_start, pooled, keep_short=True)
+    z = fresh_pod_trends(trends, baseline_start, 2, pooled).set_index(["service", "window"])["z"]
+    assert z[("m", 1)] > 10                               # 17 MB against a spread of ~0.5 MB
+    assert ("c", 1) not in z.index or z[("c", 1)] < 3
+    assert fresh_pod_trends(trends, baseline_start, 2).empty  # its own spread: two points are too few
 
 
 def _latency_rows(service, version, times, ms, requests=20.0):
