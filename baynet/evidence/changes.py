@@ -42,7 +42,7 @@ CHANGE_COLUMNS = ["time", "service", "kind", "detail", "source"]
 class ChangeParams:
     boost: float = 4.0            # prior odds multiplier at the change time
     half_life_s: float = 1800.0   # ... whose excess halves every half-life
-    canary_z: float = 3.0         # a newer version failing this many spreads more than the older: severe
+    canary_z: float = 3.0         # a newer version failing this many spreads more than the older: anomalous
     ratio_floor: float = 0.005    # spread floor of error ratios compared without counts (half a point)
 
 

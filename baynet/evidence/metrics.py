@@ -23,7 +23,7 @@ rate_ratio      request rate against the baseline rate (1.0 = unchanged, or not 
 gap_edges       grown network gaps (source-reporter minus destination-reporter latency) blamed on it
 canary_z        how much worse the newest of two versions serving calls does than the older one in the
                 same windows: more errors, or slower answers (:func:`baynet.evidence.changes.canary`;
-                severe own-work evidence from ``canary_z`` 3)
+                anomalous own-work evidence from ``canary_z`` 3, severe from 6 as every deviation)
 canary          that comparison in words, naming the versions and their figures
 score           the largest of the above deviations: orders services the DBN cannot tell apart
 state           propagating state: 0 ok, 1 degraded, 2 failing (latency, errors, rate)
@@ -349,7 +349,11 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
     rate = ev["rate_ratio"].to_numpy()
     rate_level = np.where(rate <= th.failing_rate, 2, np.where(rate <= th.degraded_rate, 1, 0))
     ev["state"] = np.maximum.reduce([_level(ev["latency_z"].to_numpy(), th), err_level, rate_level])
-    canary_level = np.where(ev["canary_z"].to_numpy() >= ChangeParams().canary_z, 2, 0)
+    # a newer version worse than the older in the same windows: anomalous own work from canary_z spreads,
+    # severe from z_severe, as every other deviation (a cold start at 3 spreads is not a failing version)
+    cz = ev["canary_z"].to_numpy()
+    canary_level = np.where(cz >= max(th.z_severe, ChangeParams().canary_z), 2,
+                            np.where(cz >= ChangeParams().canary_z, 1, 0))
     ev["own_state"] = np.maximum.reduce([_saturation_level(ev, th), np.minimum(ev["gap_edges"], 2), canary_level])
     ev["score"] = ev[["resource_z", "latency_z", "error_z", "canary_z"]].clip(lower=0).max(axis=1) + ev["gap_edges"]
     base = pd.DataFrame({"service": services, "window": -1})

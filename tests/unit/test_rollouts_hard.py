@@ -123,6 +123,17 @@ def test_metric_evidence_names_the_versions_in_the_canary_column():
     assert row["own_state"] == 2 and row["canary"].startswith("v2 answers in 25 ms against v1 10 ms")
 
 
+@pytest.mark.parametrize("times, level", [(1.25, 1), (1.6, 2)])
+def test_a_new_version_a_few_spreads_slower_is_anomalous_many_spreads_severe(times, level):
+    """The canary's deviation is graded as every deviation: from 3 spreads anomalous, from 6 severe (the
+    spread of a ratio is floored at 5 % twice over: x1.25 is ~3.2 spreads, x1.6 ~6.8)."""
+    sig = pd.DataFrame(_latency_rows("a", "v1", np.arange(15, 781, 15.0), [10.0] * 52)
+                       + _latency_rows("a", "v2", np.arange(615, 781, 15.0), [10.0 * times] * 12))
+    ev = build_metric_evidence(sig, None, (0.0, 600.0), [(600.0, 660.0), (660.0, 720.0), (720.0, 780.0)])
+    rows = ev[(ev["service"] == "a") & (ev["window"] >= 0)]
+    assert (rows["canary_z"] >= ChangeParams().canary_z).all() and (rows["own_state"] == level).all()
+
+
 def test_the_hard_rollout_generator_is_deterministic_and_records_what_it_did(tmp_path):
     from baynet.bundles.read import load_bundle
     from baynet.lab.datasets.rollouts import EFFECTS, STEPS, hard_rollout_bundle
