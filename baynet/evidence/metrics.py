@@ -134,8 +134,9 @@ def _fresh_pods(resources: pd.DataFrame, baseline_start: float) -> pd.Series:
     start."""
     pods = resources["pod"].fillna("").astype(str)
     t = resources["time"].to_numpy(dtype=float)
-    gaps = np.diff(np.unique(t))
-    step = float(np.median(gaps)) if len(gaps) else 0.0
+    gaps = resources.assign(pod=pods).sort_values("time").groupby(["pod", "metric"], sort=False)["time"].diff()
+    gaps = gaps[gaps > 0]
+    step = float(gaps.median()) if len(gaps) else 0.0  # the data's own step: one series' spacing
     begins = max(float(baseline_start), float(np.min(t)) if len(t) else float(baseline_start))
     return (pods != "") & (resources.groupby(pods)["time"].transform("min") > begins + step)
 
@@ -187,8 +188,8 @@ def without_warmup(resources: pd.DataFrame, baseline_start: float,
     settled pods' spread is known: then it is kept where its second point is not below its first by more
     than three spreads (a warm-up decays; a fault's excess does not). With ``keep_short`` (for
     :func:`fresh_pod_trends`) a short pod keeps its points, less a first one that lies above its second by
-    more than three spreads. Rows without a pod name, and pods already running when the baseline began, are kept as they
-    are."""
+    more than three spreads. Rows without a pod name, and pods already running when the baseline began,
+    are kept as they are."""
     fresh = _fresh_pods(resources, baseline_start)
     if not fresh.any():
         return resources
