@@ -134,9 +134,7 @@ def _fresh_pods(resources: pd.DataFrame, baseline_start: float) -> pd.Series:
     start."""
     pods = resources["pod"].fillna("").astype(str)
     t = resources["time"].to_numpy(dtype=float)
-    gaps = resources.assign(pod=pods).sort_values("time").groupby(["pod", "metric"], sort=False)["time"].diff()
-    gaps = gaps[gaps > 0]
-    step = float(gaps.median()) if len(gaps) else 0.0  # the data's own step: one series' spacing
+    step = data_step(None, resources) or 0.0
     begins = max(float(baseline_start), float(np.min(t)) if len(t) else float(baseline_start))
     return (pods != "") & (resources.groupby(pods)["time"].transform("min") > begins + step)
 
@@ -163,15 +161,9 @@ def settled_noise(resources: pd.DataFrame, baseline_start: float) -> dict[tuple[
     return {k: float(np.median(v)) for k, v in out.items()}
 
 
-def _known(g: pd.DataFrame, pooled: dict[tuple[str, str], float] | None) -> bool:
-    return bool(pooled) and (str(g["service"].iloc[0]), str(g["metric"].iloc[0])) in pooled
-
-
-def _pod_noise(g: pd.DataFrame, v: np.ndarray, pooled: dict[tuple[str, str], float] | None) -> float:
-    """A fresh pod's point-to-point spread: its service's settled pods' (:func:`settled_noise`) where known,
-    else its own."""
-    key = (str(g["service"].iloc[0]), str(g["metric"].iloc[0]))
-    return pooled[key] if pooled and key in pooled else _step_noise(v)
+def _settled(g: pd.DataFrame, pooled: dict[tuple[str, str], float] | None) -> float | None:
+    """The settled pods' spread (:func:`settled_noise`) of a pod's rows ``g``, None where unknown."""
+    return (pooled or {}).get((str(g["service"].iloc[0]), str(g["metric"].iloc[0])))
 
 
 def without_warmup(resources: pd.DataFrame, baseline_start: float,
@@ -197,17 +189,14 @@ def without_warmup(resources: pd.DataFrame, baseline_start: float,
     for _, g in resources[fresh].groupby(["pod", "metric"], sort=False):
         g = g.sort_values("time")
         v = g["value"].to_numpy(dtype=float)
-        if len(v) < 3 and not (keep_short or (len(v) == 2 and _known(g, pooled))):
-            drop.extend(g.index)
-            continue
-        if len(v) == 2 and not keep_short:  # two points: kept only where they do not decay at all
-            if v[0] > v[1] + 3 * _pod_noise(g, v, pooled):
+        settled = _settled(g, pooled)
+        own = _step_noise(v) if len(v) >= 3 else np.inf
+        # the smaller spread: a warm-up decays smoothly, and dropping it costs a fault nothing
+        noise = own if settled is None else min(own, settled)
+        if len(v) < 3 and not keep_short:  # two points are kept only where they do not decay at all
+            if settled is None or len(v) < 2 or v[0] > v[1] + 3 * noise:
                 drop.extend(g.index)
             continue
-        if len(v) >= 3:  # the smaller spread: a warm-up decays smoothly, and dropping it costs a fault nothing
-            noise = min(_step_noise(v), _pod_noise(g, v, pooled))
-        else:
-            noise = _pod_noise(g, v, pooled) if _known(g, pooled) else np.inf
         j = 0
         while j < len(v) - 1 and v[j] > float(np.median(v[j + 1:])) + 3 * noise:
             j += 1
@@ -230,11 +219,11 @@ def fresh_pod_trends(resources: pd.DataFrame, baseline_start: float, n: int,
         v, w = g["value"].to_numpy(dtype=float), g["window"].to_numpy()
         # its first points are the reference: two where its own spread is measured on it (four points at
         # least), the first alone where its settled pods' spread is known (two points at least)
-        known = _known(g, pooled)
-        ref = 1 if known else 2
+        settled = _settled(g, pooled)
+        ref = 2 if settled is None else 1
         if len(v) < 2 * ref:
             continue
-        noise = _pod_noise(g, v, pooled)
+        noise = _step_noise(v) if settled is None else settled
         start = float(np.median(v[:ref]))
         for i in range(n):
             here = v[(w == i)]
