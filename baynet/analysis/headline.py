@@ -90,6 +90,10 @@ def findings(evidence: pd.DataFrame, service: str) -> list[tuple[float, str, str
         if rows["m_gap_edges"].fillna(0).max() > 0:
             add(2.4, f"its callers measured {int(rows['m_gap_edges'].max())} call edge(s) slower than it did "
                 "(a network delay on its side)", "metrics", rows["m_gap_edges"].fillna(0) > 0)
+        if "m_calls" in rows:
+            stopped = rows["m_calls"].fillna("").astype(str).str.startswith("its calls to ")
+            if stopped.any():
+                add(2.6, str(rows.loc[stopped, "m_calls"].iloc[0]).split("; ")[0], "metrics", stopped)
         if rows["m_latency_z"].fillna(0).max() >= 3:
             add(1.2, f"its latency rose {rows['m_latency_z'].max():.0f} baseline spreads", "metrics",
                 rows["m_latency_z"].fillna(0) >= 3)

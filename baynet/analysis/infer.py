@@ -67,7 +67,7 @@ def _log_bits(r: Any) -> list[str]:
 def _metric_bits(r: Any) -> list[str]:
     """What the metrics said about a service in one window (fused evidence has ``m_*`` columns)."""
     m = {k: getattr(r, f"m_{k}", None) for k in ("resource_z", "resource", "latency_z", "error_up", "rate_ratio",
-                                                   "gap_edges", "canary_z", "canary")}
+                                                   "gap_edges", "canary_z", "canary", "calls")}
     if m["resource_z"] is None or pd.isna(m["resource_z"]):
         return []
     bits = []
@@ -83,6 +83,8 @@ def _metric_bits(r: Any) -> list[str]:
         bits.append(f"{int(m['gap_edges'])} network gap(s)")
     if m["canary_z"] and m["canary_z"] >= 3:
         bits.append(f"{m['canary'] or 'new version does worse than the old'} (+{m['canary_z']:.1f} sd)")
+    if isinstance(m["calls"], str) and m["calls"]:
+        bits.append(m["calls"])
     return bits
 
 

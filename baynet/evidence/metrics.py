@@ -25,6 +25,8 @@ canary_z        how much worse the newest of two versions serving calls does tha
                 same windows: more errors, or slower answers (:func:`baynet.evidence.changes.canary`;
                 anomalous own-work evidence from ``canary_z`` 3, severe from 6 as every deviation)
 canary          that comparison in words, naming the versions and their figures
+calls           calls that stopped: on a service whose requests fell because its one caller stopped calling
+                it, and on that caller (below)
 score           the largest of the above deviations: orders services the DBN cannot tell apart
 state           propagating state: 0 ok, 1 degraded, 2 failing (latency, errors, rate)
 own_state       own-work state: 0 ok, 1 anomalous, 2 severe (resources, network gaps, a failing new version)
@@ -35,7 +37,11 @@ Own-work (saturation) evidence comes from the resource series that measure satur
 with ``cpu``, ``mem`` or ``restart`` (:data:`SATURATION`); other resource series (network bytes, disk
 I/O) follow the load and are reported but not judged. A request-rate drop counts only when it is
 significant for the requests behind it (a Poisson test against the baseline rate): on a service that
-gets a handful of calls a minute, "none this minute" is not an outage.
+gets a handful of calls a minute, "none this minute" is not an outage. Nor is a drop its caller made: where
+a service's requests fell while its one caller still received its own requests as before, without failing
+more of them, and the caller's own reports of its calls to it (where it counts them) fell too, the caller
+stopped calling (an exception or an early return before the call) and the drop's level is the caller's
+state, not the callee's (:func:`_stopped_calls`).
 
 Resource rows that name their ``pod``: a pod that first reports after the baseline began is judged
 without its warm-up (:func:`without_warmup`, measured on the pod), and also against its own first points
@@ -68,8 +74,8 @@ if TYPE_CHECKING:
     from baynet.windows import Windows
 
 METRIC_COLUMNS = ["service", "window", "resource_z", "resource", "latency_z", "error_up", "error_z", "rate_ratio",
-                  "gap_edges", "canary_z", "canary", "score", "state", "own_state", "points"]
-TEXT_COLUMNS = ("resource", "canary")
+                  "gap_edges", "canary_z", "canary", "calls", "score", "state", "own_state", "points"]
+TEXT_COLUMNS = ("resource", "canary", "calls")
 SATURATION = ("cpu", "mem", "restart")
 LATENCY_COLUMNS = ["latency_ms_p99", "latency_ms_p90", "latency_ms_p50", "latency_ms_avg"]
 
@@ -345,6 +351,8 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
     canary_level = np.where(cz >= max(th.z_severe, ChangeParams().canary_z), 2,
                             np.where(cz >= ChangeParams().canary_z, 1, 0))
     ev["own_state"] = np.maximum.reduce([_saturation_level(ev, th), np.minimum(ev["gap_edges"], 2), canary_level])
+    if signals is not None and not signals.empty:
+        ev = _stopped_calls(ev, s, rate_level, err_level, n, th)
     ev["score"] = ev[["resource_z", "latency_z", "error_z", "canary_z"]].clip(lower=0).max(axis=1) + ev["gap_edges"]
     base = pd.DataFrame({"service": services, "window": -1})
     ev = pd.concat([base, ev], ignore_index=True)
@@ -352,11 +360,52 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
         if col not in ev:
             ev[col] = 0
     ev[["state", "own_state", "gap_edges", "points"]] = ev[["state", "own_state", "gap_edges", "points"]].fillna(0)
-    ev = ev.fillna({"resource": "", "canary": "", "resource_z": 0.0, "latency_z": 0.0, "error_up": 0.0, "error_z": 0.0,
+    ev = ev.fillna({"resource": "", "canary": "", "calls": "", "resource_z": 0.0, "latency_z": 0.0, "error_up": 0.0, "error_z": 0.0,
                     "rate_ratio": 1.0, "canary_z": 0.0, "score": 0.0})
     for col in ("state", "own_state", "gap_edges", "points"):
         ev[col] = ev[col].astype(np.int64)
     return ev[METRIC_COLUMNS].sort_values(["service", "window"]).reset_index(drop=True)
+
+
+def _stopped_calls(ev: pd.DataFrame, s: pd.DataFrame, rate_level: np.ndarray, err_level: np.ndarray, n: int,
+                   th: MetricThresholds) -> pd.DataFrame:
+    """Requests that fell because the one caller stopped calling: the drop's level moves to the caller.
+
+    A service's request rate fell (``rate_level``) without its errors rising (``err_level``) in a window
+    where its only caller (from the rows that name a ``source``) received its own requests as before (no
+    drop to the degraded rate), failed no more of them, and -- where the caller reports its calls to the
+    service with counts -- sent fewer too. The callee did not fail (its latency still counts); the caller
+    did something other than usual before calling (an exception, an early return), which its own state
+    now says. A callee that went down while its caller kept calling shows in the caller's own reports
+    (calls sent, not received), and keeps its drop."""
+    edges = s[(s["source"].fillna("") != "") & (s["source"] != s["destination"])]
+    if edges.empty or not rate_level.any() or "requests" not in edges:
+        return ev
+    callers = edges.groupby("destination")["source"].agg(lambda x: sorted(set(x))).to_dict()
+    sent = edges[(edges["reporter"] == "source") & edges["requests"].notna()]
+    sent_ratio = {}
+    for caller, g in sent.groupby("source"):
+        for r in _rates_and_errors(g, n, th).itertuples():
+            sent_ratio[(caller, r.service, r.window)] = r.rate_ratio
+    row = {(a, int(w)): i for i, (a, w) in enumerate(zip(ev["service"], ev["window"]))}
+    state = ev["state"].to_numpy().copy()
+    latency_level = _level(ev["latency_z"].to_numpy(), th)
+    rate = ev["rate_ratio"].to_numpy()
+    calls = ev["calls"].to_numpy(dtype=object).copy()
+    for i, (svc, w) in enumerate(zip(ev["service"], ev["window"])):
+        who = callers.get(svc, [])
+        if rate_level[i] == 0 or len(who) != 1:
+            continue
+        j = row.get((who[0], int(w)))
+        if err_level[i] > 0 or j is None or err_level[j] > 0 or rate[j] <= th.degraded_rate or \
+                sent_ratio.get((who[0], svc, int(w)), 0.0) > th.degraded_rate:
+            continue
+        state[i] = latency_level[i]  # the callee keeps its latency
+        state[j] = max(state[j], rate_level[i])
+        calls[i] = f"requests x{rate[i]:.2f} of the baseline: {who[0]} stopped calling it while its own held"
+        calls[j] = (calls[j] + "; " if calls[j] else "") + \
+            f"its calls to {svc} stopped (x{rate[i]:.2f}) while its own requests held"
+    return ev.assign(state=state, calls=calls)
 
 
 def _without_newest_beside_older(dest: pd.DataFrame) -> pd.DataFrame:

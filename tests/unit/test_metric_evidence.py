@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from baynet.analysis.headline import findings
 from baynet.dbn import DBNModel
 from baynet.evidence.fuse import fuse
 from baynet.evidence.metrics import build_metric_evidence
@@ -164,3 +165,50 @@ def test_a_grown_network_gap_goes_to_the_endpoint_with_the_larger_share_of_its_e
     assert row(ev, "orders", 1)["gap_edges"] == 1
     assert set(ev.loc[ev["gap_edges"] > 0, "service"]) == {"payment", "orders"}
     assert row(ev, "payment", 0)["gap_edges"] == 0  # before the delay
+
+
+def _stopped_call_signals(sent_after: float | None, checkout_rate_after: float = 5.0) -> pd.DataFrame:
+    """frontend -> checkout -> email. From t = 780 email receives nothing; checkout receives
+    ``checkout_rate_after`` a second (5 before). ``sent_after``: what checkout's own reports say it sent to
+    email after 780 (None: it does not count its calls)."""
+    rows = []
+    for t in np.arange(10.0, 910.0, 10.0):
+        late = t > 780
+        for svc, src, rate in (("frontend", "", 5.0), ("checkout", "frontend", checkout_rate_after if late else 5.0),
+                               ("email", "checkout", 0.0 if late else 5.0)):
+            rows.append({"time": t, "source": "", "destination": svc, "window_s": 10.0, "requests": rate * 10,
+                         "error_ratio": 0.0, "latency_ms_p90": 20.0, "reporter": "destination"})
+            if src:  # the edge as the caller reports it: counted only where asked
+                sent = rate * 10 if sent_after is None or not late else sent_after * 10
+                rows.append({"time": t, "source": src, "destination": svc, "window_s": 10.0,
+                             "requests": np.nan if sent_after is None else sent, "error_ratio": np.nan,
+                             "latency_ms_p90": 21.0, "reporter": "source"})
+    return pd.DataFrame(rows)
+
+
+def test_requests_that_fell_because_the_one_caller_stopped_calling_are_the_callers_state():
+    """checkout still receives its requests but stops calling email (an exception before the call): email's
+    drop is not email failing; checkout's state carries it, and both rows say why."""
+    ev = build_metric_evidence(_stopped_call_signals(sent_after=None), None, BASE, SLICES)
+    email, checkout = row(ev, "email", 2), row(ev, "checkout", 2)
+    assert email["rate_ratio"] == pytest.approx(0.0) and email["state"] == 0
+    assert checkout["rate_ratio"] == pytest.approx(1.0) and checkout["state"] == 2
+    assert "checkout stopped calling it" in email["calls"]
+    assert checkout["calls"].startswith("its calls to email stopped")
+    assert row(ev, "checkout", 0)["state"] == 0 and row(ev, "checkout", 0)["calls"] == ""  # before the stop
+    said = [phrase for _, phrase, source, _ in findings(fuse(None, ev), "checkout") if source == "metrics"]
+    assert any(p.startswith("its calls to email stopped") for p in said), said
+
+
+def test_a_callee_whose_caller_kept_calling_keeps_its_drop():
+    """The caller's own reports count its calls and they did not fall: email went down (calls sent, none
+    received), so the drop stays email's."""
+    ev = build_metric_evidence(_stopped_call_signals(sent_after=5.0), None, BASE, SLICES)
+    assert row(ev, "email", 2)["state"] == 2 and row(ev, "email", 2)["calls"] == ""
+    assert row(ev, "checkout", 2)["state"] == 0
+
+
+def test_a_drop_that_follows_the_callers_own_drop_stays_where_it_is():
+    """checkout itself received far fewer requests: its callee's drop is no sign of checkout skipping calls."""
+    ev = build_metric_evidence(_stopped_call_signals(sent_after=None, checkout_rate_after=0.5), None, BASE, SLICES)
+    assert row(ev, "email", 2)["state"] == 2 and row(ev, "email", 2)["calls"] == ""
