@@ -254,3 +254,25 @@ def test_eval_bundles_breaks_scores_down_by_a_truth_field(tmp_path):
     assert list(parts["no_such_field"]) == ["(none)"]  # every bundle, under (none)
     assert parts["no_such_field"]["(none)"]["n"] == 6
     assert parts["no_such_field"]["(none)"]["AC@1"] == pytest.approx(result["overall"]["AC@1"])
+
+
+def test_at_one_minute_the_least_spans_three_steps_so_a_cold_start_window_is_not_a_slow_version():
+    """One-minute data in one-minute slices: a slice is one window. A fresh pod's cold start at each canary
+    step fills every other window (x2); a lasting slowdown (x1.6) fills all. The least over the three steps
+    ending at the slice's end leaves the cold start out and keeps the slowdown."""
+    rng = np.random.default_rng(5)
+    before, during = np.arange(60, 601, 60.0), np.arange(660, 901, 60.0)
+    rows = []
+    for svc, factor in (("slow", np.full(len(during), 1.6)), ("cold", np.array([1.0, 2.0, 1.0, 2.0, 1.0]))):
+        rows += _latency_rows(svc, "v1", before, 10 * np.exp(rng.normal(0, 0.01, len(before))))
+        rows += _latency_rows(svc, "v1", during, 10 * np.exp(rng.normal(0, 0.01, len(during))))
+        rows += _latency_rows(svc, "v2", during, 10 * factor * np.exp(rng.normal(0, 0.01, len(during))))
+    sig = pd.DataFrame(rows).assign(window_s=60.0)
+    first = sig.groupby(["destination", "destination_version"])["time"].min()
+    slices = [(780.0, 840.0), (840.0, 900.0)]   # the first ends on a cold start
+    z = version_latency(sig, slices, first).set_index(["service", "window"])["canary_z"]
+    assert z[("slow", 0)] >= 2 * ChangeParams().canary_z and z[("slow", 1)] >= 2 * ChangeParams().canary_z
+    assert z[("cold", 0)] < ChangeParams().canary_z and z[("cold", 1)] < ChangeParams().canary_z
+    # the slice's own window alone (the rule before) reads the cold start as a version twice as slow
+    assert version_latency(sig, slices, first, least_of=1).set_index(["service", "window"]).loc[
+        ("cold", 0), "canary_z"] >= 2 * ChangeParams().canary_z
