@@ -360,8 +360,8 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
         if col not in ev:
             ev[col] = 0
     ev[["state", "own_state", "gap_edges", "points"]] = ev[["state", "own_state", "gap_edges", "points"]].fillna(0)
-    ev = ev.fillna({"resource": "", "canary": "", "calls": "", "resource_z": 0.0, "latency_z": 0.0, "error_up": 0.0, "error_z": 0.0,
-                    "rate_ratio": 1.0, "canary_z": 0.0, "score": 0.0})
+    ev = ev.fillna({"resource": "", "canary": "", "calls": "", "resource_z": 0.0, "latency_z": 0.0, "error_up": 0.0,
+                    "error_z": 0.0, "rate_ratio": 1.0, "canary_z": 0.0, "score": 0.0})
     for col in ("state", "own_state", "gap_edges", "points"):
         ev[col] = ev[col].astype(np.int64)
     return ev[METRIC_COLUMNS].sort_values(["service", "window"]).reset_index(drop=True)
