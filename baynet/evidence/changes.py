@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from baynet.evidence.base import Judged
+from baynet.evidence.steps import data_step
 
 if TYPE_CHECKING:
     from baynet.dbn import DBNModel
@@ -217,6 +218,7 @@ def version_latency(s: pd.DataFrame, slices: list[tuple[float, float]], first_se
     per = (per["wl"] / per["w"]).rename("log_ms").reset_index()
     rows = []
     lo_all = slices[0][0] if slices else 0.0
+    step = data_step(d, None) or 0.0
     for svc, g in per.groupby("destination"):
         versions = g["destination_version"].unique()
         if len(versions) < 2:
@@ -238,7 +240,6 @@ def version_latency(s: pd.DataFrame, slices: list[tuple[float, float]], first_se
             j += 1
         ratio = ratio.iloc[j:]
         t = ratio.index.to_numpy(dtype=float)
-        step = float(np.median(np.diff(t))) if len(t) > 1 else 0.0
         olds = "/".join(sorted(str(v) for v in versions if v != newest))
         for i, (lo, hi) in enumerate(slices):
             inside = (t > lo) & (t <= hi)

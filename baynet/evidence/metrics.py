@@ -344,7 +344,8 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
                          np.where((ev["error_z"] >= th.z_anomalous) & (ev["error_up"] >= th.degraded_error), 1, 0))
     rate = ev["rate_ratio"].to_numpy()
     rate_level = np.where(rate <= th.failing_rate, 2, np.where(rate <= th.degraded_rate, 1, 0))
-    ev["state"] = np.maximum.reduce([_level(ev["latency_z"].to_numpy(), th), err_level, rate_level])
+    latency_level = _level(ev["latency_z"].to_numpy(), th)
+    ev["state"] = np.maximum.reduce([latency_level, err_level, rate_level])
     # a newer version worse than the older in the same windows: anomalous own work from canary_z spreads,
     # severe from z_severe, as every other deviation (a cold start at 3 spreads is not a failing version)
     cz = ev["canary_z"].to_numpy()
@@ -352,7 +353,7 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
                             np.where(cz >= ChangeParams().canary_z, 1, 0))
     ev["own_state"] = np.maximum.reduce([_saturation_level(ev, th), np.minimum(ev["gap_edges"], 2), canary_level])
     if signals is not None and not signals.empty:
-        ev = _stopped_calls(ev, s, rate_level, err_level, n, th)
+        ev = _stopped_calls(ev, s, latency_level, rate_level, err_level, n, th)
     ev["score"] = ev[["resource_z", "latency_z", "error_z", "canary_z"]].clip(lower=0).max(axis=1) + ev["gap_edges"]
     base = pd.DataFrame({"service": services, "window": -1})
     ev = pd.concat([base, ev], ignore_index=True)
@@ -367,17 +368,17 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
     return ev[METRIC_COLUMNS].sort_values(["service", "window"]).reset_index(drop=True)
 
 
-def _stopped_calls(ev: pd.DataFrame, s: pd.DataFrame, rate_level: np.ndarray, err_level: np.ndarray, n: int,
-                   th: MetricThresholds) -> pd.DataFrame:
+def _stopped_calls(ev: pd.DataFrame, s: pd.DataFrame, latency_level: np.ndarray, rate_level: np.ndarray,
+                   err_level: np.ndarray, n: int, th: MetricThresholds) -> pd.DataFrame:
     """Requests that fell because the one caller stopped calling: the drop's level moves to the caller.
 
     A service's request rate fell (``rate_level``) without its errors rising (``err_level``) in a window
     where its only caller (from the rows that name a ``source``) received its own requests as before (no
     drop to the degraded rate), failed no more of them, and -- where the caller reports its calls to the
-    service with counts -- sent fewer too. The callee did not fail (its latency still counts); the caller
-    did something other than usual before calling (an exception, an early return), which its own state
-    now says. A callee that went down while its caller kept calling shows in the caller's own reports
-    (calls sent, not received), and keeps its drop."""
+    service with counts -- sent fewer too. The callee did not fail (its latency, ``latency_level``, still
+    counts); the caller did something other than usual before calling (an exception, an early return),
+    which its own state now says. A callee that went down while its caller kept calling shows in the
+    caller's own reports (calls sent, not received), and keeps its drop."""
     edges = s[(s["source"].fillna("") != "") & (s["source"] != s["destination"])]
     if edges.empty or not rate_level.any() or "requests" not in edges:
         return ev
@@ -389,7 +390,6 @@ def _stopped_calls(ev: pd.DataFrame, s: pd.DataFrame, rate_level: np.ndarray, er
             sent_ratio[(caller, r.service, r.window)] = r.rate_ratio
     row = {(a, int(w)): i for i, (a, w) in enumerate(zip(ev["service"], ev["window"]))}
     state = ev["state"].to_numpy().copy()
-    latency_level = _level(ev["latency_z"].to_numpy(), th)
     rate = ev["rate_ratio"].to_numpy()
     calls = ev["calls"].to_numpy(dtype=object).copy()
     for i, (svc, w) in enumerate(zip(ev["service"], ev["window"])):
