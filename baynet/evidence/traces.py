@@ -49,6 +49,7 @@ import pandas as pd
 from baynet.evidence.base import Judged
 from baynet.evidence.network import blame
 from baynet.otlp import Span
+from baynet.windows import baseline_into_gap
 
 if TYPE_CHECKING:
     from baynet.dbn import DBNModel
@@ -211,6 +212,10 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
         return pd.DataFrame(columns=EVIDENCE_COLUMNS + BAND_COLUMNS), pd.DataFrame(columns=EDGE_COLUMNS)
     df = _annotate(df)
     df["window"] = _window_index(df["start_ns"], baseline, slices)
+    wider = baseline_into_gap(df["start_ns"].to_numpy() / 1e9, baseline, slices)
+    if wider is not None:
+        baseline = wider
+        df["window"] = _window_index(df["start_ns"], baseline, slices)
     df = _keep(df, df["window"].to_numpy() >= -1)
     # A slice with no spans at all is a gap in the data, not silence of every service: drop it.
     present = sorted(w for w in df["window"].unique() if w >= 0)
@@ -364,7 +369,9 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     band = _baseline_band(df, client, baseline, slices, base_rate, th)
     ev = ev.join(band, on="service") if not band.empty else ev.assign(**{c: np.nan for c in BAND_COLUMNS})
     edges = _edge_counts(_keep(df, df["window"].to_numpy() >= 0))
-    return ev[EVIDENCE_COLUMNS + BAND_COLUMNS].copy(), edges
+    out = ev[EVIDENCE_COLUMNS + BAND_COLUMNS].copy()
+    out.attrs["baseline"] = baseline  # the baseline judged against (run on into the gap where too short)
+    return out, edges
 
 
 def _baseline_band(df: pd.DataFrame, client: np.ndarray, baseline: tuple[float, float],
@@ -607,6 +614,10 @@ def judge(observations: "Observations", windows: "Windows", settings: "Settings"
     evidence, edges = build_evidence(spans, windows.baseline, windows.slices)
     pairs = set(zip(edges["caller"], edges["callee"])) if len(edges) else set()
     notes = []
+    used = evidence.attrs.get("baseline")
+    if used is not None and used[1] > windows.baseline[1]:
+        notes.append(f"the traces before the gap cover less than one slice: their baseline runs on to the first "
+                     f"slice ({used[1] - used[0]:.0f} s, from {windows.baseline[1] - windows.baseline[0]:.0f} s)")
     if len(evidence) and not (evidence["window"] >= 0).any():
         notes.append("no span in the incident window (traces not ingested yet, or not kept): the traces judge "
                      "no slice; the other sources judge every slice")

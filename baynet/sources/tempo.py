@@ -17,10 +17,11 @@ import pandas as pd
 
 from baynet.events import AnomalyEvent
 from baynet.otlp import SearchTrace
+from baynet.otlp_fast import SpanBatch
 from baynet.settings import Settings
 from baynet.sources.base import Observed
 from baynet.tempo.client import Cell, TempoClient, TempoUnavailable
-from baynet.windows import Windows
+from baynet.windows import Windows, thin_baseline
 
 
 class TempoTraces:
@@ -99,7 +100,15 @@ def fetch_spans(event: AnomalyEvent, windows: Windows, settings: Settings) -> tu
         ids.update(dict.fromkeys(tempo.search_window(service_q, int(b_lo), int(b_hi) + 1,
                                                      limit=settings.tempo_search_limit,
                                                      slices=max(1, int((b_hi - b_lo) // 60)))))
-        spans = tempo.fetch_frame(list(ids), concurrency=settings.tempo_concurrency)
+        batch = SpanBatch()
+        spans = tempo.fetch_frame(list(ids), concurrency=settings.tempo_concurrency, into=batch)
+        if thin_baseline(spans["start_ns"].to_numpy() / 1e9, windows.baseline, windows.slices):
+            g_lo, g_hi = windows.gap  # the baseline's traces cover less than a slice: read the gap as well
+            more = [i for i in tempo.search_window(service_q, int(g_lo), int(g_hi) + 1,
+                                                   limit=settings.tempo_search_limit,
+                                                   slices=max(1, int((g_hi - g_lo) // 60))) if i not in ids]
+            if more:
+                spans = tempo.fetch_frame(more, concurrency=settings.tempo_concurrency, into=batch)
         stats = tempo.stats.as_dict()
     stats["retrieval"] = "every matching trace (BAYNET_TRACES_PER_SLICE=0)"
     return spans, stats
@@ -142,6 +151,14 @@ def fetch_spans_bounded(event: AnomalyEvent, windows: Windows, settings: Setting
                 return list(pool.map(fn, jobs))
 
         first = run(first_pass, pieces)
+        # The baseline's traces cover less than one slice (the data begin late): read the gap before the
+        # first slice as well, which the evidence then takes into its baseline (baseline_into_gap).
+        starts = np.array([t.start_ns / 1e9 for results in first[len(windows.slices):] for _, ts, _ in results
+                           for t in ts])
+        if thin_baseline(starts, windows.baseline, windows.slices):
+            gap = [(lo, hi, False) for lo, hi in windows.gap_pieces(settings.window_s)]
+            pieces += gap
+            first += run(first_pass, gap)
         jobs = []
         if per_service:
             for (lo, hi, _), results in zip(pieces, first):

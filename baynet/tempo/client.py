@@ -311,10 +311,13 @@ class TempoClient:
         self.stats.traces_found += len(ids)
         return list(ids.values()), cells
 
-    def fetch_frame(self, trace_ids: list[str], concurrency: int = 8) -> pd.DataFrame:
+    def fetch_frame(self, trace_ids: list[str], concurrency: int = 8, into: SpanBatch | None = None
+                    ) -> pd.DataFrame:
         """Fetch many traces with bounded concurrency (one pooled connection per worker) straight into
-        the columnar span frame evidence is built from; 404s and unreadable traces are counted."""
-        batch = SpanBatch()
+        the columnar span frame evidence is built from; 404s and unreadable traces are counted. With
+        ``into``, the traces join those already in that batch, and the frame holds them all."""
+        batch = into if into is not None else SpanBatch()
+        before = len(batch)
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             for raw in pool.map(self._trace_raw_or_skip, trace_ids):
                 if raw is None:
@@ -324,7 +327,7 @@ class TempoClient:
                 except TempoParseError as exc:
                     self.stats.failed += 1
                     self.stats.notes.append(f"unreadable trace skipped: {exc}")
-        self.stats.spans += len(batch)
+        self.stats.spans += len(batch) - before
         return batch.frame()
 
 

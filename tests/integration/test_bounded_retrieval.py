@@ -106,3 +106,25 @@ def test_a_sample_of_data_that_cover_part_of_the_baseline_keeps_its_rates():
     assert busy_rows.sum() >= 5
     ratio = a.loc[common, "rate_ratio"][busy_rows] / b.loc[common, "rate_ratio"][busy_rows]
     assert ratio.median() == pytest.approx(1.0, abs=0.2), ratio.describe()
+
+
+@pytest.mark.parametrize("budget", [0, 1000, 40])  # every trace; the default (read whole); a sample
+def test_traces_that_begin_late_are_read_on_into_the_gap(budget):
+    """Traces that begin five seconds before the baseline's end (the gap: the two minutes before the first
+    slice): both readers see the baseline's few traces cover less than a slice and read the gap too, and
+    the evidence's baseline runs on to the first slice."""
+    inc = generate("sock-shop", "carts", "latency", fault_start=1_750_000_000.1, before_s=125, rate_per_s=2.0,
+                   seed=3)
+    store = TraceStore()
+    store.add_spans(inc.spans)
+    (event,) = parse_object(inc.event)
+    windows = Windows.around(event.unix, Settings(_env_file=None))
+    with TempoServer(store) as server:
+        spans, stats, ev, rank = _analyse(inc, server, budget)
+    starts = spans["start_ns"].to_numpy() / 1e9
+    in_gap = (starts >= windows.gap[0]) & (starts < windows.gap[1])
+    assert in_gap.sum() > 200, stats  # ~240 requests through the front end in the gap, each several spans
+    assert ev.attrs["baseline"] == (windows.baseline[0], windows.slices[0][0])
+    front = ev[(ev["service"] == "front-end") & (ev["window"] == -1)]
+    assert front["requests"].iloc[0] > 150
+    assert rank[0]["service"] == "carts"
