@@ -116,7 +116,9 @@ class Settings(BaseSettings):
         "before alert + settle waits on the queue (its visibility is set to the remaining time; with "
         "--deployment its run is scheduled for then): no worker is held while it waits.")
     baseline_gap_s: int = Field(
-        120, ge=0, le=86400, description="Gap between the baseline window and the first incident slice."
+        120, ge=0, le=86400, description="Gap between the baseline window and the first incident slice (kept "
+        "out of the baseline so a slow onset is not the norm; a trace baseline whose spans cover less than one "
+        "slice runs on through it)."
     )
     metrics_evidence: bool = Field(
         True, description="Read Istio/cAdvisor metrics from Prometheus (when prometheus_url is set) as evidence "
