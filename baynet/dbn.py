@@ -263,7 +263,8 @@ class DBNModel:
 
         ``states[s][t]`` and ``own[s][t]`` are the observed O and S levels per slice. Every service in
         ``services`` (default: all with evidence) must have both; callees without evidence count as ok.
-        An own level below 0 means "not observed" (no spans of the service: its S is left out).
+        An own level below 0 means "not observed" (no spans of the service: its S is left out); so does an
+        O level below 0 (no call graph known: :func:`baynet.analysis.infer.call_graph_unknown`).
         ``own_metrics[s][t]``, when given, is a second observation of the own-work state from metrics
         (node ``Sm``, its own CPT: ``Params.metrics_given_root``/``metrics_given_healthy``): two sources that both see the service's own fault
         multiply their evidence; a level below 0 is not observed. ``own_logs`` is a third, from the logs
@@ -283,7 +284,7 @@ class DBNModel:
                 callee_states = {c: states[c][t] for c in self.callees.get(s, []) if c in states}
                 prev = o_seq[t - 1] if t else None
                 for r in (0, 1):
-                    emis[t, r] = self.o_likelihood(s, o_seq[t], r, callee_states, prev)
+                    emis[t, r] = self.o_likelihood(s, o_seq[t], r, callee_states, prev) if o_seq[t] >= 0 else 1.0
                     if s_seq[t] >= 0:
                         emis[t, r] *= self.s_likelihood(s_seq[t], r)
                     if m_seq is not None and m_seq[t] >= 0:
@@ -496,6 +497,8 @@ class DBNModel:
         o_seq = states.get(service, [])
         ratio, bad = 1.0, []
         for t, level in enumerate(o_seq):
+            if level < 0:  # not observed (no call graph known)
+                continue
             callee_states = {c: states[c][t] for c in self.callees.get(service, []) if c in states}
             prev = o_seq[t - 1] if t else None
             ratio *= self.o_likelihood(service, level, 1, callee_states, prev) / max(

@@ -20,7 +20,7 @@ import pandas as pd
 
 from baynet.analysis.exemplars import exemplars, log_templates
 from baynet.analysis.headline import describe
-from baynet.analysis.infer import infer, reestimate
+from baynet.analysis.infer import call_graph_unknown, infer, reestimate
 from baynet.analysis.topology import incident_topology
 from baynet.dbn import DBNModel
 from baynet.events import AnomalyEvent
@@ -85,6 +85,9 @@ def analyse(event: AnomalyEvent, observations: Observations, model: DBNModel, se
                   settings.trace_url_template)
     used = [k for k, j in judged.items() if j.evidence is not None or j.prior_factor]
     notes = [n for j in judged.values() for n in j.notes]
+    if ranking and call_graph_unknown(model, [r["service"] for r in ranking]):
+        notes.append("no call graph known (no traces, topology or callers on the series): what callers "
+                     "experience is not used to tell the cause from services that only passed it on")
     fetch = observations.stats()
     fetch["sources"] = used
     if notes:

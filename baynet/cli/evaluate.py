@@ -32,7 +32,7 @@ def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holdi
                  degrade: str = typer.Option("as_is", "--degrade", help="Put each bundle into this data shape "
                                              "before the analysis: as_is, resample_1m, resample_5m, no_counts, "
                                              "no_percentiles, no_traces, no_call_graph, alert_earlier, "
-                                             "alert_later, foreign_nodes (see baynet/lab/degrade.py)."),
+                                             "alert_later, foreign_nodes, latency_only (see baynet/lab/degrade.py)."),
                  matrix: bool = typer.Option(False, "--matrix", help="Every directory (one mesh each) in every "
                                              "shape: AC@1 (Avg@5) and the best simple baseline per cell; with "
                                              "--json the keys 'matrix' and 'excluded'."),

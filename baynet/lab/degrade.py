@@ -19,6 +19,9 @@ shape               what changes
 ``alert_later``     one step later
 ``foreign_nodes``   three nodes that are not mesh workloads (a load balancer, a managed database, a queue)
                     added beside the entry, each with its own noisy series and calls; never the cause
+``latency_only``    each service's mean latency as its own proxies report it, and nothing else: no traces,
+                    logs, resources, changes, versions, counts, errors, percentiles or call graph (the
+                    shape of a mesh that exports only Istio's mean latency per service)
 ==================  =====================================================================================
 
 A shape that makes no sense for a bundle raises :class:`NotApplicable` with the reason (e.g. resampling
@@ -38,7 +41,7 @@ from baynet.bundles.read import Bundle
 from baynet.evidence.steps import data_step
 
 SHAPES = ("as_is", "resample_1m", "resample_5m", "no_counts", "no_percentiles", "no_traces", "no_call_graph",
-          "alert_earlier", "alert_later", "foreign_nodes")
+          "alert_earlier", "alert_later", "foreign_nodes", "latency_only")
 PERCENTILES = ["latency_ms_p50", "latency_ms_p90", "latency_ms_p99"]
 MIN_WINDOWS = 12  # a resampled bundle needs at least this many windows of metrics to mean anything
 
@@ -182,6 +185,25 @@ def _foreign_nodes(bundle: Bundle, seed: int = 7) -> Bundle:
     return dataclasses.replace(bundle, signals=signals, topology=topology)
 
 
+def _latency_only(bundle: Bundle) -> Bundle:
+    s = bundle.signals
+    if s is None or s["latency_ms_avg"].fillna(s["latency_ms_p50"]).isna().all():
+        raise NotApplicable("no latency series")
+    s = s[s["reporter"] != "source"]
+    latency = s["latency_ms_avg"].fillna(s["latency_ms_p50"])
+    weight = s["requests"].where(s["requests"].notna(), 1.0).clip(lower=1e-9).where(latency.notna(), 0.0)
+    s = s.assign(w_latency=latency.fillna(0.0) * weight, weight=weight)
+    # one mean per service and step, over its versions and callers, weighted by requests where counted
+    per_service = s.groupby(["time", "destination"], as_index=False).agg(
+        window_s=("window_s", "first"), w_latency=("w_latency", "sum"), weight=("weight", "sum"))
+    per_service = per_service[per_service["weight"] > 0]
+    per_service["latency_ms_avg"] = per_service["w_latency"] / per_service["weight"]
+    signals = per_service.assign(source="", requests=np.nan, error_ratio=np.nan, destination_version="",
+                                 reporter="destination", **{c: np.nan for c in PERCENTILES})
+    return dataclasses.replace(bundle, spans=None, resources=None, logs=None, changes=None, topology=[],
+                               signals=signals[list(bundle.signals.columns)])
+
+
 TRANSFORMS: dict[str, Callable[[Bundle], Bundle]] = {
     "as_is": lambda b: b,
     "resample_1m": lambda b: _resample(b, 60.0),
@@ -193,6 +215,7 @@ TRANSFORMS: dict[str, Callable[[Bundle], Bundle]] = {
     "alert_earlier": _alert_shift(-1),
     "alert_later": _alert_shift(+1),
     "foreign_nodes": _foreign_nodes,
+    "latency_only": _latency_only,
 }
 
 

@@ -54,3 +54,19 @@ def test_the_other_shapes(rollout):
     assert degrade(rollout, "as_is") is rollout
     with pytest.raises(ValueError, match="unknown shape 'sideways'"):
         degrade(rollout, "sideways")
+
+
+def test_latency_only_keeps_each_services_mean_latency_and_nothing_else(rollout):
+    lat = degrade(rollout, "latency_only")
+    assert lat.spans is None and lat.resources is None and lat.logs is None and lat.changes is None
+    assert lat.topology == [] and lat.sources == ["signals"]
+    s = lat.signals
+    assert (s["source"] == "").all() and (s["destination_version"] == "").all() and (s["reporter"] == "destination").all()
+    assert s[["requests", "error_ratio", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99"]].isna().all().all()
+    assert not s.duplicated(["time", "destination"]).any()
+    # one mean per service and step: the requests-weighted mean of what its proxies reported, every version
+    before = rollout.signals[rollout.signals["reporter"] == "destination"]
+    t, svc = s.iloc[len(s) // 2][["time", "destination"]]
+    part = before[(before["time"] == t) & (before["destination"] == svc)]
+    assert s[(s["time"] == t) & (s["destination"] == svc)]["latency_ms_avg"].iloc[0] == pytest.approx(
+        (part["latency_ms_avg"] * part["requests"]).sum() / part["requests"].sum())
