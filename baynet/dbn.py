@@ -443,7 +443,7 @@ class DBNModel:
                     ) -> dict[str, float]:
         """Same query as :meth:`infer` by variable elimination on the unrolled pgmpy network.
         Services without evidence in ``states``/``own`` are left unobserved (marginalised), as are
-        levels below 0."""
+        levels below 0 (O's too)."""
         from pgmpy.inference import VariableElimination
 
         services = services or sorted(states)
@@ -453,7 +453,7 @@ class DBNModel:
         evidence = {}
         for s in services:
             for t in range(slices):
-                if s in states:
+                if s in states and states[s][t] >= 0:
                     evidence[f"O|{s}|{t}"] = O_STATES[states[s][t]]
                 if s in own and own[s][t] >= 0:
                     evidence[f"S|{s}|{t}"] = S_STATES[own[s][t]]

@@ -211,11 +211,8 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     if df.empty:
         return pd.DataFrame(columns=EVIDENCE_COLUMNS + BAND_COLUMNS), pd.DataFrame(columns=EDGE_COLUMNS)
     df = _annotate(df)
+    baseline = baseline_into_gap(df["start_ns"].to_numpy() / 1e9, baseline, slices) or baseline
     df["window"] = _window_index(df["start_ns"], baseline, slices)
-    wider = baseline_into_gap(df["start_ns"].to_numpy() / 1e9, baseline, slices)
-    if wider is not None:
-        baseline = wider
-        df["window"] = _window_index(df["start_ns"], baseline, slices)
     df = _keep(df, df["window"].to_numpy() >= -1)
     # A slice with no spans at all is a gap in the data, not silence of every service: drop it.
     present = sorted(w for w in df["window"].unique() if w >= 0)

@@ -73,20 +73,9 @@ def _resample(bundle: Bundle, step: float) -> Bundle:
 
     signals = None
     if bundle.signals is not None and len(bundle.signals):
-        s = bundle.signals.copy()
-        s["time"] = bucket(s["time"])
-        keys = ["time", "source", "destination", "reporter", "destination_version"]
-        counted = s["requests"].notna()
-        weight = s["requests"].where(counted, 1.0).clip(lower=1e-9)
+        s = bundle.signals.assign(time=bucket(bundle.signals["time"]))
         value_cols = ["error_ratio", "latency_ms_avg"] + PERCENTILES
-        for col in value_cols:
-            s[f"w_{col}"] = s[col] * weight
-            s[f"n_{col}"] = weight.where(s[col].notna(), 0.0)
-        agg = s.groupby(keys, dropna=False).agg(
-            requests=("requests", lambda r: r.sum(min_count=1)),
-            **{f"w_{c}": (f"w_{c}", "sum") for c in value_cols}, **{f"n_{c}": (f"n_{c}", "sum") for c in value_cols})
-        for col in value_cols:
-            agg[col] = (agg[f"w_{col}"] / agg[f"n_{col}"]).where(agg[f"n_{col}"] > 0)
+        agg = _weighted_means(s, ["time", "source", "destination", "reporter", "destination_version"], value_cols)
         signals = agg[["requests"] + value_cols].reset_index().assign(window_s=float(step))
     resources = None
     if bundle.resources is not None and len(bundle.resources):
@@ -96,6 +85,22 @@ def _resample(bundle: Bundle, step: float) -> Bundle:
         keys = ["time", "service", "metric"] + (["pod"] if "pod" in r and (r["pod"].fillna("") != "").any() else [])
         resources = r.groupby(keys, as_index=False)["value"].mean()
     return dataclasses.replace(bundle, signals=signals, resources=resources)
+
+
+def _weighted_means(s: pd.DataFrame, keys: list[str], value_cols: list[str]) -> pd.DataFrame:
+    """Per group of ``keys``: requests summed (NaN where none counted) and each of ``value_cols`` the mean
+    of its rows weighted by their requests where counted (else each row alike); NaN where no row holds it."""
+    s = s.copy()
+    weight = s["requests"].where(s["requests"].notna(), 1.0).clip(lower=1e-9)
+    for col in value_cols:
+        s[f"w_{col}"] = s[col] * weight
+        s[f"n_{col}"] = weight.where(s[col].notna(), 0.0)
+    agg = s.groupby(keys, dropna=False).agg(
+        requests=("requests", lambda r: r.sum(min_count=1)),
+        **{f"w_{c}": (f"w_{c}", "sum") for c in value_cols}, **{f"n_{c}": (f"n_{c}", "sum") for c in value_cols})
+    for col in value_cols:
+        agg[col] = (agg[f"w_{col}"] / agg[f"n_{col}"]).where(agg[f"n_{col}"] > 0)
+    return agg
 
 
 def _no_counts(bundle: Bundle) -> Bundle:
@@ -190,14 +195,10 @@ def _latency_only(bundle: Bundle) -> Bundle:
     if s is None or s["latency_ms_avg"].fillna(s["latency_ms_p50"]).isna().all():
         raise NotApplicable("no latency series")
     s = s[s["reporter"] != "source"]
-    latency = s["latency_ms_avg"].fillna(s["latency_ms_p50"])
-    weight = s["requests"].where(s["requests"].notna(), 1.0).clip(lower=1e-9).where(latency.notna(), 0.0)
-    s = s.assign(w_latency=latency.fillna(0.0) * weight, weight=weight)
+    s = s.assign(latency_ms_avg=s["latency_ms_avg"].fillna(s["latency_ms_p50"]))
     # one mean per service and step, over its versions and callers, weighted by requests where counted
-    per_service = s.groupby(["time", "destination"], as_index=False).agg(
-        window_s=("window_s", "first"), w_latency=("w_latency", "sum"), weight=("weight", "sum"))
-    per_service = per_service[per_service["weight"] > 0]
-    per_service["latency_ms_avg"] = per_service["w_latency"] / per_service["weight"]
+    per_service = _weighted_means(s, ["time", "destination", "window_s"], ["latency_ms_avg"]).dropna(
+        subset=["latency_ms_avg"]).reset_index()
     signals = per_service.assign(source="", requests=np.nan, error_ratio=np.nan, destination_version="",
                                  reporter="destination", **{c: np.nan for c in PERCENTILES})
     return dataclasses.replace(bundle, spans=None, resources=None, logs=None, changes=None, topology=[],

@@ -6,6 +6,7 @@ and the service whose own latency rose most (in spreads of its baseline) leads."
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from baynet.analysis import analyse
@@ -59,3 +60,14 @@ def test_with_the_call_graph_the_callers_view_and_the_alert_are_used() -> None:
     assert not any("no call graph known" in n for n in result.notes)
     front = next(r for r in result.ranking if r["service"] == "front")
     assert result.ranking[0]["service"] == "front" and front["posterior"] > 2 * front["prior"]
+
+
+def test_an_unobserved_propagating_state_is_marginalised_alike_by_both_inferences() -> None:
+    """The exact forward pass and pgmpy's variable elimination answer the same query when O is not observed
+    (level -1), as the analysis passes it without a call graph."""
+    model = DBNModel()
+    states = {"front": [-1, -1, -1], "cart": [-1, -1, -1]}
+    own = {"front": [0, 0, 0], "cart": [0, 1, 2]}
+    mine, theirs = model.infer(states, own), model.infer_pgmpy(states, own)
+    assert mine["cart"] == pytest.approx(theirs["cart"], abs=1e-9) and mine["cart"] > 0.5
+    assert mine["front"] == pytest.approx(theirs["front"], abs=1e-9)
