@@ -19,7 +19,11 @@ rate_ratio         request rate against the baseline rate (1.0 = unchanged, or a
                    read lie within ``z_rate`` Poisson sds of those the baseline rate leads to expect)
 own_error_frac     share of failed spans none of whose children failed (the service's own fault)
 net_frac           share of the service's call edges (in and out) whose network gap (caller span minus
-                   callee span) grew against the baseline: a delayed service delays all its edges
+                   callee span) grew against the baseline: a delayed service delays all its edges. An edge's
+                   gap grew when its median passed ``gap_factor`` x the baseline's + ``gap_floor_ms``; in a
+                   sample, only where more than half of its traces did so beyond the sample's chance (``gap_z``
+                   standard errors; the calls of one trace move together, so a few traces' calls are not the
+                   edge's traffic)
 gap_edges          how many grown gaps are blamed on it (on the endpoint with more grown gaps, then
                    the larger share of grown gaps; on a tie, the callee)
 state              propagating state for the DBN: 0 ok, 1 degraded, 2 failing (failing too when grown
@@ -86,6 +90,9 @@ class Thresholds:
     gap_factor: float = 2.0        # a call edge's network gap is anomalous when its median exceeds
     gap_floor_ms: float = 10.0     # baseline median x gap_factor + gap_floor_ms
     min_calls: int = 5             # calls an edge needs in a window before its gap is judged
+    gap_z: float = 2.0             # ... and, in a sample, when the share of its traces past that bound exceeds
+                                   # one half by this many standard errors (a sample's luck, or a few traces'
+                                   # calls, is not a grown gap)
     min_flagged: int = 3           # fewer slow/odd spans than this in a window is noise, not a share
     min_baseline: int = 3          # baseline spans an operation needs before its spans are judged against it
     min_gap_baseline: int = 2      # baseline calls an edge needs before its gaps are pooled (_pooled_gaps)
@@ -468,7 +475,7 @@ def _own_state(ev: pd.DataFrame, base_err: np.ndarray, th: Thresholds) -> np.nda
 def _call_gaps(df: pd.DataFrame, sampled: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
     """Every call between two services: caller and callee (integer codes into the returned names: cheap to
     group), window, gap (the caller's span minus the callee's, ms, at least 0) and, in a sample, ``w`` (its
-    trace's weight)."""
+    trace's weight) and ``trace`` (its trace's code)."""
     prow = df["prow"].to_numpy()
     cross = df["entry"].to_numpy() & (prow >= 0)
     dur = df["dur_ns"].to_numpy()
@@ -479,6 +486,8 @@ def _call_gaps(df: pd.DataFrame, sampled: bool = False) -> tuple[pd.DataFrame, n
                           "gap_ms": np.clip(dur[prow[cross]] - dur[cross], 0, None) / 1e6})
     if sampled:
         calls["w"] = df["w"].to_numpy(dtype=float)[cross]
+        trace = df["trace_code"].to_numpy() if "trace_code" in df else pd.factorize(df["trace_id"])[0]
+        calls["trace"] = trace[cross]
     return calls, names
 
 
@@ -551,6 +560,7 @@ def _gap_evidence(gap: pd.DataFrame, names: np.ndarray, th: Thresholds) -> dict[
         return {}
     med = _medians(gap, "gap_ms")
     med.index = med.index.set_levels([names[med.index.levels[0]], names[med.index.levels[1]]], level=[0, 1])
+    code = {str(n): i for i, n in enumerate(names)}
     out: dict[tuple[str, int], tuple[float, int]] = {}
     windows = sorted(w for w in gap["window"].unique() if w >= 0)
     for w in windows:
@@ -562,7 +572,8 @@ def _gap_evidence(gap: pd.DataFrame, names: np.ndarray, th: Thresholds) -> dict[
             base = med["median"].get((caller, callee, -1))
             if base is None or np.isnan(base):
                 continue
-            bad = int(row["median"] > th.gap_factor * base + th.gap_floor_ms)
+            bound = th.gap_factor * base + th.gap_floor_ms
+            bad = int(row["median"] > bound and _beyond_half(gap, code[caller], code[callee], w, bound, th.gap_z))
             for svc in (caller, callee):
                 touched.setdefault(svc, []).append(bad)
             if bad:
@@ -572,6 +583,28 @@ def _gap_evidence(gap: pd.DataFrame, names: np.ndarray, th: Thresholds) -> dict[
         for svc in touched:
             out[(svc, w)] = (frac[svc], len(blamed.get(svc, ())))
     return out
+
+
+def _beyond_half(gap: pd.DataFrame, caller: int, callee: int, window: int, bound: float, z: float) -> bool:
+    """In a sample (column ``w``): whether more than half of the edge's traffic in ``window`` had a gap past
+    ``bound`` beyond the sample's chance. Calls of one trace move together (a starved caller delays all of
+    them), so the unit is the trace: each trace's share of its calls past the bound, weighted by its weight;
+    the weighted mean must lie ``z`` standard errors above one half, with the effective number of traces
+    (Kish) behind it. Every call read (no ``w``): the median of all of them is the edge's, nothing to test."""
+    if "w" not in gap:
+        return True
+    g = gap[(gap["caller"].to_numpy() == caller) & (gap["callee"].to_numpy() == callee)
+            & (gap["window"].to_numpy() == window)]
+    if g.empty:
+        return True
+    per = pd.DataFrame({"trace": g["trace"].to_numpy(), "past": g["gap_ms"].to_numpy() > bound,
+                        "w": g["w"].to_numpy(dtype=float)})
+    t = per.groupby("trace").agg(f=("past", "mean"), w=("w", "first"))
+    w, f = t["w"].to_numpy(), t["f"].to_numpy(dtype=float)
+    share = float(np.sum(w * f) / np.sum(w))
+    n_eff = float(np.sum(w) ** 2 / np.sum(w ** 2))
+    var = float(np.sum(w * (f - share) ** 2) / np.sum(w))
+    return share - 0.5 > z * math.sqrt(max(var, 1e-12) / max(n_eff, 1.0))
 
 
 def _edge_counts(df: pd.DataFrame) -> pd.DataFrame:

@@ -206,7 +206,7 @@ def test_a_rate_drop_counts_only_where_chance_cannot_explain_it():
 
 def test_a_samples_call_gaps_are_weighed_by_its_traces_weights():
     """A stratum the sample over-reads (a rare service's top-up, the error search) must not set an edge's
-    median gap: ten calls of weight 1 whose gap grew beside six of weight 10 whose gap did not."""
+    median gap: twenty calls of weight 1 whose gap grew beside six of weight 10 whose gap did not."""
     t0 = 1_700_000_000
 
     def call(i: int, at: float, gap_ms: int, w: float) -> list[tuple[Span, float]]:
@@ -218,7 +218,7 @@ def test_a_samples_call_gaps_are_weighed_by_its_traces_weights():
                       "unset"), w)]
 
     rows = [r for i in range(20) for r in call(i, t0 + i * 3, 0, 1.0)]
-    rows += [r for i in range(10) for r in call(100 + i, t0 + 61 + i * 5, 40, 1.0)]
+    rows += [r for i in range(20) for r in call(100 + i, t0 + 61 + i * 2.5, 40, 1.0)]
     rows += [r for i in range(6) for r in call(200 + i, t0 + 63 + i * 9, 0, 10.0)]
     frame = spans_frame([s for s, _ in rows]).assign(w=[w for _, w in rows])
     slices = [(t0 + 60, t0 + 120)]
@@ -227,3 +227,35 @@ def test_a_samples_call_gaps_are_weighed_by_its_traces_weights():
     mid = lambda ev: ev[(ev.window == 0) & (ev.service == "mid")].iloc[0]  # noqa: E731
     assert mid(as_read).net_frac == 1.0  # read as they come, the grown gaps are the median
     assert mid(weighed).net_frac == 0.0 and mid(weighed).gap_edges == 0
+
+
+def _gap_traces(t0: float, plan: list[tuple[int, int]]) -> pd.DataFrame:
+    """Traces of ``front`` calling ``mid``: per trace (number of calls, gap past the usual in ms), each call a
+    client span around the callee's server span (the gap is the client's time outside it)."""
+    spans, k = [], 0
+    for i, (calls, extra_ms) in enumerate(plan):
+        t, start = f"{i + 1:032x}", int((t0 + i * 0.5) * 1e9)
+        spans.append(Span(t, f"{1:016x}", "", "front", "GET /", "server", start, start + 400_000_000, "unset"))
+        for c in range(calls):
+            k += 1
+            at = start + 1_000_000 + c * 30_000_000
+            spans += [Span(t, f"{10 + 2 * c:016x}", f"{1:016x}", "front", "call mid", "client", at,
+                           at + 20_000_000 + extra_ms * 1_000_000, "unset"),
+                      Span(t, f"{11 + 2 * c:016x}", f"{10 + 2 * c:016x}", "mid", "handle", "server", at + 1_000_000,
+                           at + 19_000_000, "unset")]
+    return spans_frame(spans)
+
+
+def test_a_samples_gap_grown_in_a_few_traces_calls_is_not_the_edges():
+    """Calls of one trace move together: in a sample (each trace standing for four), four traces of ten calls
+    each whose gap grew make most calls read, but of twelve traces only four -- not a grown edge; the same
+    delay in every trace read is one. Every trace read, the median of all calls is the edge's."""
+    t0 = 1_700_000_000
+    base = _gap_traces(t0, [(1, 0)] * 40)
+    few = _gap_traces(t0 + 60, [(10, 40)] * 4 + [(1, 0)] * 8)
+    every = _gap_traces(t0 + 60, [(10, 40)] * 4 + [(1, 40)] * 8)
+    mid = lambda ev: ev[(ev.window == 0) & (ev.service == "mid")].iloc[0]  # noqa: E731
+    for inc, w, grown in ((few, 4.0, False), (every, 4.0, True), (few, 1.0, True)):
+        frame = pd.concat([base, inc.assign(trace_id="f" + inc["trace_id"].str[1:])], ignore_index=True)
+        ev, _ = build_evidence(frame.assign(w=w), baseline=(t0, t0 + 60), slices=[(t0 + 60, t0 + 120)])
+        assert bool(mid(ev).net_frac == 1.0) is grown
