@@ -12,7 +12,8 @@ self_p95_ms        95th percentile of span self time (duration minus child spans
 slow_frac          share of entering spans slower than baseline mean + 3 sd (log scale, per operation)
 self_slow_frac     share of the service's spans whose self time is that far above its baseline
 fast_frac          share of the service's own spans far shorter than their operation's baseline (log-duration
-                   z < -3): an early return or a wrong answer rarely shows as slowness
+                   z < -3, and shorter than every baseline span of the operation: a mode of trivial answers the
+                   baseline holds is not one): an early return or a wrong answer rarely shows as slowness
 shape_frac         share of spans whose number of child calls differs from the operation's usual
                    count, minus the baseline share (an exception or early return drops children)
 rate_ratio         request rate against the baseline rate (1.0 = unchanged, or a drop chance explains: the requests
@@ -242,7 +243,8 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     stats = pd.DataFrame({"op": op[in_base], "log_dur": log_dur[in_base], "log_self": log_self[in_base],
                           "children": children[in_base]}).groupby("op").agg(
         mu=("log_dur", "mean"), sd=("log_dur", "std"), mu_self=("log_self", "mean"), sd_self=("log_self", "std"),
-        usual_children=("children", lambda c: int(c.mode().iloc[0])), n=("log_dur", "size"))
+        usual_children=("children", lambda c: int(c.mode().iloc[0])), n=("log_dur", "size"),
+        least=("log_dur", "min"))
 
     def per_span(column: str, fill: float) -> np.ndarray:
         dense = np.full(int(op.max(initial=0)) + 1, fill, dtype=float)
@@ -260,8 +262,11 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
         z = (log_dur - mu) / sd
         z_self = (log_self - mu_self) / sd_self
     df["slow"] = known & (z > th.z_slow)
-    # Far shorter than usual: an early return or a wrong answer (exceptions rarely show as slowness).
-    df["fast"] = known & ~client & (z < -th.z_slow)
+    # Far shorter than usual: an early return or a wrong answer (exceptions rarely show as slowness) -- and
+    # shorter than any span of the operation in the baseline: an operation with a mode of trivial answers
+    # (a cache hit, an empty page) has them below its mean - 3 sd every day, and whether that mode counted as
+    # "fast" flipped with the sd a sample of the baseline gave.
+    df["fast"] = known & ~client & (z < -th.z_slow) & (log_dur < per_span("least", -np.inf))
     df["self_slow"] = known & ~client & (z_self > th.z_slow)
     # A failed child explains an early return, so only spans whose children were fine count here.
     df["odd_shape"] = known & (children != per_span("usual_children", -1.0)) & ~child_failed

@@ -259,3 +259,29 @@ def test_a_samples_gap_grown_in_a_few_traces_calls_is_not_the_edges():
         frame = pd.concat([base, inc.assign(trace_id="f" + inc["trace_id"].str[1:])], ignore_index=True)
         ev, _ = build_evidence(frame.assign(w=w), baseline=(t0, t0 + 60), slices=[(t0 + 60, t0 + 120)])
         assert bool(mid(ev).net_frac == 1.0) is grown
+
+
+def test_a_mode_of_trivial_answers_the_baseline_has_is_not_an_early_return():
+    """An operation that answers some requests trivially (0.2 ms beside ~100 ms) has those answers beyond
+    its mean - 3 sd every day: they are not "far shorter than usual" when their share grows (one in sixteen
+    in the baseline, one in eight in the slice: a sample reading more of them, or more such requests).
+    Answers shorter than any the baseline holds (an early return) still are."""
+    import numpy as np
+
+    t0, rng = 1_700_000_000, np.random.default_rng(7)
+
+    def spans(start: float, n: int, every: int, trivial_ms: float, first: int) -> list[Span]:
+        out = []
+        for i in range(n):
+            ms = trivial_ms if i % every == 0 else float(np.exp(rng.normal(np.log(100.0), 0.3)))
+            at = int((start + i * 0.5) * 1e9)
+            out.append(Span(f"{first + i:032x}", f"{1:016x}", "", "front", "GET /", "server", at,
+                            at + int(ms * 1e6), "unset"))
+        return out
+
+    base = spans(t0, 112, 16, 0.2, 1)
+    for trivial_ms, fast in ((0.2, False), (0.01, True)):
+        frame = spans_frame(base + spans(t0 + 60, 112, 8, trivial_ms, 1000))
+        ev, _ = build_evidence(frame, baseline=(t0, t0 + 60), slices=[(t0 + 60, t0 + 120)])
+        row = ev[(ev.window == 0) & (ev.service == "front")].iloc[0]
+        assert bool(row.fast_frac >= 0.1 and row.own_state >= 1) is fast, (trivial_ms, row.fast_frac)
