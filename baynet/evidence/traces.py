@@ -117,17 +117,23 @@ def spans_frame(spans: list[Span]) -> pd.DataFrame:
     })
 
 
+def trace_codes(df: pd.DataFrame) -> np.ndarray:
+    """An integer per span naming its trace: the columnar parsers' ``trace_code`` where the frame has it, else
+    factorised trace ids."""
+    if "trace_code" in df:
+        return df["trace_code"].to_numpy()
+    return pd.factorize(df["trace_id"])[0].astype(np.int64)
+
+
 def span_keys(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Integer keys (trace code x id code) of each span and of its parent, equal where a parent id names a
     span of the same trace: the codes of the columnar parsers (``baynet.otlp_fast.SpanBatch``,
     ``otlp.trace_columns``) where the frame has them, else factorised ids."""
-    n = len(df)
+    n, tcode = len(df), trace_codes(df)
     if "span_code" in df:
-        tcode = df["trace_code"].to_numpy()
         scode, pcode = df["span_code"].to_numpy(), df["parent_code"].to_numpy()
         width = int(max(scode.max(initial=0), pcode.max(initial=0))) + 1
     else:
-        tcode = pd.factorize(df["trace_id"])[0].astype(np.int64)
         icode, uniques = pd.factorize(pd.concat([df["span_id"], df["parent_span_id"]], ignore_index=True))
         scode, pcode, width = icode[:n], icode[n:], max(1, len(uniques))
     return tcode * width + scode, tcode * width + pcode
@@ -491,8 +497,7 @@ def _call_gaps(df: pd.DataFrame, sampled: bool = False) -> tuple[pd.DataFrame, n
                           "gap_ms": np.clip(dur[prow[cross]] - dur[cross], 0, None) / 1e6})
     if sampled:
         calls["w"] = df["w"].to_numpy(dtype=float)[cross]
-        trace = df["trace_code"].to_numpy() if "trace_code" in df else pd.factorize(df["trace_id"])[0]
-        calls["trace"] = trace[cross]
+        calls["trace"] = trace_codes(df)[cross]
     return calls, names
 
 
