@@ -234,6 +234,7 @@ class ReportServer:
 class _Handler(BaseHTTPRequestHandler):
     app: ReportServer
     server_version = "baynet-report"
+    disable_nagle_algorithm = True  # headers and body are two writes: without it the body waits for an ACK
 
     def do_GET(self) -> None:  # noqa: N802
         try:
