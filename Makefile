@@ -51,7 +51,7 @@ bench: install system-deps
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/evidence.py
 	$(BIN)/python benchmarks/load.py
-	$(BIN)/python benchmarks/retrieval.py --budget 100
+	$(BIN)/python benchmarks/retrieval.py
 
 clean:
 	rm -rf $(VENV) demo-run artifacts .pytest_cache .baynet-stack test-output

@@ -70,7 +70,10 @@ def test_with_a_sample_size_traces_are_a_sample_beside_the_aggregates_and_the_ra
     traces = observations.parts[0].stats
     assert "at most 20 traces per slice" in traces["retrieval"]
     assert "BAYNET_TRACES_SAMPLE_PER_SLICE" in traces["retrieval"]
-    full = TempoTraces(stack.settings()).fetch(event, windows).stats  # the default: no sample
+    default = TempoTraces(stack.settings()).fetch(event, windows).stats  # the default: a sample of 100
+    assert "at most 100 traces per slice" in default["retrieval"], default["retrieval"]
+    assert "BAYNET_TRACES_SAMPLE_PER_SLICE" in default["retrieval"]
+    full = TempoTraces(stack.settings(traces_sample_per_slice=0)).fetch(event, windows).stats  # no sample
     assert "BAYNET_TRACES_SAMPLE_PER_SLICE" not in full["retrieval"]
     assert traces["traces_fetched"] < full["traces_fetched"], (traces["traces_fetched"], full["traces_fetched"])
     ranking = analyse(event, observations, DBNModel(), settings).ranking
