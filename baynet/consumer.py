@@ -47,6 +47,10 @@ def run_consumer(settings: Settings, run_incident: IncidentRunner | None = None,
                                     ready_at=event.unix + settings.settle_s)
         return run_incident(event, settings)
 
+    if not deployment:  # the analysis runs here: its validation starts now, not on the first event
+        from baynet.validation import warm
+
+        warm()
     claims = Claims(store, ttl_s=settings.sqs_visibility_timeout)  # a lease lasts as long as a receive
     consumer = Consumer(
         sqs, settings.sqs_queue_url, handler,

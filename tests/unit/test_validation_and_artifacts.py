@@ -91,3 +91,26 @@ def test_report_index_lists_only_complete_incidents_escaped(tmp_path):
         assert server.route("/baynet/incidents/a/../../x")[0] == 404
     finally:
         server.httpd.server_close()
+
+
+def test_warm_registers_every_suite_and_one_that_would_check_less_than_it_says_fails_at_the_start(tmp_path, monkeypatch):
+    import shutil
+
+    import baynet.validation as validation
+
+    for name in SUITES:
+        shutil.copy(validation.SUITES_DIR / f"{name}.json", tmp_path / f"{name}.json")
+    monkeypatch.setattr(validation, "SUITES_DIR", tmp_path)
+    monkeypatch.setattr(validation, "_state", {})  # a fresh process's: nothing started yet
+    validation.warm()
+    assert set(validation._state["suites"]) == set(SUITES)
+    assert validate("event", pd.DataFrame([{"id": "e1", "service": "front-end", "namespace": "default",
+                                            "event_type": "latency", "severity": "critical",
+                                            "status": "firing", "timestamp": 1_700_000_000.0}]))["success"]
+
+    broken = load_suite_json("posteriors")
+    broken["expectations"][0]["type"] = "expect_column_values_to_be_purple"
+    (tmp_path / "posteriors.json").write_text(json.dumps(broken))
+    monkeypatch.setattr(validation, "_state", {})
+    with pytest.raises(ValueError, match="'posteriors'.*expect_column_values_to_be_purple could not be loaded"):
+        validation.warm()
