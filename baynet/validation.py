@@ -63,9 +63,10 @@ def _registered(state: dict[str, Any], name: str) -> tuple[Any, Any]:
         gx, spec = state["gx"], load_suite_json(name)
         suite = gx.ExpectationSuite(**spec)
         # GX logs an expectation it cannot build and leaves it out: a suite must not check less than it says
+        wanted = [e.get("type") for e in spec.get("expectations", [])]
         loaded = [e.expectation_type for e in suite.expectations]
-        lost = [e.get("type") for e in spec.get("expectations", []) if e.get("type") not in loaded]
-        if len(loaded) != len(spec.get("expectations", [])):
+        if len(loaded) != len(wanted):
+            lost = [t for t in wanted if t not in loaded]
             raise ValueError(f"expectation suite {name!r} ({SUITES_DIR / (name + '.json')}): "
                              f"{', '.join(map(str, lost)) or 'some expectations'} could not be loaded")
         state["suites"][name] = state["ctx"].suites.add(suite)
