@@ -81,7 +81,7 @@ def analyse(event: AnomalyEvent, observations: Observations, model: DBNModel, se
     ranking, path = infer(model, event, evidence, graph, settings, factors) if not evidence.empty else ([], [])
     spans = observations.table("spans") if "traces" in judged else None
     exemplars(spans, ranking, windows, settings.trace_url_template)
-    log_templates(observations.table("logs") if "logs" in judged else None, ranking, windows,
+    log_templates(judged["logs"].lines if "logs" in judged else None, ranking, windows,
                   settings.trace_url_template)
     used = [k for k, j in judged.items() if j.evidence is not None or j.prior_factor]
     notes = [n for j in judged.values() for n in j.notes]

@@ -93,12 +93,14 @@ def log_templates(logs: pd.DataFrame | None, ranking: list[dict[str, Any]], wind
     """Add to the first ``top`` services of ``ranking`` the log templates that appeared or rose in the
     incident slices against the baseline, as ``log_templates``: ``[{"template", "level", "incident",
     "baseline", "change", "samples": [{"line", "trace_id", "url"}]}]`` (counts per minute; the samples
-    linked to their trace through ``template``, http(s) only), WARN/ERROR templates first."""
+    linked to their trace through ``template``, http(s) only), WARN/ERROR templates first. Lines that carry
+    their template ``key`` already (the log evidence's) keep it: the page names the templates the evidence
+    judged, and the lines are not mined twice."""
     if logs is None or logs.empty:
         return
     from baynet.evidence.logs import BAD_LEVELS, keyed
 
-    lines = keyed(logs)
+    lines = logs if "key" in logs.columns else keyed(logs)
     t = lines["time"].to_numpy(dtype=float)
     lo, hi = windows.incident
     b_lo, b_hi = windows.baseline

@@ -26,3 +26,4 @@ class Judged:
     found: list[str] = field(default_factory=list)
     templates: list[str] = field(default_factory=list)   # logs: the vocabulary the lines were keyed by
     change_ages: dict[str, float] = field(default_factory=dict)  # changes: seconds since each service changed
+    lines: pd.DataFrame | None = None  # logs: every line with its template ``key`` (as :func:`keyed` gives them)

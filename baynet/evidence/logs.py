@@ -296,9 +296,10 @@ def build_log_evidence(logs: pd.DataFrame, baseline: tuple[float, float], slices
                        spans: pd.DataFrame | None = None, thresholds: LogThresholds = LogThresholds(),
                        templates: Templates | None = None) -> pd.DataFrame:
     """Per-service, per-slice log evidence (:data:`LOG_EVIDENCE_COLUMNS`; see the module docstring).
-    ``spans`` (the span frame) ties lines to the trace tree for the own-or-propagated rule."""
+    ``spans`` (the span frame) ties lines to the trace tree for the own-or-propagated rule. Lines that
+    already carry their template ``key`` (from :func:`keyed`) are not keyed again."""
     th, n = thresholds, len(slices)
-    lines = keyed(logs, templates)
+    lines = logs.copy() if "key" in logs.columns else keyed(logs, templates)
     lines["window"] = _window_of(lines["time"].to_numpy(dtype=float), baseline, slices)
     lines = lines[lines["window"] >= -1]
     if lines.empty:
@@ -375,5 +376,6 @@ def judge(observations: "Observations", windows: "Windows", settings: "Settings"
         starts = spans["start_ns"].to_numpy() / 1e9
         slices = [(lo, hi) for lo, hi in slices if ((starts >= lo) & (starts < hi)).any()] or slices
     templates = Templates(known=model.log_templates if model is not None else ())
-    evidence = build_log_evidence(logs, windows.baseline, slices, spans, templates=templates)
-    return Judged("logs", evidence if not evidence.empty else None, templates=templates.known)
+    lines = keyed(logs, templates)
+    evidence = build_log_evidence(lines, windows.baseline, slices, spans)
+    return Judged("logs", evidence if not evidence.empty else None, templates=templates.known, lines=lines)
