@@ -130,3 +130,38 @@ def test_a_sample_covers_where_its_data_are_not_the_empty_start_of_its_window():
     assert [c.cut for c in top_up] == [True]
     assert covered({"front": late, "rare": top_up}) == [(t0 + 55, t0 + 89.5 + 1)]
     assert covered({"front": late, "rare": top_up}, frozenset({"rare"})) == [(t0 + 60, t0 + 89.5 + 1)]
+
+
+def test_every_request_carries_the_tenant_credentials_prefix_and_timeout():
+    """Requests go to the transport without httpx's client around them: the tenant, the credentials (bearer
+    or basic), a base URL's own path and the timeout must still reach every one, trace reads included."""
+    import base64
+
+    import httpx
+
+    seen = []
+
+    def answer(request):
+        seen.append(request)
+        if request.url.path.endswith("/api/search"):
+            return httpx.Response(200, json={"traces": [], "metrics": {}})
+        return httpx.Response(404)
+
+    with TempoClient("http://gateway.test/tempo/", org_id="team-a", token="s3cret", timeout_s=7,
+                     transport=httpx.MockTransport(answer)) as tempo:
+        assert tempo.search('{ resource.service.name = "front" }', 1, 2) == []
+        assert tempo.trace_raw(f"{1:032x}") is None
+    with TempoClient("http://gateway.test/tempo", username="sre", password="pw",
+                     transport=httpx.MockTransport(answer)) as basic:
+        basic.search("{}", 1, 2)
+    search, trace, with_basic = seen
+    assert str(search.url).startswith("http://gateway.test/tempo/api/search?")
+    assert search.url.params["q"] == '{ resource.service.name = "front" }' and search.url.params["end"] == "2"
+    assert str(trace.url) == f"http://gateway.test/tempo/api/traces/{1:032x}"
+    for request in (search, trace):
+        assert request.headers["X-Scope-OrgID"] == "team-a"
+        assert request.headers["Authorization"] == "Bearer s3cret"
+        assert request.headers["Accept"] == "application/json"
+        assert request.extensions["timeout"]["read"] == 7
+    assert with_basic.headers["Authorization"] == "Basic " + base64.b64encode(b"sre:pw").decode()
+    assert tempo.stats.not_found == 1
