@@ -78,8 +78,10 @@ def demo(workdir: Path = typer.Option(Path("demo-run"), help="Where the generate
     paths = write_incident(incident, workdir / "incident")
     step(f"generated {len(incident.spans)} spans: {fault} fault in {service} of {mesh}")
     server_log = server_logs_to(workdir / "servers.log")
+    # Tempo and Loki stand-ins in processes of their own, as the real servers are: the analysis here
+    # does not share this interpreter's lock with them (measured in the README, "The demo's analysis").
     with LocalStack(workdir, traces=paths["traces"], openmetrics=paths["openmetrics"], logs=paths["logs"],
-                    namespace=incident.namespace) as stack:
+                    namespace=incident.namespace, apart=True) as stack:
         step(f"stack up: SQS {stack.moto.url}, Tempo {stack.tempo.url}, Loki {stack.loki.url}, Prometheus "
              f"{stack.prometheus.url if stack.prometheus else '(not installed: topology from traces)'}")
         stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody=paths["event"].read_text())

@@ -50,6 +50,52 @@ def wait_http(url: str, timeout_s: float = 30.0, verify: bool | str = True) -> N
     raise TimeoutError(f"{url} did not answer within {timeout_s:.0f}s ({last})")
 
 
+class ChildServer:
+    """A stand-in run as a process of its own (``python -m baynet.cli NAME serve …``), as the real server
+    is: the analysis in this process then shares its interpreter lock with none of the server's work.
+    Its output goes to ``<workdir>/logs/NAME.log``."""
+
+    def __init__(self, name: str, args: list[str], workdir: Path):
+        import sys
+
+        self.name, self.port = name, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.argv = [sys.executable, "-m", "baynet.cli", name, "serve", *args, "--port", str(self.port)]
+        self.log = Path(workdir) / "logs" / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "ChildServer":
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         cwd=str(ROOT))
+        return self
+
+    def ready(self, timeout_s: float = 120.0) -> "ChildServer":
+        """Wait for ``/ready``; a child that exits first fails with the end of its log."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-1500:]
+                raise RuntimeError(f"the {self.name} stand-in exited with {self.proc.returncode}: {tail}")
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=2.0).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"the {self.name} stand-in at {self.url} did not answer within {timeout_s:.0f}s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 class MotoServer:
     """moto in server mode (real HTTP; boto3 pointed at it with ``endpoint_url``)."""
 
@@ -139,8 +185,11 @@ class LocalStack:
     def __init__(self, workdir: Path, traces: Path | None = None, openmetrics: Path | None = None,
                  queue_name: str | None = None, max_receive_count: int = 3, visibility_s: int = 120,
                  use_prometheus: bool = True, logs: "Path | pd.DataFrame | None" = None,
-                 namespace: str = "default"):
+                 namespace: str = "default", apart: bool = False):
+        """``apart``: the Tempo and Loki stand-ins run as processes of their own (:class:`ChildServer`), as
+        the real servers do, instead of threads of this process (which tests can reach into: ``inject``)."""
         self.workdir = Path(workdir)
+        self.apart = apart
         self.traces, self.openmetrics = traces, openmetrics
         self.logs, self.namespace = logs, namespace
         # One queue per stack: moto keeps queues for the life of the process, and SQS refuses to create a
@@ -157,19 +206,24 @@ class LocalStack:
         from baynet.sqs import create_queues
 
         try:
+            children = self._start_children() if self.apart else []
             self.moto = MotoServer().start()
             self._stack.callback(self.moto.stop)
-            store = TraceStore()
-            if self.traces:
-                store.load_dir(self.traces)
-            self.tempo = TempoServer(store).start()
-            self._stack.callback(self.tempo.stop)
+            if not self.apart:
+                self.loki = None
+                store = TraceStore()
+                if self.traces:
+                    store.load_dir(self.traces)
+                self.tempo = TempoServer(store).start()
+                self._stack.callback(self.tempo.stop)
             self.prometheus = None
             if self.use_prometheus and self.openmetrics and prometheus_available():
                 self.prometheus = PrometheusServer(self.openmetrics, self.workdir / "prometheus").start()
                 self._stack.callback(self.prometheus.stop)
-            self.loki = None
-            if self.logs is not None:
+            if self.apart:
+                for child in children:
+                    child.ready()
+            elif self.logs is not None:
                 import pandas as pd
 
                 from baynet.local.loki import LokiServer, push_logs
@@ -197,6 +251,26 @@ class LocalStack:
         if self.loki:
             self.env["BAYNET_LOKI_URL"] = self.loki.url
         return self
+
+    def _start_children(self) -> list[ChildServer]:
+        """The Tempo and (with logs) Loki stand-ins as processes of their own, started at once."""
+        traces = Path(self.traces) if self.traces else self.workdir / "no-traces"
+        if not self.traces:
+            traces.mkdir(parents=True, exist_ok=True)
+        self.tempo = ChildServer("tempo", [str(traces)], self.workdir)
+        children = [self.tempo]
+        self.loki = None
+        if self.logs is not None:
+            logs = self.logs
+            if not isinstance(logs, (str, Path)):
+                logs = self.workdir / "loki-logs.csv"
+                self.logs.to_csv(logs, index=False)
+            self.loki = ChildServer("loki", ["--logs", str(logs), "--namespace", self.namespace], self.workdir)
+            children.append(self.loki)
+        for child in children:
+            self._stack.callback(child.stop)
+            child.start()
+        return children
 
     def __exit__(self, *exc: Any) -> None:
         self._stack.close()
