@@ -1,6 +1,8 @@
 """The local stack on 127.0.0.1 for the demo and the tests: moto's SQS/S3 server, the Tempo-compatible
-replay server and, when Debian's ``prometheus`` is installed, a real Prometheus with Istio series
-backfilled by ``promtool tsdb create-blocks-from openmetrics``.
+replay server (and the Loki-compatible one, with logs) and, when Debian's ``prometheus`` is installed, a real
+Prometheus with Istio series backfilled by ``promtool tsdb create-blocks-from openmetrics``. The stand-ins run
+as threads of this process (the tests reach into them), or with ``apart=True`` (the demo) as processes of
+their own, as the real servers are.
 """
 
 from __future__ import annotations
