@@ -23,6 +23,7 @@ Errors::
 from __future__ import annotations
 
 import random
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -109,7 +110,7 @@ class LokiClient:
 
     def __init__(self, base_url: str, *, org_id: str | None = None, token: str | None = None,
                  username: str | None = None, password: str | None = None, timeout_s: float = 30.0,
-                 max_retries: int = 3, verify: bool | str = True, backoff_s: float = 0.3):
+                 max_retries: int = 3, verify: bool | str | ssl.SSLContext = True, backoff_s: float = 0.3):
         headers = {"X-Loki-Response-Encoding-Flags": ENCODING_FLAGS}
         if org_id:
             headers["X-Scope-OrgID"] = org_id
@@ -126,12 +127,14 @@ class LokiClient:
     def from_settings(cls, settings: "Settings") -> "LokiClient":
         if not settings.loki_url:
             raise ValueError("BAYNET_LOKI_URL is not set")
+        from baynet.settings import tls_context
+
         return cls(settings.loki_url, org_id=settings.loki_org_id,
                    token=settings.loki_token.get_secret_value() if settings.loki_token else None,
                    username=settings.loki_username,
                    password=settings.loki_password.get_secret_value() if settings.loki_password else None,
                    timeout_s=settings.loki_timeout_s, max_retries=settings.loki_max_retries,
-                   verify=str(settings.ca_bundle) if settings.ca_bundle else True)
+                   verify=tls_context(settings.ca_bundle))
 
     def __enter__(self) -> "LokiClient":
         return self

@@ -15,6 +15,7 @@ Errors::
 from __future__ import annotations
 
 import random
+import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,7 @@ class PrometheusUnavailable(PrometheusError):
 class PrometheusClient:
     """Prometheus' ``/api/v1/query`` and ``/api/v1/query_range``, with one retry policy, TLS and auth."""
 
-    def __init__(self, base_url: str, *, timeout_s: float = 30.0, max_retries: int = 3, verify: bool | str = True,
+    def __init__(self, base_url: str, *, timeout_s: float = 30.0, max_retries: int = 3, verify: bool | str | ssl.SSLContext = True,
                  token: str | None = None, backoff_s: float = 0.3):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
@@ -51,9 +52,11 @@ class PrometheusClient:
     def from_settings(cls, settings: "Settings") -> "PrometheusClient":
         if not settings.prometheus_url:
             raise ValueError("BAYNET_PROMETHEUS_URL is not set")
+        from baynet.settings import tls_context
+
         return cls(settings.prometheus_url, timeout_s=settings.prometheus_timeout_s,
                    max_retries=settings.prometheus_max_retries,
-                   verify=str(settings.ca_bundle) if settings.ca_bundle else True,
+                   verify=tls_context(settings.ca_bundle),
                    token=settings.prometheus_token.get_secret_value() if settings.prometheus_token else None)
 
     def __enter__(self) -> "PrometheusClient":

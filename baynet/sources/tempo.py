@@ -18,7 +18,7 @@ import pandas as pd
 from baynet.events import AnomalyEvent
 from baynet.otlp import SearchTrace
 from baynet.otlp_fast import SpanBatch
-from baynet.settings import Settings
+from baynet.settings import Settings, tls_context
 from baynet.sources.base import Observed
 from baynet.tempo.client import Cell, TempoClient, TempoUnavailable
 from baynet.windows import Windows, thin_baseline
@@ -75,7 +75,7 @@ def tempo_client(settings: Settings) -> TempoClient:
         username=settings.tempo_username,
         password=settings.tempo_password.get_secret_value() if settings.tempo_password else None,
         timeout_s=settings.tempo_timeout_s, max_retries=settings.tempo_max_retries, budget_s=settings.tempo_budget_s,
-        verify=str(settings.ca_bundle) if settings.ca_bundle else True,
+        verify=tls_context(settings.ca_bundle),
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -127,7 +128,7 @@ class TempoClient:
     def __init__(self, base_url: str, *, org_id: str | None = None, token: str | None = None,
                  username: str | None = None, password: str | None = None, timeout_s: float = 30.0,
                  max_retries: int = 3, backoff_s: float = 0.5, max_backoff_s: float = 10.0,
-                 verify: bool | str = True, transport: httpx.BaseTransport | None = None,
+                 verify: bool | str | ssl.SSLContext = True, transport: httpx.BaseTransport | None = None,
                  min_slice_s: int = 2, budget_s: float | None = None):
         headers = {"Accept": "application/json"}
         if org_id:
