@@ -311,7 +311,8 @@ def build_log_evidence(logs: pd.DataFrame, baseline: tuple[float, float], slices
     unseen = np.array([(s, k) not in base_keys for s, k in zip(lines["service"], lines["key"])], dtype=bool)
     lines["new"] = lines["bad"].to_numpy() & ~in_base.to_numpy() & unseen
     # Seconds of data behind each window (lines of any service), so a partly covered slice compares fairly.
-    extent = lines.groupby("window")["time"].agg(lambda t: float(t.max() - t.min()))
+    by_window = lines.groupby("window")["time"]
+    extent = by_window.max() - by_window.min()
     base_s = max(1.0, min(baseline[1] - baseline[0], float(extent.get(-1, 0.0))))
     steps = _span_steps(lines, spans, baseline, slices)
     _, vanishing = _vanished(steps, n, th)

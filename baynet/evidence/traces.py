@@ -328,7 +328,8 @@ def build_evidence(spans: list[Span] | pd.DataFrame, baseline: tuple[float, floa
     # partly covered windows compare fairly; a service's own drop still shows against the others.
     # A sample (bounded retrieval) covers the sub-windows in which its searches found data, however late
     # in a sub-window its newest traces start; without that record, the whole windows.
-    extent = df.groupby("window")["start_ns"].agg(lambda t: (t.max() - t.min()) / 1e9)
+    by_window = df.groupby("window")["start_ns"]
+    extent = (by_window.max() - by_window.min()) / 1e9
     if sampled:
         def cover(lo: float, hi: float) -> float:
             return hi - lo if covered is None else sum(max(0.0, min(hi, b) - max(lo, a)) for a, b in covered)
