@@ -15,12 +15,14 @@ memory is its own. Paths, side by side in the same run:
   traces per slice;
 * ``full`` (``BAYNET_TRACES_PER_SLICE=0``) at the ``--full`` multipliers: every trace.
 
-Printed per run (the median of ``--repeat`` analyses): seconds, Tempo requests, traces read of those that
-matched, peak RSS and the top-1 root cause; then the goal, on the aggregates path (the bounded one without
-Prometheus): its time from the lowest to the highest multiplier grows at most 1.5x, with the same top 1.
+Printed per run (the median of ``--repeat`` analyses): seconds, the analysis' own CPU seconds (its process's,
+all threads; the Tempo server's are not in them -- steadier than wall time when the machine's pace moves),
+Tempo requests, traces read of those that matched, peak RSS and the top-1 root cause; then the goal, on the
+aggregates path (the bounded one without Prometheus): its time from the lowest to the highest multiplier
+grows at most 1.5x, with the same top 1.
 
-``--json`` prints one object: ``{"runs": [{"multiplier", "path", "seconds", "seconds_each", "tempo_requests",
-"peak_mb", "top1", ...}], "budget", "sample", "goal": {...}, "without_aggregates": {...}}``.
+``--json`` prints one object: ``{"runs": [{"multiplier", "path", "seconds", "seconds_each", "cpu_seconds",
+"tempo_requests", "peak_mb", "top1", ...}], "budget", "sample", "goal": {...}, "without_aggregates": {...}}``.
 """
 
 from __future__ import annotations
@@ -55,13 +57,14 @@ def analyse(tempo_url: str, budget: int, event: dict, prometheus_url: str = "", 
     settings = Settings(tempo_url=tempo_url, traces_per_slice=budget, prometheus_url=prometheus_url or None,
                         traces_sample_per_slice=sample, _env_file=None)
     (ev,) = parse_object(event)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     sources = [TempoTraces(settings)] + ([PrometheusMetrics(settings)] if prometheus_url else [])
     observations = gather(ev, Windows.around(ev.unix, settings), sources)
     ranking = analyse(ev, observations, DBNModel(), settings).ranking
     stats = observations.parts[0].stats
     seconds = time.perf_counter() - t0
-    return {"seconds": round(seconds, 2), "top1": ranking[0]["service"], "traces_read": stats["traces_fetched"],
+    return {"seconds": round(seconds, 2), "cpu_seconds": round(time.process_time() - c0, 2),
+            "top1": ranking[0]["service"], "traces_read": stats["traces_fetched"],
             "traces_matching": stats.get("traces_estimated") or stats["traces_found"],
             "peak_mb": peak_mb()}
 
@@ -172,10 +175,11 @@ def main() -> None:
         print(json.dumps(out))
         return
     print(f"bounded retrieval: at most {budget} traces per slice (BAYNET_TRACES_PER_SLICE)")
-    print(f"{'traffic':>8} {'path':>8} {'seconds':>8} {'tempo req':>10} {'read':>7} {'matching':>9} "
+    print(f"{'traffic':>8} {'path':>8} {'seconds':>8} {'cpu s':>6} {'tempo req':>10} {'read':>7} {'matching':>9} "
           f"{'peak MB':>8}  top 1")
     for r in runs:
-        print(f"{r['multiplier']:>7g}x {r['path']:>8} {r['seconds']:>8.2f} {r['tempo_requests']:>10} "
+        print(f"{r['multiplier']:>7g}x {r['path']:>8} {r['seconds']:>8.2f} {r['cpu_seconds']:>6.2f} "
+              f"{r['tempo_requests']:>10} "
               f"{r['traces_read']:>7} {r['traces_matching']:>9.0f} {r['peak_mb']:>8.1f}  {r['top1']}")
     for g in ([goal, out["without_aggregates"]] if aggregates else [goal]):
         print(f"{g['path']} time x{g['time_growth_lowest_to_highest']} from {multipliers[0]:g}x to "
