@@ -40,8 +40,8 @@ class PrometheusUnavailable(PrometheusError):
 class PrometheusClient:
     """Prometheus' ``/api/v1/query`` and ``/api/v1/query_range``, with one retry policy, TLS and auth."""
 
-    def __init__(self, base_url: str, *, timeout_s: float = 30.0, max_retries: int = 3, verify: bool | str | ssl.SSLContext = True,
-                 token: str | None = None, backoff_s: float = 0.3):
+    def __init__(self, base_url: str, *, timeout_s: float = 30.0, max_retries: int = 3,
+                 verify: bool | str | ssl.SSLContext = True, token: str | None = None, backoff_s: float = 0.3):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
         self.http = httpx.Client(base_url=self.base_url, timeout=timeout_s, verify=verify, headers=headers)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import ssl
 from pathlib import Path
 from typing import Literal
@@ -165,15 +164,11 @@ class Settings(BaseSettings):
 @functools.lru_cache(maxsize=8)
 def tls_context(ca_bundle: Path | str | None = None) -> ssl.SSLContext:
     """The TLS context the HTTP clients verify servers with: ``ca_bundle`` (``BAYNET_CA_BUNDLE``) when set,
-    else what httpx would use (``SSL_CERT_FILE``, ``SSL_CERT_DIR``, else certifi's bundle). Built once per
+    else httpx's own default (``SSL_CERT_FILE``, ``SSL_CERT_DIR``, else certifi's bundle). Built once per
     bundle and shared: httpx builds one per client otherwise, ~25 ms of CPU for loading the bundle each time,
     and an incident's sources open about seven clients."""
     if ca_bundle:
         return ssl.create_default_context(cafile=str(ca_bundle))
-    if os.environ.get("SSL_CERT_FILE"):
-        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
-    if os.environ.get("SSL_CERT_DIR"):
-        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
-    import certifi
+    import httpx
 
-    return ssl.create_default_context(cafile=certifi.where())
+    return httpx.create_ssl_context()

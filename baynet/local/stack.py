@@ -16,7 +16,7 @@ import subprocess
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import httpx
 
@@ -39,10 +39,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout_s: float = 30.0, verify: bool | str = True) -> None:
+def wait_http(url: str, timeout_s: float = 30.0, verify: bool | str = True,
+              gone: Callable[[], str | None] | None = None) -> None:
+    """Wait until ``url`` answers 200; ``gone``: why the server will never answer (it exited), or None."""
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
+        reason = gone() if gone else None
+        if reason:
+            raise RuntimeError(reason)
         try:
             if httpx.get(url, timeout=2.0, verify=verify).status_code == 200:
                 return
@@ -75,18 +80,14 @@ class ChildServer:
 
     def ready(self, timeout_s: float = 120.0) -> "ChildServer":
         """Wait for ``/ready``; a child that exits first fails with the end of its log."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                tail = self.log.read_text(errors="replace")[-1500:]
-                raise RuntimeError(f"the {self.name} stand-in exited with {self.proc.returncode}: {tail}")
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=2.0).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"the {self.name} stand-in at {self.url} did not answer within {timeout_s:.0f}s")
+        wait_http(f"{self.url}/ready", timeout_s, gone=self._exited)
+        return self
+
+    def _exited(self) -> str | None:
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        tail = self.log.read_text(errors="replace")[-1500:]
+        return f"the {self.name} stand-in exited with {self.proc.returncode}: {tail}"
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -208,11 +209,11 @@ class LocalStack:
         from baynet.sqs import create_queues
 
         try:
+            self.loki = None
             children = self._start_children() if self.apart else []
             self.moto = MotoServer().start()
             self._stack.callback(self.moto.stop)
             if not self.apart:
-                self.loki = None
                 store = TraceStore()
                 if self.traces:
                     store.load_dir(self.traces)
@@ -261,7 +262,6 @@ class LocalStack:
             traces.mkdir(parents=True, exist_ok=True)
         self.tempo = ChildServer("tempo", [str(traces)], self.workdir)
         children = [self.tempo]
-        self.loki = None
         if self.logs is not None:
             logs = self.logs
             if not isinstance(logs, (str, Path)):

@@ -140,15 +140,15 @@ class TempoClient:
         # request (URL merging, cookies, auth and redirect hooks) that a Tempo API read needs none of, and a
         # sample is a thousand or more of them. So no redirect is followed (a 3xx fails the read, naming
         # it) and no cookie kept. The client stays for its settings and ``/ready``.
+        self._base = base_url.rstrip("/")
         self._transport = transport or httpx.HTTPTransport(verify=verify)
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, auth=auth,
-                                 timeout=timeout_s, transport=self._transport)
+        self.http = httpx.Client(base_url=self._base, headers=headers, auth=auth, timeout=timeout_s,
+                                 transport=self._transport)
         self._headers = dict(self.http.headers)
         if auth is not None:
             self._headers["Authorization"] = next(auth.auth_flow(httpx.Request("GET", "http://auth"))).headers[
                 "Authorization"]
         self._timeout = httpx.Timeout(timeout_s).as_dict()
-        self._base = base_url.rstrip("/")
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
