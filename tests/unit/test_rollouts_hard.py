@@ -168,6 +168,34 @@ def test_the_hard_rollout_generator_is_deterministic_and_records_what_it_did(tmp
     assert not json.loads((c / "truth.json").read_text())["counts"]
 
 
+def test_a_rollouts_harmless_noise_is_the_fresh_and_the_draining_pods_own():
+    """After canary step k the new version runs k pods and only the newest is cold, and one of the old
+    version's 5 - k + 1 pods drains: the warm-up slows the calls that pod serves and the drain fails the calls
+    it serves, not every call of the version."""
+    import random
+
+    from baynet.lab.datasets.rollouts import _HardMesh, _Rollout
+
+    leaf = "carts-db"  # a service without callees: a call's latency is its own work
+    mesh = _HardMesh("sock-shop", {leaf: _Rollout(0.0, 100.0)}, bad="none", effect="latency", size=0.0,
+                     rng=random.Random(3))
+    mesh.cold[leaf] = (9.0, 20.0)     # a fresh pod x10 slower, warm within a minute or two
+    mesh.drain[leaf] = (1.0, 60.0)    # a draining pod that fails every call it serves
+    for t in np.linspace(300.0, 301.0, 20000):  # step 4 of 5 has just begun: four v2 pods, two v1 (one draining)
+        mesh.call(leaf, "carts", float(t))
+    calls = pd.DataFrame(mesh.calls, columns=["t", "source", "destination", "version", "failed", "ms"])
+    v2, v1 = calls[calls["version"] == "v2"], calls[calls["version"] == "v1"]
+    assert abs(len(v2) / len(calls) - 0.8) < 0.02
+    mean_ms = v1.loc[~v1["failed"], "ms"].median()
+    cold = v2["ms"] > 5 * mean_ms
+    assert abs(cold.mean() - 1 / 4) < 0.03     # the fresh pod's share of the new version's calls
+    assert abs(v1["failed"].mean() - 1 / 2) < 0.05  # the draining pod's share of the old version's
+    # the pods born at earlier steps have warmed up by now ...
+    assert v2.loc[~cold, "ms"].median() == pytest.approx(mean_ms, rel=0.1)
+    # ... while the newest pod, born at the step itself, answers about x10 slower
+    assert v2.loc[cold, "ms"].median() == pytest.approx(10 * mean_ms, rel=0.15)
+
+
 def test_a_clear_bad_version_is_found_among_harmless_rollouts_with_and_without_counts(tmp_path):
     from baynet.bundles.analyse import analyse_bundle
     from baynet.bundles.read import load_bundle

@@ -122,6 +122,9 @@ class _HardMesh:
         # and the error burst of the pod that drains at each step
         self.cold = {s: (rng.uniform(0.5, 2.0), rng.uniform(10, 40)) for s in rollouts}
         self.drain = {s: (rng.uniform(0.01, 0.08), rng.uniform(5, 20)) for s in rollouts}
+        # which pod of its version serves a call: a stream of its own, so the traffic drawn from ``rng`` is
+        # the same whichever pod serves
+        self.pods = random.Random(f"{mesh}-{bad}-{effect}-{size}")
         self.calls: list[tuple] = []
         self.exceptions: list[tuple[float, str]] = []
 
@@ -136,13 +139,14 @@ class _HardMesh:
         p_err = 0.001
         r = self.rollouts.get(svc)
         if r is not None and t >= r.start:
-            age = r.since_step(t)
-            if version == "v2":  # a fresh pod is slow until it warms up
+            steps = r.steps(t)
+            if version == "v2":  # each v2 pod is slow until it warms up: the one serving, by its age
                 amp, tau = self.cold[svc]
-                own_ms *= 1.0 + amp * math.exp(-age / tau)
-            else:  # the old pod that drains at each step drops a few calls
+                born = r.start + self.pods.randrange(steps) * r.step_s
+                own_ms *= 1.0 + amp * math.exp(-(t - born) / tau)
+            else:  # at each step one old pod drains and drops a few of the calls it serves
                 rate, length = self.drain[svc]
-                if age < length:
+                if r.since_step(t) < length and self.pods.randrange(len(STEPS) - steps + 1) == 0:
                     p_err += rate
         if svc == self.bad and version == "v2":
             if self.effect == "errors":
