@@ -6,8 +6,9 @@ series. Every series is judged against its own baseline: the baseline window's m
 estimated from the same window (the larger of 1.4826 x MAD and the standard deviation, so a step-shaped
 or noisy baseline is not read as quiet), floored at :attr:`MetricThresholds.rel_floor` of the median. A
 window's value is the median of its points, and its deviation ``z`` is measured in baseline spreads,
-widened by the uncertainty of a baseline of ``n`` points (``sqrt(1 + 1/n)``) and of a window of ``m``
-points; so a few points decide less than many.
+widened by the uncertainty of a baseline of ``n`` points (``sqrt(1 + 1/n)``) and read in the tails of
+Student's t with ``n - 1`` degrees of freedom (:func:`normal_equivalent`): so a baseline of a few points
+decides less than one of many.
 
 Evidence columns (one row per service and window; window -1 is the baseline):
 
@@ -61,6 +62,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from scipy import special
 
 from baynet.evidence.base import Judged
 from baynet.evidence.changes import ChangeParams, canary, first_served, newest_version
@@ -105,7 +107,8 @@ def _window_of(t: np.ndarray, baseline: tuple[float, float], slices: list[tuple[
 
 
 def _deviation(base: np.ndarray, values: np.ndarray, th: MetricThresholds, floor: float = 0.0) -> float:
-    """How far the median of ``values`` lies above the baseline, in baseline spreads (negative: below)."""
+    """How far the median of ``values`` lies above the baseline, in baseline spreads (negative: below);
+    :func:`normal_equivalent` reads it against the number of baseline points."""
     base = base[np.isfinite(base)]
     values = values[np.isfinite(values)]
     if len(base) < 2 or not len(values):
@@ -117,20 +120,36 @@ def _deviation(base: np.ndarray, values: np.ndarray, th: MetricThresholds, floor
     return (float(np.median(values)) - center) / spread
 
 
+def normal_equivalent(t: float, n: int) -> float:
+    """A deviation ``t`` measured against a baseline of ``n`` points, as the normal deviation with the same
+    tail probability. The baseline's centre and spread are estimated from those points, so a new point
+    deviates from them as Student's t with ``n - 1`` degrees of freedom, whose tails are heavier the fewer
+    the points: 4 spreads against ten points are as likely as 2.9 of the normal, against forty 3.6. The
+    thresholds (:class:`MetricThresholds`) then mean the same tail probability whatever the data's step and
+    baseline length."""
+    if not t or n < 2:
+        return t
+    p = max(float(special.stdtr(n - 1, -abs(t))), 1e-300)
+    return math.copysign(-float(special.ndtri(p)), t)
+
+
 def _series_z(frame: pd.DataFrame, key: list[str], value: str, n_slices: int, th: MetricThresholds,
               floor: float = 0.0) -> pd.DataFrame:
-    """Per series (``key``) and incident window: the deviation of ``value`` from its baseline."""
+    """Per series (``key``) and incident window: the deviation of ``value`` from its baseline, in baseline
+    spreads (``t``) and as the normal deviation as likely for a baseline of its points (``z``)."""
     rows = []
     for k, g in frame.groupby(key, sort=False, observed=True):
         w = g["window"].to_numpy()
         v = g[value].to_numpy(dtype=float)
         base = v[w == -1]
+        n_base = int(np.isfinite(base).sum())
         for i in range(n_slices):
             here = v[w == i]
             here = here[np.isfinite(here)]
             if len(here):
-                rows.append((*((k,) if len(key) == 1 else k), i, _deviation(base, here, th, floor), len(here)))
-    return pd.DataFrame(rows, columns=[*key, "window", "z", "points"])
+                t = _deviation(base, here, th, floor)
+                rows.append((*((k,) if len(key) == 1 else k), i, normal_equivalent(t, n_base), t, len(here)))
+    return pd.DataFrame(rows, columns=[*key, "window", "z", "t", "points"])
 
 
 def _fresh_pods(resources: pd.DataFrame, baseline_start: float) -> pd.Series:
@@ -273,11 +292,11 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
         r = r[r["metric"].str.lower().str.startswith(SATURATION)]
         z = _series_z(r, ["service", "metric"], "value", n, th)
         if not trends.empty:
-            z = pd.concat([z, trends], ignore_index=True)
+            z = pd.concat([z, trends.assign(t=trends["z"])], ignore_index=True)
             z = z.loc[z.groupby(["service", "metric", "window"])["z"].idxmax()]
         if not z.empty:
             top = z.loc[z.groupby(["service", "window"])["z"].idxmax()]
-            parts.append(top.rename(columns={"z": "resource_z", "metric": "resource"}))
+            parts.append(top.rename(columns={"z": "resource_z", "t": "resource_t", "metric": "resource"}))
     gap_blame = pd.DataFrame(columns=["service", "window", "gap_edges"])
     if signals is not None and not signals.empty:
         s = signals.assign(window=_window_of(signals["time"].to_numpy(dtype=float), baseline, slices))
@@ -474,10 +493,12 @@ def _saturation_level(ev: pd.DataFrame, th: MetricThresholds) -> np.ndarray:
     node, more traffic); both clearing the severe bar made them equal before. Measured with
     ``baynet eval bundles --sources metrics``: RCD 0.82 -> 1.00 at shares 0.1 and 0.5 (0.96 at 0.02);
     Online Boutique and Train-Ticket the same case by case at all three."""
-    z = ev["resource_z"].to_numpy(dtype=float)
-    level = _level(z, th)
-    top = ev.groupby("window")["resource_z"].transform("max").to_numpy(dtype=float)
-    return np.where((level == 2) & (z < th.saturation_order * top), 1, level)
+    level = _level(ev["resource_z"].to_numpy(dtype=float), th)
+    # the order of magnitude in baseline spreads: the tail probabilities of thousands of spreads and of tens
+    # are both beyond any threshold, their ratio says nothing
+    t = (ev["resource_t"] if "resource_t" in ev else ev["resource_z"]).fillna(ev["resource_z"])
+    top = t.groupby(ev["window"]).transform("max").to_numpy(dtype=float)
+    return np.where((level == 2) & (t.to_numpy(dtype=float) < th.saturation_order * top), 1, level)
 
 
 def _rates_and_errors(dest: pd.DataFrame, n: int, th: MetricThresholds) -> pd.DataFrame:

@@ -8,7 +8,7 @@ import pytest
 from baynet.analysis.headline import findings
 from baynet.dbn import DBNModel
 from baynet.evidence.fuse import fuse
-from baynet.evidence.metrics import build_metric_evidence
+from baynet.evidence.metrics import MetricThresholds, build_metric_evidence
 from baynet.evidence.steps import slices_for_step
 
 BASE = (0.0, 600.0)
@@ -35,7 +35,7 @@ def test_a_cpu_jump_is_severe_own_work_a_quiet_series_is_not():
     ev = build_metric_evidence(None, res, BASE, SLICES)
     assert row(ev, "a", 0)["own_state"] == 0
     assert row(ev, "a", 1)["own_state"] == 2 and row(ev, "a", 1)["resource"] == "cpu"
-    assert row(ev, "a", 2)["resource_z"] > 20
+    assert row(ev, "a", 2)["resource_z"] > 2 * MetricThresholds().z_severe
     # b's cpu is noise; its network bytes follow the load and are not saturation.
     assert (ev.loc[ev["service"] == "b", "own_state"] == 0).all()
 
@@ -45,6 +45,41 @@ def test_a_constant_baseline_gets_a_spread_floor_not_infinite_z():
     ev = build_metric_evidence(None, res, BASE, SLICES)
     assert row(ev, "a", 2)["own_state"] == 0
     assert np.isfinite(ev["resource_z"]).all()
+
+
+@pytest.mark.parametrize("step, level", [(60.0, 1), (15.0, 2)])
+def test_a_deviation_means_less_against_few_baseline_points(step, level):
+    """One sample of the same series, the same 9 baseline spreads above its median in the last slice: against
+    the ten one-minute points of the baseline, whose centre and spread are themselves uncertain, it is as
+    likely as 4.5 spreads of the normal (Student's t, nine degrees of freedom): anomalous, not severe; against
+    forty points of 15 s as 6.6: severe."""
+    from baynet.evidence.metrics import normal_equivalent
+
+    rng = np.random.default_rng(5)
+    base_t = np.arange(step / 2, 600.0, step)             # ten points at one minute, forty at 15 s
+    values = 10.0 + rng.normal(0, 1.0, len(base_t))
+    rows = [(t, "db", "cpu", v) for t, v in zip(base_t, values)]
+    center = float(np.median(values))
+    spread = max(1.4826 * float(np.median(np.abs(values - center))), float(np.std(values, ddof=1)),
+                 0.05 * center) * np.sqrt(1 + 1 / len(base_t))
+    rows += [(t, "db", "cpu", center) for t in np.arange(720.0, 840.0 + step, step) if t <= 840.0]
+    rows += [(t, "db", "cpu", center + 9.0 * spread) for t in np.arange(840.0 + step, 900.0 + step / 2, step)]
+    ev = build_metric_evidence(None, pd.DataFrame(rows, columns=["time", "service", "metric", "value"]),
+                               BASE, SLICES)
+    last = row(ev, "db", 2)
+    assert last["resource_z"] == pytest.approx(normal_equivalent(9.0, len(base_t)), abs=1e-6)
+    assert last["own_state"] == level
+    assert row(ev, "db", 0)["own_state"] == 0
+
+
+def test_the_normal_equivalent_keeps_the_sign_and_grows_with_the_points():
+    from baynet.evidence.metrics import normal_equivalent
+
+    assert normal_equivalent(4.0, 10) == pytest.approx(2.96, abs=0.01)
+    assert normal_equivalent(-4.0, 10) == -normal_equivalent(4.0, 10)
+    assert normal_equivalent(4.0, 10) < normal_equivalent(4.0, 40) < normal_equivalent(4.0, 10_000) < 4.0
+    assert normal_equivalent(4.0, 10_000) == pytest.approx(4.0, abs=0.01)
+    assert normal_equivalent(0.0, 10) == 0.0 and np.isfinite(normal_equivalent(1e9, 10))
 
 
 def test_a_window_without_points_says_nothing():
@@ -134,7 +169,8 @@ def test_saturation_far_below_the_slices_largest_is_anomalous_not_severe():
     stressed = {("a", "cpu"): lambda t: 10 + rng.normal(0, 0.1) + (900 if t > 780 else 0),
                 ("b", "cpu"): lambda t: 10 + rng.normal(0, 0.1) + (8 if t > 780 else 0)}
     ev = build_metric_evidence(None, resources(stressed), BASE, SLICES)
-    assert row(ev, "a", 1)["resource_z"] > 10 * row(ev, "b", 1)["resource_z"] > 10 * 6
+    # both beyond the severe bar (in tail probability), thousands of spreads against tens
+    assert row(ev, "a", 1)["resource_z"] > row(ev, "b", 1)["resource_z"] > MetricThresholds().z_severe
     assert row(ev, "a", 1)["own_state"] == 2 and row(ev, "b", 1)["own_state"] == 1
     alone = build_metric_evidence(None, resources({("b", "cpu"): stressed[("b", "cpu")]}), BASE, SLICES)
     assert row(alone, "b", 1)["own_state"] == 2
