@@ -96,6 +96,8 @@ class MetricThresholds:
     saturation_order: float = 0.1  # saturation below this share of the slice's largest is not severe
     ratio_floor: float = 0.005    # spread floor of an error ratio judged without counts (half a point)
     baseline_points: int = BASELINE_POINTS  # the metric baseline holds at least this many points of the step
+    t_tails: bool = True          # deviations read against their baseline's points (normal_equivalent); False:
+                                  # in plain spreads (the simple baselines' crude rule)
 
 
 def _window_of(t: np.ndarray, baseline: tuple[float, float], slices: list[tuple[float, float]]) -> np.ndarray:
@@ -148,7 +150,8 @@ def _series_z(frame: pd.DataFrame, key: list[str], value: str, n_slices: int, th
             here = here[np.isfinite(here)]
             if len(here):
                 t = _deviation(base, here, th, floor)
-                rows.append((*((k,) if len(key) == 1 else k), i, normal_equivalent(t, n_base), t, len(here)))
+                z = normal_equivalent(t, n_base) if th.t_tails else t
+                rows.append((*((k,) if len(key) == 1 else k), i, z, t, len(here)))
     return pd.DataFrame(rows, columns=[*key, "window", "z", "t", "points"])
 
 

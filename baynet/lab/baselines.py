@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from baynet.evidence.logs import BAD_LEVELS, Templates, keyed
-from baynet.evidence.metrics import build_metric_evidence
+from baynet.evidence.metrics import MetricThresholds, build_metric_evidence
 from baynet.evidence.steps import baseline_for_step, data_step, slices_for_step
 from baynet.evidence.traces import _annotate, _window_index
 from baynet.sources.base import Observations
@@ -115,8 +115,9 @@ def metric_rise_ranks(signals: pd.DataFrame | None, resources: pd.DataFrame | No
     slices, _ = slices_for_step(signals, resources, windows.slices, step)
     base = baseline_for_step(windows.baseline, slices[0][0], step)
     # the baseline Baynet's metrics judge against; latency as it was before Baynet judged rollouts' versions
-    # apart (every version's calls, and the newest's alone), so the crude rule stays as crude as it was
-    ev = build_metric_evidence(signals, resources, base, slices, rollouts=False)
+    # apart (every version's calls, and the newest's alone) and in plain spreads (not read against the
+    # baseline's number of points), so the crude rule stays as crude as it was
+    ev = build_metric_evidence(signals, resources, base, slices, MetricThresholds(t_tails=False), rollouts=False)
     ev = ev[ev["window"] >= 0]
     out = {}
     for name, col in (("error_rise", "error_up"), ("latency_rise", "latency_z")):

@@ -72,6 +72,31 @@ def test_a_deviation_means_less_against_few_baseline_points(step, level):
     assert row(ev, "db", 0)["own_state"] == 0
 
 
+def test_the_latency_rise_baseline_stays_in_plain_spreads():
+    """The crude rule "latency rose most" ranks by baseline spreads, whatever the baseline's points: a
+    service 6 spreads up against three points comes before one 4.5 up against sixty, though Baynet reads the
+    first as the likelier noise."""
+    from types import SimpleNamespace
+
+    from baynet.lab.baselines import metric_rise_ranks
+
+    rng = np.random.default_rng(8)
+    rows = []
+    for svc, base_t, rise in (("sparse", [200.0, 400.0, 590.0], 6.0), ("dense", np.arange(10.0, 600.0, 10.0), 4.5)):
+        values = 20.0 + rng.normal(0, 1.0, len(base_t))
+        center = float(np.median(values))
+        spread = max(1.4826 * float(np.median(np.abs(values - center))), float(np.std(values, ddof=1)),
+                     0.05 * center) * np.sqrt(1 + 1 / len(base_t))
+        rows += [(t, "front", svc, v) for t, v in zip(base_t, values)]
+        rows += [(t, "front", svc, center + rise * spread) for t in (780.0, 840.0, 900.0)]
+    sig = pd.DataFrame(rows, columns=["time", "source", "destination", "latency_ms_avg"]).assign(
+        requests=np.nan, error_ratio=0.0, window_s=10.0, reporter="destination", destination_version="")
+    ev = build_metric_evidence(sig, None, BASE, SLICES)
+    assert row(ev, "dense", 2)["latency_z"] > row(ev, "sparse", 2)["latency_z"]   # Baynet: dense is the likelier
+    ranks = metric_rise_ranks(sig, None, SimpleNamespace(baseline=BASE, slices=SLICES))
+    assert ranks["latency_rise"] == ["sparse", "dense"]                            # the crude rule: in spreads
+
+
 def test_the_normal_equivalent_keeps_the_sign_and_grows_with_the_points():
     from baynet.evidence.metrics import normal_equivalent
 
