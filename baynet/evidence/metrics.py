@@ -126,7 +126,7 @@ def normal_equivalent(t: float, n: int) -> float:
     """A deviation ``t`` measured against a baseline of ``n`` points, as the normal deviation with the same
     tail probability. The baseline's centre and spread are estimated from those points, so a new point
     deviates from them as Student's t with ``n - 1`` degrees of freedom, whose tails are heavier the fewer
-    the points: 4 spreads against ten points are as likely as 2.9 of the normal, against forty 3.6. The
+    the points: 4 spreads against ten points are as likely as 2.96 of the normal, against forty 3.64. The
     thresholds (:class:`MetricThresholds`) then mean the same tail probability whatever the data's step and
     baseline length."""
     if not t or n < 2:
