@@ -353,8 +353,8 @@ def build_metric_evidence(signals: pd.DataFrame | None, resources: pd.DataFrame 
     services = sorted(set(ev["service"]))
     full = pd.MultiIndex.from_product([services, range(n)], names=["service", "window"])
     ev = ev.set_index(["service", "window"]).reindex(full).reset_index()
-    for col, fill in (("resource_z", 0.0), ("latency_z", 0.0), ("error_up", 0.0), ("error_z", 0.0),
-                      ("rate_ratio", 1.0), ("gap_edges", 0), ("canary_z", 0.0), ("points", 0)):
+    for col, fill in (("resource_z", 0.0), ("resource_t", 0.0), ("latency_z", 0.0), ("error_up", 0.0),
+                      ("error_z", 0.0), ("rate_ratio", 1.0), ("gap_edges", 0), ("canary_z", 0.0), ("points", 0)):
         if col not in ev:
             ev[col] = fill
         ev[col] = ev[col].fillna(fill)
@@ -499,9 +499,9 @@ def _saturation_level(ev: pd.DataFrame, th: MetricThresholds) -> np.ndarray:
     level = _level(ev["resource_z"].to_numpy(dtype=float), th)
     # the order of magnitude in baseline spreads: the tail probabilities of thousands of spreads and of tens
     # are both beyond any threshold, their ratio says nothing
-    t = (ev["resource_t"] if "resource_t" in ev else ev["resource_z"]).fillna(ev["resource_z"])
-    top = t.groupby(ev["window"]).transform("max").to_numpy(dtype=float)
-    return np.where((level == 2) & (t.to_numpy(dtype=float) < th.saturation_order * top), 1, level)
+    t = ev["resource_t"].to_numpy(dtype=float)
+    top = ev.groupby("window")["resource_t"].transform("max").to_numpy(dtype=float)
+    return np.where((level == 2) & (t < th.saturation_order * top), 1, level)
 
 
 def _rates_and_errors(dest: pd.DataFrame, n: int, th: MetricThresholds) -> pd.DataFrame:

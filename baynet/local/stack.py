@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -63,8 +64,6 @@ class ChildServer:
     Its output goes to ``<workdir>/logs/NAME.log``."""
 
     def __init__(self, name: str, args: list[str], workdir: Path):
-        import sys
-
         self.name, self.port = name, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.argv = [sys.executable, "-m", "baynet.cli", name, "serve", *args, "--port", str(self.port)]
@@ -377,8 +376,6 @@ def stack_up(workdir: Path, *, traces: Path | None = None, openmetrics: Path | N
              extra_env: dict[str, str] | None = None, progress: Any = None) -> dict[str, Any]:
     """Start the local stack as detached processes; return the recorded state (urls, env, processes).
     ``worker_limit``: flow runs each worker runs at once (default: this machine's cores)."""
-    import sys
-
     workdir = Path(workdir).resolve()
     if read_state(workdir) is not None:
         raise RuntimeError(f"a stack is already recorded in {workdir / STATE}: run `baynet stack down` first")
@@ -500,8 +497,6 @@ class PrefectServer:
         self.proc: dict[str, Any] | None = None
 
     def start(self) -> "PrefectServer":
-        import sys
-
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env.update({"PREFECT_HOME": str(self.workdir / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
         self.proc = _spawn("prefect-server", [sys.executable, "-m", "prefect", "server", "start", "--host",
