@@ -15,6 +15,7 @@ from baynet.dbn import DBNModel
 from baynet.settings import Settings
 from baynet.sources.bundle import bundle_observations
 from baynet.topology import topology_from_edges
+from baynet.windows import Windows
 
 
 def analyse_bundle(bundle: Bundle, settings: Settings | None = None, *, use: set[str] | None = None,
@@ -24,5 +25,6 @@ def analyse_bundle(bundle: Bundle, settings: Settings | None = None, *, use: set
     settings = settings or Settings()
     given = topology_from_edges([(a, b, 0.0, 0.0) for a, b in bundle.topology], settings.namespace, "bundle") \
         if bundle.topology else None
-    return analyse(bundle.event, bundle_observations(bundle, use), model if model is not None else DBNModel(),
+    until = Windows.around(bundle.event.unix, settings).incident[1]
+    return analyse(bundle.event, bundle_observations(bundle, use, until), model if model is not None else DBNModel(),
                    settings, topology=given, use=use)

@@ -44,7 +44,8 @@ def bundle_row(path: Path, settings: Settings, sources: set[str] | None = None,
         summary = replay(path, replayed)
         rankings = {"baynet": [r["service"] for r in summary["ranking"]], "in-process": rankings["baynet"]}
     windows = Windows.around(bundle.event.unix, settings)
-    everything = bundle_observations(bundle)  # the baselines see all the bundle holds, whatever --sources says
+    # the baselines see all the bundle holds up to the window's end, whatever --sources says
+    everything = bundle_observations(bundle, until=windows.incident[1])
     for ranker in RANKERS:
         rankings.update(ranker(everything, windows))
     seconds = time.monotonic() - started
