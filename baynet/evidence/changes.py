@@ -203,7 +203,9 @@ def version_latency(s: pd.DataFrame, slices: list[tuple[float, float]], first_se
     ratio's leading windows after the version first served, while each lies more than three spreads above
     the median of the windows after it, are left out (a lasting slowdown never settles, so none of it is);
     the cold start of later canary steps' pods reaches only some windows of a slice, which the least
-    leaves out. Where a slice holds fewer than ``least_of`` of the data's steps (one-minute data in
+    leaves out. A version compared in fewer than three windows so far says so in its words (too soon to
+    tell a warm-up from a lasting slowdown), as a fresh pod's resources are. Where a slice holds fewer than
+    ``least_of`` of the data's steps (one-minute data in
     one-minute slices), the least is taken over the ``least_of`` steps ending at the slice's end: a cold
     start fills one window there, a lasting slowdown all of them."""
     cols = ["service", "window", "canary_z", "new_version", "canary"]
@@ -234,6 +236,7 @@ def version_latency(s: pd.DataFrame, slices: list[tuple[float, float]], first_se
         ratio = (new - old.reindex(new.index)).dropna().sort_index()
         if ratio.empty or ratio.index.max() <= lo_all:
             continue
+        windows_at = ratio.index.to_numpy(dtype=float)  # every window compared, warm-up or not
         r = ratio.to_numpy()
         j = 0
         while j < len(r) - 1 and r[j] > float(np.median(r[j + 1:])) + 3 * spread * math.sqrt(2):
@@ -255,8 +258,12 @@ def version_latency(s: pd.DataFrame, slices: list[tuple[float, float]], first_se
             z = float(np.min(here)) / (spread * math.sqrt(2.0))
             ms_new = float(np.exp(np.median(new.reindex(ratio.index[inside]))))
             ms_old = float(np.exp(np.median(old.reindex(ratio.index[inside]))))
+            caveat = ""
+            if (windows_at <= hi).sum() < 3:  # as for a fresh pod's resources: fewer than three cannot tell
+                caveat = (f"; {newest} {max(0.0, hi - born):.0f} s old at the window's end, too soon to tell a "
+                          f"fresh pod's warm-up from a lasting slowdown")
             rows.append((str(svc), i, max(0.0, z), str(newest), f"{newest} answers in {ms_new:.0f} ms against "
-                         f"{olds} {ms_old:.0f} ms in the same windows (x{ms_new / ms_old:.1f} at the least)"))
+                         f"{olds} {ms_old:.0f} ms in the same windows (x{ms_new / ms_old:.1f} at the least{caveat})"))
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -304,3 +304,16 @@ def test_at_one_minute_the_least_spans_three_steps_so_a_cold_start_window_is_not
     # the slice's own window alone (the rule before) reads the cold start as a version twice as slow
     assert version_latency(sig, slices, first, least_of=1).set_index(["service", "window"]).loc[
         ("cold", 0), "canary_z"] >= 2 * ChangeParams().canary_z
+
+
+def test_a_version_compared_in_fewer_than_three_windows_says_it_is_too_soon_to_tell_a_warm_up():
+    rng = np.random.default_rng(6)
+    old = _latency_rows("a", "v1", np.arange(15, 781, 15.0), 10 * np.exp(rng.normal(0, 0.03, 52)))
+    slices = [(600.0, 660.0), (660.0, 720.0), (720.0, 780.0)]
+    for born, soon in ((765.0, True), (705.0, False)):
+        sig = pd.DataFrame(old + _latency_rows("a", "v2", np.arange(born, 781, 15.0), [16.0] * 10))
+        first = sig.groupby(["destination", "destination_version"])["time"].min()
+        said = version_latency(sig, slices, first).set_index("window")["canary"]
+        assert said[2].startswith("v2 answers in 16 ms against v1 10 ms")
+        assert ("too soon to tell a fresh pod's warm-up" in said[2]) is soon, said[2]
+        assert not soon or "v2 15 s old at the window's end" in said[2]
