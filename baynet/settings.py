@@ -119,6 +119,11 @@ class Settings(BaseSettings):
         "ingest with a delay, so data about the alert's last minute lands after it. An event that arrives "
         "before alert + settle waits on the queue (its visibility is set to the remaining time; with "
         "--deployment its run is scheduled for then): no worker is held while it waits.")
+    look_again_max_s: int = Field(
+        300, ge=0, le=3600, description="Where the top-ranked service's evidence is a new version compared in "
+        "fewer than three of the data's windows (too soon to tell a fresh pod's warm-up from a lasting "
+        "slowdown), the analysis reads and ranks once more when it has three -- if that is at most this many "
+        "seconds away (0: never). The incident run waits for it (a task in the Prefect UI).")
     baseline_gap_s: int = Field(
         120, ge=0, le=86400, description="Gap between the baseline window and the first incident slice (kept "
         "out of the baseline so a slow onset is not the norm; a trace baseline whose spans cover less than one "

@@ -32,3 +32,18 @@ def gather_observations(event: AnomalyEvent, windows: Windows, settings: Setting
     what a source that is down means: :func:`baynet.sources.gather`."""
     return gather(event, windows, live_sources(settings),
                   read=lambda source, ev, win: read_source.with_options(name=f"query-{source.name}")(source, ev, win))
+
+
+@task(name="wait-for-data", cache_policy=NO_CACHE)
+def wait_for_data(until_unix: float, why: str) -> float:
+    """Wait (in this run) until ``until_unix`` has passed, for the data a second look reads; no wait for a
+    past incident (a backfill). Returns the seconds waited."""
+    import time
+
+    from prefect import get_run_logger
+
+    waits = max(0.0, until_unix - time.time())
+    if waits:
+        get_run_logger().info("looking again in %.0f s: %s", waits, why)
+        time.sleep(waits)
+    return waits

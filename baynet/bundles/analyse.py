@@ -9,10 +9,14 @@ the call edges the signals and the traces show.
 
 from __future__ import annotations
 
+import copy
+
 from baynet.analysis import AnalysisResult, analyse
+from baynet.analysis.look_again import later, look_again_s, record_first_look, too_far
 from baynet.bundles.read import Bundle
 from baynet.dbn import DBNModel
 from baynet.settings import Settings
+from baynet.sources.base import Observations
 from baynet.sources.bundle import bundle_observations
 from baynet.topology import topology_from_edges
 from baynet.windows import Windows
@@ -21,10 +25,28 @@ from baynet.windows import Windows
 def analyse_bundle(bundle: Bundle, settings: Settings | None = None, *, use: set[str] | None = None,
                    model: DBNModel | None = None) -> AnalysisResult:
     """``model``: the persistent model to re-estimate and rank with (as the flow's is; updated in place),
-    else a fresh one."""
+    else a fresh one. Where the first look calls for a second (:mod:`baynet.analysis.look_again`), the
+    bundle is read that much further and ranked again, as the flow does after waiting; the model keeps
+    the second look's update only."""
     settings = settings or Settings()
     given = topology_from_edges([(a, b, 0.0, 0.0) for a, b in bundle.topology], settings.namespace, "bundle") \
         if bundle.topology else None
-    until = Windows.around(bundle.event.unix, settings).incident[1]
-    return analyse(bundle.event, bundle_observations(bundle, use, until), model if model is not None else DBNModel(),
-                   settings, topology=given, use=use)
+    model = model if model is not None else DBNModel()
+
+    def read(s: Settings) -> Observations:
+        return bundle_observations(bundle, use, Windows.around(bundle.event.unix, s).incident[1])
+
+    observations = read(settings)
+    before = copy.deepcopy(model) if observations.table("versions") is not None else None
+    first = analyse(bundle.event, observations, model, settings, topology=given, use=use)
+    wait, why = look_again_s(first, observations, settings)
+    if not wait or before is None:
+        return first
+    if wait > settings.look_again_max_s:
+        too_far(first, wait, why, settings)
+        return first
+    model.__dict__.update(before.__dict__)  # the first look's update undone: the second look's stands
+    second_settings = later(settings, wait)
+    second = analyse(bundle.event, read(second_settings), model, second_settings, topology=given, use=use)
+    record_first_look(second, first, wait, why)
+    return second

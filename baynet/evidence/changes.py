@@ -92,6 +92,30 @@ def newest_version(service: str, versions: "Iterable[str]", first_seen: pd.Serie
     return max(versions, key=lambda v: (first_seen[(service, v)], v))
 
 
+COMPARED_WINDOWS = 3  # windows a new version is compared in before a warm-up can be told from a slowdown
+
+
+def young_version_wait(versions: pd.DataFrame | None, service: str, until: float) -> tuple[float, str]:
+    """Seconds of data still to come (and why) before ``service``'s newest version has served in
+    :data:`COMPARED_WINDOWS` of the data's own windows by ``until``: a version compared in fewer cannot yet
+    be told from a fresh pod's warm-up (:func:`version_latency`). ``(0, "")`` where it has, where the
+    service runs one version, or where the step cannot be read."""
+    if versions is None or versions.empty or "destination_version" not in versions:
+        return 0.0, ""
+    rows = versions[(versions["destination"] == service) & (versions["destination_version"] != "")
+                    & (versions["reporter"] != "source") & (versions["time"] <= until)]
+    rows = rows[_serving(rows)]
+    if rows["destination_version"].nunique() < 2:
+        return 0.0, ""
+    step = data_step(rows, None) or 0.0
+    newest = newest_version(service, rows["destination_version"].unique(), first_served(rows))
+    seen = rows.loc[rows["destination_version"] == newest, "time"].nunique()
+    if step <= 0 or seen >= COMPARED_WINDOWS:
+        return 0.0, ""
+    return (COMPARED_WINDOWS - seen) * step, (f"{service}'s {newest} had served in {seen} of the data's "
+                                              f"{step:.0f} s windows")
+
+
 def change_ages(events: pd.DataFrame, at: float) -> dict[str, float]:
     """Seconds from each changed service's latest change at or before ``at`` to ``at``."""
     return {str(svc): at - float(g["time"].max()) for svc, g in events[events["time"] <= at].groupby("service")}
@@ -244,6 +268,11 @@ def version_latency(s: pd.DataFrame, slices: list[tuple[float, float]], first_se
         ratio = ratio.iloc[j:]
         t = ratio.index.to_numpy(dtype=float)
         olds = "/".join(sorted(str(v) for v in versions if v != newest))
+        end = slices[-1][1] if slices else math.inf
+        caveat = ""
+        if (windows_at <= end).sum() < COMPARED_WINDOWS:  # as a fresh pod's resources: too few to tell
+            caveat = (f"; {newest} {max(0.0, end - born):.0f} s old at the window's end, too soon to tell a "
+                      f"fresh pod's warm-up from a lasting slowdown")
         for i, (lo, hi) in enumerate(slices):
             inside = (t > lo) & (t <= hi)
             if step > 0 and inside.sum() < least_of:  # at least least_of steps, ending at the slice's end
@@ -258,10 +287,6 @@ def version_latency(s: pd.DataFrame, slices: list[tuple[float, float]], first_se
             z = float(np.min(here)) / (spread * math.sqrt(2.0))
             ms_new = float(np.exp(np.median(new.reindex(ratio.index[inside]))))
             ms_old = float(np.exp(np.median(old.reindex(ratio.index[inside]))))
-            caveat = ""
-            if (windows_at <= hi).sum() < 3:  # as for a fresh pod's resources: fewer than three cannot tell
-                caveat = (f"; {newest} {max(0.0, hi - born):.0f} s old at the window's end, too soon to tell a "
-                          f"fresh pod's warm-up from a lasting slowdown")
             rows.append((str(svc), i, max(0.0, z), str(newest), f"{newest} answers in {ms_new:.0f} ms against "
                          f"{olds} {ms_old:.0f} ms in the same windows (x{ms_new / ms_old:.1f} at the least{caveat})"))
     return pd.DataFrame(rows, columns=cols)

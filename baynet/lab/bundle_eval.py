@@ -11,6 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
+from baynet.analysis.look_again import later
 from baynet.bundles.analyse import analyse_bundle
 from baynet.bundles.format import BundleError
 from baynet.bundles.read import Bundle, load_bundle, read_truth
@@ -43,8 +44,10 @@ def bundle_row(path: Path, settings: Settings, sources: set[str] | None = None,
 
         summary = replay(path, replayed)
         rankings = {"baynet": [r["service"] for r in summary["ranking"]], "in-process": rankings["baynet"]}
-    windows = Windows.around(bundle.event.unix, settings)
-    # the baselines see all the bundle holds up to the window's end, whatever --sources says
+    # the baselines read what the analysis read last: up to the window's end (a second look's, where it
+    # looked again), all the bundle holds whatever --sources says
+    after = result.fetch.get("looked_again", {}).get("after_s")
+    windows = Windows.around(bundle.event.unix, later(settings, after) if after else settings)
     everything = bundle_observations(bundle, until=windows.incident[1])
     for ranker in RANKERS:
         rankings.update(ranker(everything, windows))

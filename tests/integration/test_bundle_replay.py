@@ -187,6 +187,24 @@ def test_a_bad_rollout_replayed_the_flow_reads_versions_from_istio_and_blames_th
     assert len(summary["fetch"]["changes"]) >= 2
 
 
+def test_a_ranking_on_a_version_too_young_to_tell_looks_again_through_the_flow(tmp_path, prefect_harness):
+    """The flow, as the bundle analysis: its top-ranked service runs a version two 15 s windows old, so the
+    run waits for (here: finds, the incident being past) one window more, reads again and ranks again,
+    recording the first look."""
+    require(prometheus_available(), "Debian's prometheus and promtool (apt-get install -y prometheus)")
+    from prefect.settings import PREFECT_API_URL
+
+    from baynet.lab.datasets.rollouts import hard_rollout_bundle
+
+    bundle = hard_rollout_bundle(tmp_path / "hard", "sock-shop", 20)
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    summary = json.loads(baynet("bundle", "replay", bundle, "--json", env=env).stdout)
+    looked = summary["fetch"]["looked_again"]
+    assert looked["after_s"] == 15.0 and looked["first_look"][0]["service"] == "carts-db"
+    assert "carts-db's v2 had served in 2 of the data's 15 s windows" in looked["because"]
+    assert sum(n.startswith("looked again 15 s later") for n in summary["fetch"]["notes"]) == 1
+
+
 def test_a_train_ticket_code_fault_with_logs_replays_to_the_in_process_ranking(tmp_path, prefect_harness):
     """The real path with all three sources: the spans through the Tempo-compatible server, the metrics
     backfilled into Prometheus, the log lines pushed into the Loki-compatible server; the flow finds the

@@ -317,3 +317,40 @@ def test_a_version_compared_in_fewer_than_three_windows_says_it_is_too_soon_to_t
         assert said[2].startswith("v2 answers in 16 ms against v1 10 ms")
         assert ("too soon to tell a fresh pod's warm-up" in said[2]) is soon, said[2]
         assert not soon or "v2 15 s old at the window's end" in said[2]
+
+
+def test_the_wait_for_a_young_version_is_the_windows_it_still_lacks_at_the_datas_step():
+    from baynet.evidence.changes import young_version_wait
+
+    old = _latency_rows("a", "v1", np.arange(15, 781, 15.0), [10.0] * 52)
+    young = pd.DataFrame(old + _latency_rows("a", "v2", [765.0, 780.0, 795.0], [16.0] * 3))
+    wait, why = young_version_wait(young, "a", until=780.0)   # two windows by the window's end: one to come
+    assert wait == 15.0 and why == "a's v2 had served in 2 of the data's 15 s windows"
+    assert young_version_wait(young, "a", until=795.0) == (0.0, "")   # three: nothing to wait for
+    assert young_version_wait(young, "b", until=780.0) == (0.0, "")   # no such service
+    single = pd.DataFrame(old)
+    assert young_version_wait(single, "a", until=780.0) == (0.0, "")  # one version: nothing is young
+
+
+def test_a_ranking_that_rests_on_a_version_too_young_to_tell_looks_again_when_it_can(tmp_path):
+    """Seed 20: a harmless carts-db v2 is two 15 s windows old at the alert, x1.4 slower in both (a fresh pod's
+    cold start) and comes first; the bad orders-db v2 (x1.9 for a minute) second. One window later the
+    ranking is read again (the bundle a window further, as the flow reads after waiting)."""
+    from baynet.bundles.analyse import analyse_bundle
+    from baynet.bundles.read import load_bundle
+    from baynet.lab.datasets.rollouts import hard_rollout_bundle
+    from baynet.settings import Settings
+
+    bundle = load_bundle(hard_rollout_bundle(tmp_path / "b", "sock-shop", 20))
+    truth = json.loads((bundle.path / "truth.json").read_text())["root_cause"]
+    once = analyse_bundle(bundle, Settings(look_again_max_s=0))
+    assert once.ranking[0]["service"] == "carts-db" and "looked_again" not in once.fetch
+    assert "too soon to tell a fresh pod's warm-up" in once.ranking[0]["evidence"]
+    twice = analyse_bundle(bundle)
+    looked = twice.fetch["looked_again"]
+    assert looked["after_s"] == 15.0 and looked["first_look"][0]["service"] == "carts-db"
+    assert twice.ranking[0]["service"] == truth == "orders-db"
+    assert "Looked again 15 s later" in twice.headline
+    capped = analyse_bundle(bundle, Settings(look_again_max_s=10))  # 15 s away: over the limit, said so
+    assert capped.ranking[0]["service"] == "carts-db"
+    assert any("over BAYNET_LOOK_AGAIN_MAX_S=10" in n for n in capped.notes)
