@@ -7,8 +7,9 @@ in-process bundle analysis (``baynet eval bundles``), the replay and the accurac
 function, so every accuracy figure is measured on what production runs. Settings are passed, never
 read from the environment here.
 
-Modules: ``topology`` (step 3), ``infer`` (steps 4-5: model and ranking), ``exemplars`` (traces that
-show the problem), ``store`` (step 6: artifacts).
+Modules: ``topology`` (step 3), ``infer`` (steps 4-5: model and ranking), ``look_again`` (when a first
+ranking calls for a second look, a little later: the flow and the bundle analysis both ask it),
+``exemplars`` (traces that show the problem), ``store`` (step 6: artifacts).
 """
 
 from __future__ import annotations
