@@ -45,8 +45,9 @@ def eval_bundles(paths: list[Path] = typer.Argument(..., help="Directories holdi
                                              "accuracy with and without learning from confirmations, and "
                                              "over the first and second half ('online' in --json).")) -> None:
     """Analyse every bundle (in-process by default: the incident flow's evidence, model and inference steps
-    on the bundle's files; --replay: through the real path) and score it against its truth.json, which only
-    the scorer reads. Prints AC@1/3/5 and
+    on the bundle's files, read up to the incident window's end as the live sources answer the flow, and
+    that much further where the analysis looks again; --replay: through the real path) and score it against
+    its truth.json, which only the scorer reads. Prints AC@1/3/5 and
     Avg@5 overall, per fault type and per directory, the true service's rank per case, seconds per case,
     and baselines on the same data: BARO- and MicroRank-style where there are traces; for metrics the
     service whose error ratio rose most, whose latency rose most, and random; for logs the service whose
