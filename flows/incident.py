@@ -6,10 +6,12 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from baynet.analysis.look_again import later, look_again_s, record_first_look, too_far
+from baynet.analysis import AnalysisResult
+from baynet.analysis.look_again import until_settled
 from baynet.analysis.topology import snapshot_age
 from baynet.events import run_name
 from baynet.settings import Settings
+from baynet.sources import Observations
 from baynet.topology import TopologyError
 from baynet.windows import Windows
 from tasks.dbn import load_persisted_model, run_analysis
@@ -46,16 +48,14 @@ def incident_rca(message: str | dict[str, Any], settings: Settings | None = None
     topology, diff, _ = diff_with_snapshot(live, settings, store_changes=False)
     model = load_persisted_model(settings)                                       # 4-5. re-estimate, infer
     result = run_analysis(event, observations, model, settings, topology)
-    wait, why = look_again_s(result, observations, settings)
-    if wait and wait <= settings.look_again_max_s:                                # too soon to tell: once more
-        first, settings = result, later(settings, wait)
-        windows = Windows.around(event.unix, settings)
-        wait_for_data(windows.incident[1], why)
-        observations = gather_observations(event, windows, settings)
-        result = run_analysis(event, observations, load_persisted_model(settings), settings, topology)
-        record_first_look(result, first, wait, why)
-    elif wait:
-        too_far(result, wait, why, settings)
+
+    def again(later: Settings) -> tuple[AnalysisResult, Observations]:                # too soon to tell: again
+        windows = Windows.around(event.unix, later)
+        wait_for_data(windows.incident[1], "the top-ranked service's version is too young to judge")
+        seen = gather_observations(event, windows, later)
+        return run_analysis(event, seen, load_persisted_model(settings), later, topology), seen
+
+    result = until_settled(result, observations, settings, again)
     if not result.fetch.get("evidence_complete", True):
         logger.warning("partial evidence: %s", "; ".join(result.fetch.get("partial_reasons", [])))
     locations = store_results(result, diff, settings)                            # 6. store the artifacts

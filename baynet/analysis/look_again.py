@@ -10,7 +10,7 @@ The wait is the data's own: the windows still missing, at the data's step.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from baynet.evidence.changes import young_version_wait
 from baynet.settings import Settings
@@ -21,13 +21,17 @@ if TYPE_CHECKING:
     from baynet.sources.base import Observations
 
 
-def look_again_s(result: "AnalysisResult", observations: "Observations", settings: Settings) -> tuple[float, str]:
-    """Seconds to wait before reading again (0: the ranking stands), and why. Only the top-ranked service's
-    own version is asked about: a young version further down cannot change who comes first by settling."""
+def look_again_s(result: "AnalysisResult", observations: "Observations", settings: Settings
+                 ) -> tuple[float, str, tuple[str, int]]:
+    """Seconds to wait before reading again (0: the ranking stands), why, and what it waits on (the service
+    and the windows its version has served in so far). Only the top-ranked service's own version is asked
+    about: a young version further down cannot change who comes first by settling."""
     if not result.ranking or settings.look_again_max_s <= 0:
-        return 0.0, ""
+        return 0.0, "", ("", 0)
+    top = result.ranking[0]["service"]
     until = Windows.around(result.event.unix, settings).incident[1]
-    return young_version_wait(observations.table("versions"), result.ranking[0]["service"], until)
+    wait, why, seen = young_version_wait(observations.table("versions"), top, until)
+    return wait, why, (top, seen)
 
 
 def _note(result: "AnalysisResult", note: str) -> None:
@@ -41,10 +45,36 @@ def later(settings: Settings, wait_s: float) -> Settings:
 
 
 def too_far(result: "AnalysisResult", wait_s: float, why: str, settings: Settings) -> None:
-    """Note on ``result`` that a second look was called for but lies beyond ``look_again_max_s``."""
-    note = (f"too soon to tell a warm-up from a slowdown ({why}); a second look would need {wait_s:.0f} s more "
-            f"data, over BAYNET_LOOK_AGAIN_MAX_S={settings.look_again_max_s}")
+    """Note on ``result`` that another look was called for but lies beyond ``look_again_max_s``."""
+    note = (f"too soon to tell a warm-up from a slowdown ({why}); another look would need {wait_s:.0f} s more "
+            f"data in all, over BAYNET_LOOK_AGAIN_MAX_S={settings.look_again_max_s}")
     _note(result, note)
+
+
+def until_settled(first: "AnalysisResult", observations: "Observations", settings: Settings,
+                  again: Callable[[Settings], tuple["AnalysisResult", "Observations"]]) -> "AnalysisResult":
+    """``first`` where it stands; else the ranking once the top-ranked service's version can be judged:
+    ``again(later settings)`` reads and ranks anew (waiting for the data first, in the flow), as long as the
+    new top-ranked service in turn runs a version too young to judge and the whole wait stays within
+    ``look_again_max_s``. The flow and the bundle analysis both rank this way."""
+    result, total, reasons, waited_on = first, 0.0, [], None
+    while True:
+        wait, why, on = look_again_s(result, observations, later(settings, total))
+        if not wait:
+            break
+        if on == waited_on:  # the last wait brought that version no window: it serves too rarely to wait on
+            _note(result, f"{why} after waiting: it serves too rarely to wait for")
+            break
+        if total + wait > settings.look_again_max_s:
+            too_far(result, total + wait, why, settings)
+            break
+        total += wait
+        reasons.append(why)
+        waited_on = on
+        result, observations = again(later(settings, total))
+    if total:
+        record_first_look(result, first, total, "; ".join(reasons))
+    return result
 
 
 def record_first_look(result: "AnalysisResult", first: "AnalysisResult", wait_s: float, why: str) -> None:

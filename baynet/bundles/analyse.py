@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 
 from baynet.analysis import AnalysisResult, analyse
-from baynet.analysis.look_again import later, look_again_s, record_first_look, too_far
+from baynet.analysis.look_again import until_settled
 from baynet.bundles.read import Bundle
 from baynet.dbn import DBNModel
 from baynet.settings import Settings
@@ -39,14 +39,12 @@ def analyse_bundle(bundle: Bundle, settings: Settings | None = None, *, use: set
     observations = read(settings)
     before = copy.deepcopy(model) if observations.table("versions") is not None else None
     first = analyse(bundle.event, observations, model, settings, topology=given, use=use)
-    wait, why = look_again_s(first, observations, settings)
-    if not wait or before is None:
+    if before is None:
         return first
-    if wait > settings.look_again_max_s:
-        too_far(first, wait, why, settings)
-        return first
-    model.__dict__.update(before.__dict__)  # the first look's update undone: the second look's stands
-    second_settings = later(settings, wait)
-    second = analyse(bundle.event, read(second_settings), model, second_settings, topology=given, use=use)
-    record_first_look(second, first, wait, why)
-    return second
+
+    def again(s: Settings) -> tuple[AnalysisResult, Observations]:
+        model.__dict__.update(copy.deepcopy(before).__dict__)  # every look's update undone: the last one's stands
+        seen = read(s)
+        return analyse(bundle.event, seen, model, s, topology=given, use=use), seen
+
+    return until_settled(first, observations, settings, again)

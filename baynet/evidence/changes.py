@@ -95,25 +95,26 @@ def newest_version(service: str, versions: "Iterable[str]", first_seen: pd.Serie
 COMPARED_WINDOWS = 3  # windows a new version is compared in before a warm-up can be told from a slowdown
 
 
-def young_version_wait(versions: pd.DataFrame | None, service: str, until: float) -> tuple[float, str]:
-    """Seconds of data still to come (and why) before ``service``'s newest version has served in
-    :data:`COMPARED_WINDOWS` of the data's own windows by ``until``: a version compared in fewer cannot yet
-    be told from a fresh pod's warm-up (:func:`version_latency`). ``(0, "")`` where it has, where the
-    service runs one version, or where the step cannot be read."""
+def young_version_wait(versions: pd.DataFrame | None, service: str, until: float) -> tuple[float, str, int]:
+    """Seconds of data still to come (and why, and in how many windows the version has served so far)
+    before ``service``'s newest version has served in :data:`COMPARED_WINDOWS` of the data's own windows by
+    ``until``: a version compared in fewer cannot yet be told from a fresh pod's warm-up
+    (:func:`version_latency`). ``(0, "", 0)`` where it has, where the service runs one version, or where the
+    step cannot be read."""
     if versions is None or versions.empty or "destination_version" not in versions:
-        return 0.0, ""
+        return 0.0, "", 0
     rows = versions[(versions["destination"] == service) & (versions["destination_version"] != "")
                     & (versions["reporter"] != "source") & (versions["time"] <= until)]
     rows = rows[_serving(rows)]
     if rows["destination_version"].nunique() < 2:
-        return 0.0, ""
+        return 0.0, "", 0
     step = data_step(rows, None) or 0.0
     newest = newest_version(service, rows["destination_version"].unique(), first_served(rows))
     seen = rows.loc[rows["destination_version"] == newest, "time"].nunique()
     if step <= 0 or seen >= COMPARED_WINDOWS:
-        return 0.0, ""
+        return 0.0, "", 0
     return (COMPARED_WINDOWS - seen) * step, (f"{service}'s {newest} had served in {seen} of the data's "
-                                              f"{step:.0f} s windows")
+                                              f"{step:.0f} s windows"), seen
 
 
 def change_ages(events: pd.DataFrame, at: float) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """Version-aware evidence (a fresh pod's warm-up, a leak within new pods, the new version slower than the old
 in the same windows) and the hard rollout family that measures it."""
 
+import dataclasses
 import json
 import math
 
@@ -324,12 +325,12 @@ def test_the_wait_for_a_young_version_is_the_windows_it_still_lacks_at_the_datas
 
     old = _latency_rows("a", "v1", np.arange(15, 781, 15.0), [10.0] * 52)
     young = pd.DataFrame(old + _latency_rows("a", "v2", [765.0, 780.0, 795.0], [16.0] * 3))
-    wait, why = young_version_wait(young, "a", until=780.0)   # two windows by the window's end: one to come
-    assert wait == 15.0 and why == "a's v2 had served in 2 of the data's 15 s windows"
-    assert young_version_wait(young, "a", until=795.0) == (0.0, "")   # three: nothing to wait for
-    assert young_version_wait(young, "b", until=780.0) == (0.0, "")   # no such service
+    wait, why, seen = young_version_wait(young, "a", until=780.0)   # two windows by the window's end: one to come
+    assert wait == 15.0 and seen == 2 and why == "a's v2 had served in 2 of the data's 15 s windows"
+    assert young_version_wait(young, "a", until=795.0) == (0.0, "", 0)   # three: nothing to wait for
+    assert young_version_wait(young, "b", until=780.0) == (0.0, "", 0)   # no such service
     single = pd.DataFrame(old)
-    assert young_version_wait(single, "a", until=780.0) == (0.0, "")  # one version: nothing is young
+    assert young_version_wait(single, "a", until=780.0) == (0.0, "", 0)  # one version: nothing is young
 
 
 def test_a_ranking_that_rests_on_a_version_too_young_to_tell_looks_again_when_it_can(tmp_path):
@@ -354,3 +355,9 @@ def test_a_ranking_that_rests_on_a_version_too_young_to_tell_looks_again_when_it
     capped = analyse_bundle(bundle, Settings(look_again_max_s=10))  # 15 s away: over the limit, said so
     assert capped.ranking[0]["service"] == "carts-db"
     assert any("over BAYNET_LOOK_AGAIN_MAX_S=10" in n for n in capped.notes)
+    # no data comes after the alert: the version serves in no new window, and the looking stops there
+    end = bundle.event.unix
+    dry = dataclasses.replace(bundle, signals=bundle.signals[bundle.signals["time"] <= end])
+    stopped = analyse_bundle(dry)
+    assert stopped.fetch["looked_again"]["after_s"] == 15.0
+    assert any("serves too rarely to wait for" in n for n in stopped.notes)
