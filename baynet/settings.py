@@ -122,8 +122,9 @@ class Settings(BaseSettings):
     look_again_max_s: int = Field(
         300, ge=0, le=3600, description="Where the top-ranked service's evidence is a new version compared in "
         "fewer than three of the data's windows (too soon to tell a fresh pod's warm-up from a lasting "
-        "slowdown), the analysis reads and ranks once more when it has three -- if that is at most this many "
-        "seconds away (0: never). The incident run waits for it (a task in the Prefect UI).")
+        "slowdown), the analysis reads and ranks again when it has three (and again while the new top-ranked "
+        "service's version is that young) -- as long as the whole wait is at most this many seconds (0: never). "
+        "The incident run waits for it (a task in the Prefect UI).")
     baseline_gap_s: int = Field(
         120, ge=0, le=86400, description="Gap between the baseline window and the first incident slice (kept "
         "out of the baseline so a slow onset is not the norm; a trace baseline whose spans cover less than one "
