@@ -73,8 +73,9 @@ class ChildServer:
     def start(self) -> "ChildServer":
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
+            # a plain traceback in the log: a boxed one is wrapped at 80 columns, paths and all
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         cwd=str(ROOT))
+                                         cwd=str(ROOT), env={**os.environ, "TYPER_STANDARD_TRACEBACK": "1"})
         return self
 
     def ready(self, timeout_s: float = 120.0) -> "ChildServer":
@@ -385,6 +386,7 @@ def stack_up(workdir: Path, *, traces: Path | None = None, openmetrics: Path | N
     state: dict[str, Any] = {"dir": str(workdir), "processes": [], "urls": {}}
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("BAYNET_", "PREFECT_"))}
     base_env.update(FAKE_AWS)
+    base_env["TYPER_STANDARD_TRACEBACK"] = "1"  # plain tracebacks in the processes' logs (not boxed, not wrapped)
     base_env.update({"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
                      "GX_ANALYTICS_ENABLED": "False"})
 
