@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prefect import task
+import time
+
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from baynet.events import AnomalyEvent
@@ -38,10 +40,6 @@ def gather_observations(event: AnomalyEvent, windows: Windows, settings: Setting
 def wait_for_data(until_unix: float, why: str) -> float:
     """Wait (in this run) until ``until_unix`` has passed, for the data a second look reads; no wait for a
     past incident (a backfill). Returns the seconds waited."""
-    import time
-
-    from prefect import get_run_logger
-
     waits = max(0.0, until_unix - time.time())
     if waits:
         get_run_logger().info("looking again in %.0f s: %s", waits, why)

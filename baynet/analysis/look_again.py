@@ -53,9 +53,9 @@ def too_far(result: "AnalysisResult", wait_s: float, why: str, settings: Setting
 
 
 def until_settled(first: "AnalysisResult", observations: "Observations", settings: Settings,
-                  again: Callable[[Settings], tuple["AnalysisResult", "Observations"]]) -> "AnalysisResult":
+                  again: Callable[[Settings, str], tuple["AnalysisResult", "Observations"]]) -> "AnalysisResult":
     """``first`` where it stands; else the ranking once the top-ranked service's version can be judged:
-    ``again(later settings)`` reads and ranks anew (waiting for the data first, in the flow), as long as the
+    ``again(later settings, why)`` reads and ranks anew (waiting for the data first, in the flow), as long as the
     new top-ranked service in turn runs a version too young to judge and the whole wait stays within
     ``look_again_max_s``. The flow and the bundle analysis both rank this way."""
     result, total, reasons, waited_on = first, 0.0, [], None
@@ -72,7 +72,7 @@ def until_settled(first: "AnalysisResult", observations: "Observations", setting
         total += wait
         reasons.append(why)
         waited_on = on
-        result, observations = again(later(settings, total))
+        result, observations = again(later(settings, total), why)
     if total:
         record_first_look(result, first, total, "; ".join(reasons))
     return result

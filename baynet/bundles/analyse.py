@@ -42,7 +42,7 @@ def analyse_bundle(bundle: Bundle, settings: Settings | None = None, *, use: set
     if before is None:
         return first
 
-    def again(s: Settings) -> tuple[AnalysisResult, Observations]:
+    def again(s: Settings, why: str) -> tuple[AnalysisResult, Observations]:
         model.__dict__.update(copy.deepcopy(before).__dict__)  # every look's update undone: the last one's stands
         seen = read(s)
         return analyse(bundle.event, seen, model, s, topology=given, use=use), seen
