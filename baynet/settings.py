@@ -124,7 +124,8 @@ class Settings(BaseSettings):
         "fewer than three of the data's windows (too soon to tell a fresh pod's warm-up from a lasting "
         "slowdown), the analysis reads and ranks again when it has three (and again while the new top-ranked "
         "service's version is that young) -- as long as the whole wait is at most this many seconds (0: never). "
-        "The incident run waits for it (a task in the Prefect UI).")
+        "Where no service's own work looked anomalous in any slice, it reads once more a slice (window_s) later "
+        "and keeps that look only where it saw some. The incident run waits for it (a task in the Prefect UI).")
     baseline_gap_s: int = Field(
         120, ge=0, le=86400, description="Gap between the baseline window and the first incident slice (kept "
         "out of the baseline so a slow onset is not the norm; a trace baseline whose spans cover less than one "

@@ -27,7 +27,7 @@ def analyse_bundle(bundle: Bundle, settings: Settings | None = None, *, use: set
     """``model``: the persistent model to re-estimate and rank with (as the flow's is; updated in place),
     else a fresh one. Where the first look calls for a second (:mod:`baynet.analysis.look_again`), the
     bundle is read that much further and ranked again, as the flow does after waiting; the model keeps
-    the second look's update only."""
+    the update of the look that stands only."""
     settings = settings or Settings()
     given = topology_from_edges([(a, b, 0.0, 0.0) for a, b in bundle.topology], settings.namespace, "bundle") \
         if bundle.topology else None
@@ -37,14 +37,18 @@ def analyse_bundle(bundle: Bundle, settings: Settings | None = None, *, use: set
         return bundle_observations(bundle, use, Windows.around(bundle.event.unix, s).incident[1])
 
     observations = read(settings)
-    before = copy.deepcopy(model) if observations.table("versions") is not None else None
+    before = copy.deepcopy(model)
     first = analyse(bundle.event, observations, model, settings, topology=given, use=use)
-    if before is None:
-        return first
+    after_first: list[DBNModel] = []
 
     def again(s: Settings, why: str) -> tuple[AnalysisResult, Observations]:
+        if not after_first:
+            after_first.append(copy.deepcopy(model))
         model.__dict__.update(copy.deepcopy(before).__dict__)  # every look's update undone: the last one's stands
         seen = read(s)
         return analyse(bundle.event, seen, model, s, topology=given, use=use), seen
 
-    return until_settled(first, observations, settings, again)
+    result = until_settled(first, observations, settings, again)
+    if result is first and after_first:  # a later look was set aside: the model keeps the first look's update
+        model.__dict__.update(after_first[0].__dict__)
+    return result

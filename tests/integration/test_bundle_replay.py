@@ -205,6 +205,25 @@ def test_a_ranking_on_a_version_too_young_to_tell_looks_again_through_the_flow(t
     assert sum(n.startswith("looked again 15 s later") for n in summary["fetch"]["notes"]) == 1
 
 
+def test_a_first_look_that_saw_nothing_of_its_own_looks_a_slice_later_through_the_flow(tmp_path, prefect_harness):
+    """The flow, as the bundle analysis: at the alert no service's own work looks anomalous through
+    Prometheus and the Loki-compatible server either; the run reads a slice later, where the bad catalogue
+    v2's logged exceptions have reached their threshold, and keeps that look."""
+    require(prometheus_available(), "Debian's prometheus and promtool (apt-get install -y prometheus)")
+    from prefect.settings import PREFECT_API_URL
+
+    from baynet.analysis.look_again import QUIET
+    from baynet.lab.datasets.rollouts import hard_rollout_bundle
+
+    bundle = hard_rollout_bundle(tmp_path / "hard", "sock-shop", 41)
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    summary = json.loads(baynet("bundle", "replay", bundle, "--json", env=env).stdout)
+    looked = summary["fetch"]["looked_again"]
+    assert looked["after_s"] == 60.0 and looked["because"] == QUIET
+    assert summary["ranking"][0]["service"] == "catalogue" != looked["first_look"][0]["service"]
+    assert sum(n.startswith("looked again 60 s later") for n in summary["fetch"]["notes"]) == 1
+
+
 def test_a_train_ticket_code_fault_with_logs_replays_to_the_in_process_ranking(tmp_path, prefect_harness):
     """The real path with all three sources: the spans through the Tempo-compatible server, the metrics
     backfilled into Prometheus, the log lines pushed into the Loki-compatible server; the flow finds the
