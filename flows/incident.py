@@ -49,7 +49,7 @@ def incident_rca(message: str | dict[str, Any], settings: Settings | None = None
     model = load_persisted_model(settings)                                       # 4-5. re-estimate, infer
     result = run_analysis(event, observations, model, settings, topology)
 
-    def again(later: Settings, why: str) -> tuple[AnalysisResult, Observations]:      # too soon to tell: again
+    def again(later: Settings, why: str) -> tuple[AnalysisResult, Observations]:      # a later look: wait, read, rank
         windows = Windows.around(event.unix, later)
         wait_for_data(windows.incident[1], why)
         seen = gather_observations(event, windows, later)

@@ -39,7 +39,7 @@ def look_again_s(result: "AnalysisResult", observations: "Observations", setting
     if not result.ranking or settings.look_again_max_s <= 0:
         return 0.0, "", ("", 0)
     top = result.ranking[0]["service"]
-    until = Windows.around(result.event.unix, settings).incident[1]
+    until = _end(result, settings)
     wait, why, seen = young_version_wait(observations.table("versions"), top, until)
     if wait:
         return wait, why + YOUNG, (top, seen)
@@ -89,6 +89,11 @@ def uncovered(before: dict[str, float], after: dict[str, float], until: float, w
             if after.get(name, 0.0) < until - (wait / 2 if name == "spans" else max(wait / 2, step or 0.0))]
 
 
+def _end(result: "AnalysisResult", settings: Settings) -> float:
+    """The end of the incident window ``settings`` give ``result``'s alert: what a look reads up to."""
+    return Windows.around(result.event.unix, settings).incident[1]
+
+
 def _note(result: "AnalysisResult", note: str) -> None:
     result.notes.append(note)
     result.fetch["notes"] = result.notes  # ranking.json's notes are the analysis' (one list, as analyse() sets it)
@@ -124,13 +129,13 @@ def until_settled(first: "AnalysisResult", observations: "Observations", setting
         if total + wait > settings.look_again_max_s:
             too_far(result, total + wait, why, settings)
             break
-        had = newest(observations, Windows.around(result.event.unix, later(settings, total)).incident[1])
+        had = newest(observations, _end(result, later(settings, total)))
         kept = result, observations
         total += wait
         waited_on = on
         result, observations = again(later(settings, total), why)
         if not on[0]:  # nothing of its own yet: the second look stands only where it saw more
-            end = Windows.around(result.event.unix, later(settings, total)).incident[1]
+            end = _end(result, later(settings, total))
             short = uncovered(had, newest(observations, end), end, wait,
                               data_step(observations.table("signals"), observations.table("resources")))
             if short or nothing_of_its_own(result):

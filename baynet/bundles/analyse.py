@@ -39,16 +39,12 @@ def analyse_bundle(bundle: Bundle, settings: Settings | None = None, *, use: set
     observations = read(settings)
     before = copy.deepcopy(model)
     first = analyse(bundle.event, observations, model, settings, topology=given, use=use)
-    after_first: list[DBNModel] = []
 
     def again(s: Settings, why: str) -> tuple[AnalysisResult, Observations]:
-        if not after_first:
-            after_first.append(copy.deepcopy(model))
-        model.__dict__.update(copy.deepcopy(before).__dict__)  # every look's update undone: the last one's stands
-        seen = read(s)
-        return analyse(bundle.event, seen, model, s, topology=given, use=use), seen
+        seen = read(s)  # each later look on the model as it came, as the flow reloads it
+        return analyse(bundle.event, seen, copy.deepcopy(before), s, topology=given, use=use), seen
 
     result = until_settled(first, observations, settings, again)
-    if result is first and after_first:  # a later look was set aside: the model keeps the first look's update
-        model.__dict__.update(after_first[0].__dict__)
+    if result.model is not model:  # a later look stands: its update is the one the model keeps
+        model.__dict__.update(result.model.__dict__)
     return result
