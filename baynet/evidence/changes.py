@@ -193,6 +193,9 @@ def canary(signals: pd.DataFrame | None, slices: list[tuple[float, float]],
                 n_new, e_new = per.loc[newest]
                 old = per.drop(index=newest).sum()
                 p_old = (old["errors"] + 0.5) / (old["requests"] + 1.0)
+                # The normal approximation, not the exact tail the service's errors are read in
+                # (metrics.binomial_z): measured, the exact tail lost a bad version whose first canary
+                # step served one or two calls a slice (README, "one failed call")
                 z = (e_new - n_new * p_old) / math.sqrt(max(n_new * p_old * (1 - p_old), 1e-9))
                 r_new, r_old = e_new / max(n_new, 1e-9), old["errors"] / max(old["requests"], 1e-9)
             else:  # no counts: the versions' error ratios against their spread (Welch's t, a floor of half a point)

@@ -144,6 +144,32 @@ def test_error_evidence_grows_with_the_requests_behind_it():
     assert many["state"] >= 1 and few["state"] == 0
 
 
+def test_the_binomial_z_reads_the_exact_tail_of_the_failed_calls():
+    from scipy import stats
+
+    from baynet.evidence.metrics import binomial_z
+
+    p = 0.5 / 301  # a baseline of 300 calls and none failed
+    for k, n in ((1, 29), (3, 40), (12, 500)):
+        assert binomial_z(k, n, p) == pytest.approx(stats.norm.isf(stats.binom.sf(k - 1, n, p)), rel=1e-6)
+    # One failed call of 29 happens one time in twenty: not the 4.3 spreads the normal approximation said.
+    assert binomial_z(1, 29, p) == pytest.approx(1.67, abs=0.01)
+    assert binomial_z(1, 29, p) < 3.0 < binomial_z(3, 29, p)
+    assert binomial_z(1.5, 29, p) == pytest.approx((binomial_z(1, 29, p) + binomial_z(2, 29, p)) / 2, abs=0.5)
+    assert binomial_z(0, 29, 0.01) < 0 and binomial_z(5, 0, p) == 0.0
+    assert binomial_z(500, 500, p) == pytest.approx(37.5)  # beyond a double's smallest tail: capped, finite
+
+
+def test_one_failed_call_against_a_baseline_of_none_is_chance_many_are_not():
+    sig = signals({"s": lambda t: 0.5})  # 5 calls a 10 s window, none failed in the baseline
+    failed = sig["time"] == 850.0
+    one = sig.assign(error_ratio=np.where(failed, 1 / 5, 0.0))
+    ev = build_metric_evidence(one, None, BASE, SLICES)
+    assert row(ev, "s", 2)["error_up"] > 0.02 and row(ev, "s", 2)["error_z"] < 3.0 and row(ev, "s", 2)["state"] == 0
+    three = sig.assign(error_ratio=np.where(failed | (sig["time"] == 870.0) | (sig["time"] == 890.0), 1 / 5, 0.0))
+    assert row(build_metric_evidence(three, None, BASE, SLICES), "s", 2)["state"] == 1
+
+
 def test_slices_follow_data_coarser_than_a_slice():
     res = resources({("a", "cpu"): lambda t: 1.0}, step=300.0)
     slices, why = slices_for_step(None, res, SLICES)
