@@ -129,12 +129,14 @@ def until_settled(first: "AnalysisResult", observations: "Observations", setting
         if total + wait > settings.look_again_max_s:
             too_far(result, total + wait, why, settings)
             break
-        had = newest(observations, _end(result, later(settings, total)))
-        kept = result, observations
+        quiet = not on[0]  # nothing of its own yet: the second look stands only where it saw more
+        if quiet:
+            had = newest(observations, _end(result, later(settings, total)))
+            kept = result, observations
         total += wait
         waited_on = on
         result, observations = again(later(settings, total), why)
-        if not on[0]:  # nothing of its own yet: the second look stands only where it saw more
+        if quiet:
             end = _end(result, later(settings, total))
             short = uncovered(had, newest(observations, end), end, wait,
                               data_step(observations.table("signals"), observations.table("resources")))
