@@ -14,6 +14,7 @@ from baynet.evidence.fuse import states_from_evidence
 from baynet.settings import Settings
 from baynet.state import ModelLog, apply_update, update_record
 from baynet.topology import Topology
+from baynet.windows import Windows
 
 
 def load_model(store: ArtifactStore, namespace: str) -> DBNModel:
@@ -128,6 +129,13 @@ def call_graph_unknown(model: DBNModel, members: list[str]) -> bool:
     return len(members) > 1 and not any(model.callees.get(s) for s in members)
 
 
+def alert_slice(event: AnomalyEvent, settings: Settings) -> int:
+    """The incident slice that holds the alert: the last one, unless the window runs on after it
+    (``BAYNET_SETTLE_S``, a later look)."""
+    slices = Windows.around(event.unix, settings).slices
+    return next((i for i, (lo, hi) in enumerate(slices) if event.unix <= hi), len(slices) - 1)
+
+
 def infer(model: DBNModel, event: AnomalyEvent, evidence: pd.DataFrame, topology: Topology,
           settings: Settings, prior_factor: dict[str, float] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """Step 5: posteriors over the blast radius, ranked, and the propagation path to the event's service."""
@@ -135,16 +143,21 @@ def infer(model: DBNModel, event: AnomalyEvent, evidence: pd.DataFrame, topology
     members = blast_radius(topology, event.service, settings.blast_radius_hops, with_evidence)
     levels = states_from_evidence(evidence, members)
     states = levels.states
+    at = alert_slice(event, settings)
     if call_graph_unknown(model, members):
         # What a service's callers experience (O) tells a root cause from a victim only through its callees:
         # with none known, the alerting service -- whose symptom nothing could then explain -- came first.
         states = {s: [-1] * len(v) for s, v in states.items()}
     elif event.status == "firing" and event.service in states \
             and not quiet_beside_changes(evidence, event.service, members, prior_factor):
-        # The detector saw the anomaly on this service: that is evidence too, whatever the spans show.
-        states[event.service][-1] = max(states[event.service][-1], 1)
+        # The detector saw the anomaly on this service, in the slice that holds the alert: that is evidence
+        # too, whatever the spans show.
+        k = min(at, len(states[event.service]) - 1)
+        states[event.service][k] = max(states[event.service][k], 1)
+    # a fault from the alert's slice on (DBNModel.infer): where the window runs on past the alert, the state
+    # at its end alone took a cause that showed at the alert and faded after for one that recovered
     posteriors = model.infer(states, levels.own, members, own_metrics=levels.metrics, prior_factor=prior_factor,
-                             own_logs=levels.logs)
+                             own_logs=levels.logs, at=at)
     # Services the DBN cannot tell apart (equal posteriors) go in the order of their largest deviation
     # where the evidence has one (metrics), then by name.
     score = (evidence[evidence["window"] >= 0].groupby("service")["score"].max().to_dict()

@@ -279,6 +279,8 @@ def version_latency(s: pd.DataFrame, slices: list[tuple[float, float]], first_se
                       f"fresh pod's warm-up from a lasting slowdown")
         for i, (lo, hi) in enumerate(slices):
             inside = (t > lo) & (t <= hi)
+            if not inside.any():  # no window of its own: the earlier slices' comparison is theirs, not new
+                continue
             if step > 0 and inside.sum() < least_of:  # at least least_of steps, ending at the slice's end
                 inside = (t > min(lo, hi - least_of * step)) & (t <= hi)
             here = ratio.to_numpy()[inside]

@@ -361,3 +361,42 @@ def test_a_ranking_that_rests_on_a_version_too_young_to_tell_looks_again_when_it
     stopped = analyse_bundle(dry)
     assert stopped.fetch["looked_again"]["after_s"] == 15.0
     assert any("serves too rarely to wait for" in n for n in stopped.notes)
+
+
+def test_a_slice_where_the_new_version_served_no_call_has_no_comparison_of_its_own():
+    """One-minute data: v2 served in the first two windows only. The last slice's three steps would reach
+    back to those two windows; its comparison would be theirs again, counted as a third observation."""
+    rng = np.random.default_rng(7)
+    before, during = np.arange(60, 661, 60.0), np.arange(720, 901, 60.0)
+    rows = _latency_rows("a", "v1", before, 10 * np.exp(rng.normal(0, 0.01, len(before))))
+    rows += _latency_rows("a", "v1", during, 10 * np.exp(rng.normal(0, 0.01, len(during))))
+    rows += _latency_rows("a", "v2", during[:2], [18.0, 18.0])
+    sig = pd.DataFrame(rows).assign(window_s=60.0)
+    first = sig.groupby(["destination", "destination_version"])["time"].min()
+    slices = [(660.0, 720.0), (720.0, 780.0), (780.0, 840.0), (840.0, 900.0)]
+    z = version_latency(sig, slices, first).set_index("window")["canary_z"]
+    assert sorted(z.index) == [0, 1]  # the windows v2 served in, once each
+    assert z[1] >= ChangeParams().canary_z
+
+
+def test_the_largest_of_several_fresh_pods_trends_is_read_as_the_largest_of_that_many():
+    from scipy import stats
+    from baynet.evidence.metrics import largest_of
+    assert largest_of(3.0, 1) == 3.0 and largest_of(-1.0, 5) == -1.0
+    tail = 1 - (1 - stats.norm.sf(3.0)) ** 5
+    assert largest_of(3.0, 5) == pytest.approx(stats.norm.isf(tail), rel=1e-9)
+    assert largest_of(3.0, 5) < largest_of(3.0, 2) < 3.0
+    # five steady fresh pods: the largest of their trends is no longer read as one pod's
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(5):
+        rows += pod_rows(f"x-v2-{i}", "x", 0, 300e6 * (1 + rng.normal(0, 0.003, 16)), "memory_bytes")
+    rows += pod_rows("z-v1", "z", -600, 300e6 * np.ones(16), "memory_bytes", 60.0)
+    frame = pd.DataFrame(rows)
+    frame["window"] = np.minimum(((frame["time"] - 60) // 60).astype(int), 2)
+    each = [fresh_pod_trends(frame[frame["pod"].isin([f"x-v2-{i}", "z-v1"])], -600.0, 3)
+            .set_index(["service", "window"])["z"] for i in range(5)]
+    together = fresh_pod_trends(frame, -600.0, 3).set_index(["service", "window"])["z"]
+    for w in range(3):
+        top = max(e[("x", w)] for e in each)
+        assert together[("x", w)] == pytest.approx(largest_of(top, 5))
