@@ -258,6 +258,7 @@ def fresh_pod_trends(resources: pd.DataFrame, baseline_start: float, n: int,
     since its first points, per incident window, in units of a point-to-point spread (its service's settled
     pods' where ``pooled`` knows them, else its own): a leak in a new version grows within the pod long
     before it stands out against the service's baseline (whose spread is floored at a share of its level).
+    The largest of a service's fresh pods' growth is read as the largest of that many (:func:`largest_of`).
     Columns ``service, metric, window, z, points``."""
     cols = ["service", "metric", "window", "z", "points"]
     fresh = resources[_fresh_pods(resources, baseline_start)]
@@ -283,8 +284,8 @@ def fresh_pod_trends(resources: pd.DataFrame, baseline_start: float, n: int,
         return pd.DataFrame(columns=cols)
     out = pd.DataFrame(rows, columns=cols)
     top = out.loc[out.groupby(["service", "metric", "window"])["z"].idxmax()]
-    k = out.groupby(["service", "metric", "window"])["z"].transform("size").loc[top.index].to_numpy()
-    return top.assign(z=[largest_of(z, n) for z, n in zip(top["z"], k)])
+    pods = out.groupby(["service", "metric", "window"])["z"].transform("size").loc[top.index].to_numpy()
+    return top.assign(z=[largest_of(z, k) for z, k in zip(top["z"], pods)])
 
 
 def largest_of(z: float, k: int) -> float:
