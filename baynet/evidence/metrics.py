@@ -290,7 +290,7 @@ def fresh_pod_trends(resources: pd.DataFrame, baseline_start: float, n: int,
 
 def largest_of(z: float, k: int) -> float:
     """The largest of ``k`` deviations, ``z``, as the single normal deviation as likely (Sidak): the
-    largest of five fresh pods' trends reaches 2.3 spreads by chance one time in ten."""
+    largest of five fresh pods' trends reaches 2.0 spreads by chance one time in ten."""
     if k <= 1 or z <= 0:
         return z
     tail = float(special.ndtr(-z))
