@@ -302,7 +302,7 @@ class DBNModel:
                     if l_seq is not None and l_seq[t] >= 0:
                         emis[t, r] *= self.sl_likelihood(l_seq[t], r)
             pi = self.prior(s, (prior_factor or {}).get(s, 1.0))
-            k = n - 1 if at is None else min(max(at, 0), n - 1)
+            k = _first_slice(at, n)
             alpha = np.array([1 - pi, pi]) * emis[0]
             alpha /= alpha.sum() or 1.0
             never = alpha[0]  # P(R = no in every slice from ``at`` on, the evidence so far)
@@ -477,8 +477,7 @@ class DBNModel:
                 if own_logs and s in own_logs and own_logs[s][t] >= 0:
                     evidence[f"Sl|{s}|{t}"] = S_STATES[own_logs[s][t]]
         ve = VariableElimination(bn)
-        last = slices - 1
-        first = last if at is None else min(max(at, 0), last)
+        first = _first_slice(at, slices)
         out = {}
         for s in services:
             names = [f"R|{s}|{t}" for t in range(first, slices)]
@@ -611,3 +610,9 @@ def _level_cdf(level: int, strength: float) -> np.ndarray:
     cdf = np.ones(3)
     cdf[:level] = 1.0 - strength
     return cdf
+
+
+def _first_slice(at: int | None, n: int) -> int:
+    """The first of ``n`` slices the root-cause query spans (:meth:`DBNModel.infer`): ``at``, within the
+    slices, or the last."""
+    return n - 1 if at is None else min(max(at, 0), n - 1)

@@ -151,7 +151,11 @@ def binomial_z(k: float, n: float, p: float) -> float:
     if k <= expected:
         return (k - expected) / math.sqrt(max(expected * (1.0 - p), 1e-9))
     k = min(k, n)
-    tail = float(special.betainc(k, n - k + 1.0, p))  # P(X >= k) for X ~ Binomial(n, p), continuous in k
+    return tail_z(float(special.betainc(k, n - k + 1.0, p)))  # P(X >= k), X ~ Binomial(n, p), continuous in k
+
+
+def tail_z(tail: float) -> float:
+    """An upper tail probability as the normal deviation with that tail (at most :data:`Z_CAP`)."""
     return min(-float(special.ndtri(tail)), Z_CAP) if tail > 0 else Z_CAP
 
 
@@ -293,9 +297,7 @@ def largest_of(z: float, k: int) -> float:
     largest of five fresh pods' trends reaches 2.0 spreads by chance one time in ten."""
     if k <= 1 or z <= 0:
         return z
-    tail = float(special.ndtr(-z))
-    tail_k = -math.expm1(k * math.log1p(-tail))
-    return min(-float(special.ndtri(tail_k)), Z_CAP) if tail_k > 0 else Z_CAP
+    return tail_z(-math.expm1(k * math.log1p(-float(special.ndtr(-z)))))  # 1 - (1 - tail)^k
 
 
 def _level(z: np.ndarray, th: MetricThresholds) -> np.ndarray:
